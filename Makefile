@@ -1,0 +1,39 @@
+# Everything a user runs. `make setup` builds .venv from the package registries; `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build by default (small, and on this project's CI machine it installs from local disk).
+# GPU users: make setup TORCH="torch==2.13.0" TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+# Where the third-party assets (Surrey Face Model, sample clips) are read from; see cest/assets.py.
+export CEST_ASSETS_MIRROR ?= $(abspath ../shared/assets)
+
+INPUT ?= ../shared/assets/voxceleb_sample
+OUTPUT ?= data/clips
+
+.PHONY: setup test demo preprocess bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) -m cest.demo --output demo/face.png
+
+preprocess: setup
+	$(PY) -m pipelines.preprocess --input $(INPUT) --output $(OUTPUT)
+
+bench: setup
+	$(PY) benchmarks/bench_render.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo
