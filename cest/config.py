@@ -1,0 +1,158 @@
+"""Every tunable of the model, the objective, the optimiser and the batch layout, with its default.
+
+The paper (Sec. 4.1, App. B.1) fixes the batch (32 clips x 4 frames), Adam with learning rate 1e-3 and the
+kind of each network; its tables lost the layer widths and its text lost the loss weights. The values chosen
+here for those are documented next to each field and in docs/model.md.
+
+`Config` groups the four parts; `load_config` / `save_config` read and write it as YAML, where any field left
+out keeps its default and an unknown field is an error.
+"""
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+VARIANTS = ("cest", "iest")
+DISTANCES = ("l21", "l1")
+CONSISTENCY_MODES = ("pairing", "clip_average")
+
+
+def _multiple_of_32(name: str, value: int) -> None:
+    # Five stride-2 levels in every network: the U-Net must halve the map five times and add the skips back.
+    if value <= 0 or value % 32:
+        raise ValueError(f"{name} must be a positive multiple of 32, got {value}")
+
+
+@dataclass
+class ModelConfig:
+    # "cest": conditional chain V -> S -> R -> L; "iest": the four estimates each from the image alone.
+    variant: str = "cest"
+    # Square input images; any multiple of 32 (224 for training, 64 for tests and CPU demos).
+    image_size: int = 224
+    # UV maps (illuminated texture and reflectance). 128 at 224 input: a frontal face spans about 120-150
+    # pixels of a 224 crop, so 128 texels across the (mirror-symmetric) UV layout keep roughly the image's
+    # detail without upsampling noise, at a third of the cost of a 224 UV U-Net. Must be a multiple of 32.
+    uv_size: int = 128
+    # Channels of the six stride-2 stages of the viewpoint, shape and illumination encoders (App. B.1 Table 1).
+    encoder_widths: tuple[int, ...] = (32, 64, 128, 256, 256, 256)
+    # Channels of the five U-Net levels of the reflectance network (App. B.1 Table 2); the first is full size.
+    unet_widths: tuple[int, ...] = (32, 64, 128, 256, 256)
+    # Viewpoint parameterisation: scale = init_scale * exp(out_0), rotation vector = out_1:4 (radians),
+    # translation = out_4:7 (NDC). 0.75 matches camera.canonical_crop's canonical scale: a mean face (half
+    # width ~1) then spans 3/4 of the half image, as in a landmark-centred crop.
+    init_scale: float = 0.75
+    # Standard deviation of the last layer's initial weights in the regression heads: small, so training
+    # starts from the mean face, frontal view, ambient light, while every layer already gets gradients.
+    head_init_std: float = 1e-3
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        _multiple_of_32("image_size", self.image_size)
+        _multiple_of_32("uv_size", self.uv_size)
+        self.encoder_widths = tuple(int(w) for w in self.encoder_widths)
+        self.unet_widths = tuple(int(w) for w in self.unet_widths)
+        if len(self.unet_widths) != 5:
+            raise ValueError(f"unet_widths needs 5 levels (UV size / 32 at the bottom), got {self.unet_widths}")
+        if len(self.encoder_widths) < 1:
+            raise ValueError("encoder_widths needs at least one stage")
+
+
+@dataclass
+class LossConfig:
+    # Photometric distance per pixel: "l21" = Euclidean norm of the RGB difference (robust: grows linearly
+    # with the error, like L1, so occluders and mask errors do not dominate; unlike L1 it does not depend on
+    # the colour axes), averaged over the mask. "l1" = mean absolute difference over RGB (the paper's metric).
+    distance: str = "l21"
+    # Eq. 7-8 extra reconstruction terms; off/off is the degenerate ablation of Fig. 4(e).
+    symmetry: bool = True
+    consistency: bool = True
+    # "pairing": frame i re-rendered with the reflectance of a random other frame of its clip (the paper's
+    # stochastic strategy); "clip_average": with the mean reflectance of its clip (FML-style, App. B.2).
+    consistency_mode: str = "pairing"
+    # Landmark term: mean Euclidean distance between projected model landmarks and detected ones, divided
+    # by the image size. 1.0 makes a 1% (2 px at 224) landmark error cost as much as a 0.01 photometric
+    # error, enough to hold the geometry while the photometric terms drive it.
+    w_landmark: float = 1.0
+    # Energy regulariser: mean squared shape coefficient (identity and expression; coefficients are in units
+    # of the model's standard deviations, so a typical face has energy ~1). A weak Gaussian prior.
+    w_regulariser: float = 1e-3
+
+    def __post_init__(self):
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
+        if self.consistency_mode not in CONSISTENCY_MODES:
+            raise ValueError(f"consistency_mode must be one of {CONSISTENCY_MODES}, got {self.consistency_mode!r}")
+        if self.w_landmark < 0 or self.w_regulariser < 0:
+            raise ValueError("loss weights must be non-negative")
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 1e-3  # Adam, as in the paper (Sec. 4.1)
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+@dataclass
+class DataConfig:
+    clips_per_batch: int = 32  # 32 clips x 4 frames = 128 images per batch (Sec. 4.1)
+    frames_per_clip: int = 4
+
+    def __post_init__(self):
+        if self.clips_per_batch < 1:
+            raise ValueError(f"clips_per_batch must be >= 1, got {self.clips_per_batch}")
+        if self.frames_per_clip < 2:
+            raise ValueError(f"frames_per_clip must be >= 2 (consistency pairs frames), got {self.frames_per_clip}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.clips_per_batch * self.frames_per_clip
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def _from_dict(cls, values: dict):
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        kwargs[name] = _from_dict(type(default), value) if is_dataclass(default) else value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict) -> Config:
+    return _from_dict(Config, values)
+
+
+def config_to_dict(config: Config) -> dict:
+    values = asdict(config)
+    values["model"]["encoder_widths"] = list(config.model.encoder_widths)
+    values["model"]["unet_widths"] = list(config.model.unet_widths)
+    return values
+
+
+def load_config(path: str | Path) -> Config:
+    with open(path) as f:
+        return config_from_dict(yaml.safe_load(f))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
