@@ -1,0 +1,80 @@
+"""The parameter-free renderer: reflectance (UV map) times SH shading on the rasterized, projected face.
+
+`Renderer.rasterize` does the geometry once per frame (projection, z-buffer, per-pixel UV and normals,
+visibility); `shade` then turns any reflectance map and light into an image, so the extra reconstruction
+terms of the objective (flipped and partner reflectance) cost a shading pass each, not a rasterization.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cest.camera import project, rotation_matrix, split_viewpoint
+from cest.geometry import vertex_normals, vertex_visibility
+from cest.lighting import shade
+from cest.raster import Fragments, interpolate, rasterize
+from cest.uv import UVMapper, uv_to_grid
+
+# Depth slack of the vertex visibility test, as a fraction of the image size (see vertex_visibility).
+VISIBILITY_DEPTH_TOLERANCE = 0.02
+
+
+@dataclass
+class RasterizedFaces:
+    pixels: torch.Tensor  # (B, N, 3) projected vertices
+    fragments: Fragments
+    pixel_uv_grid: torch.Tensor  # (B, H, W, 2) where each pixel samples the UV map (grid_sample units)
+    pixel_normals: torch.Tensor  # (B, H, W, 3) unit normals in camera space
+    face_mask: torch.Tensor  # (B, 1, H, W)
+    vertex_visible: torch.Tensor  # (B, N) bool
+
+
+class Renderer(torch.nn.Module):
+    """Renders model-space faces (B, N, 3) under a weak perspective viewpoint (B, 7) to (B, 3, H, W)."""
+
+    def __init__(self, uv: torch.Tensor, triangles: torch.Tensor, image_size: int, uv_size: int):
+        super().__init__()
+        self.image_size = image_size
+        self.uv_mapper = UVMapper(uv, triangles, uv_size)
+
+    @classmethod
+    def for_model(cls, model, image_size: int, uv_size: int) -> "Renderer":
+        return cls(model.uv, model.triangles, image_size, uv_size)
+
+    @property
+    def triangles(self) -> torch.Tensor:
+        return self.uv_mapper.triangles
+
+    def rasterize(self, vertices: torch.Tensor, viewpoint: torch.Tensor) -> RasterizedFaces:
+        pixels = project(vertices, viewpoint, self.image_size)
+        fragments = rasterize(pixels, self.triangles, (self.image_size, self.image_size))
+        # Normals rotate with the face; the (positive) scale and the translation do not change them.
+        rotation = rotation_matrix(split_viewpoint(viewpoint)[1])
+        normals = vertex_normals(vertices, self.triangles) @ rotation.transpose(-1, -2)
+        uv = self.uv_mapper.uv[None].expand(vertices.shape[0], -1, -1).to(vertices.dtype)
+        pixel_uv = interpolate(uv, fragments, self.triangles)
+        pixel_normals = F.normalize(interpolate(normals, fragments, self.triangles), dim=-1, eps=1e-12)
+        face_mask = (fragments.triangle_id >= 0)[:, None].to(vertices.dtype)
+        visible = vertex_visibility(
+            pixels, fragments.depth, normals[..., 2] > 0, VISIBILITY_DEPTH_TOLERANCE * self.image_size
+        )
+        return RasterizedFaces(pixels, fragments, uv_to_grid(pixel_uv), pixel_normals, face_mask, visible)
+
+    def shade(self, faces: RasterizedFaces, reflectance_uv: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+        """Image (B, 3, H, W): reflectance sampled at each pixel's UV times Lambertian SH shading; 0 off-face."""
+        albedo = F.grid_sample(reflectance_uv, faces.pixel_uv_grid, mode="bilinear", padding_mode="border",
+                               align_corners=False)
+        shading = shade(faces.pixel_normals, sh).permute(0, 3, 1, 2)
+        return albedo * shading * faces.face_mask
+
+    def unwrap(self, image: torch.Tensor, faces: RasterizedFaces) -> tuple[torch.Tensor, torch.Tensor]:
+        """The illuminated texture of images (B, 3, H, W) under these faces: (texture, valid) in UV space."""
+        return self.uv_mapper.unwrap(image, faces.pixels, faces.vertex_visible)
+
+    def render(
+        self, vertices: torch.Tensor, viewpoint: torch.Tensor, reflectance_uv: torch.Tensor, sh: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image (B, 3, H, W), face_mask (B, 1, H, W))."""
+        faces = self.rasterize(vertices, viewpoint)
+        return self.shade(faces, reflectance_uv, sh), faces.face_mask
