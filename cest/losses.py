@@ -1,0 +1,115 @@
+"""The self-supervised objective (paper Sec. 3.3, Eq. 6-9).
+
+- photometric (Eq. 6): distance between the image and its rendering, over the frame's face mask (only where
+  the rendered face covers it: elsewhere the renderer has no prediction to compare).
+- symmetry, consistency (Eq. 7-8): extra reconstruction terms, not regularisers: frame i is re-rendered with
+  its own shape, viewpoint and light but with its horizontally flipped reflectance (symmetry) and with the
+  reflectance of a random other frame of its clip (consistency, `cest.pairing`) or, in "clip_average" mode,
+  with the mean reflectance of its clip (FML-style, App. B.2). Each is measured like the photometric term,
+  on frame i's image and mask. Per frame: 1 + symmetry + consistency shading passes over one rasterization.
+- landmark: projected model landmarks against the detected 68, mean Euclidean distance / image size.
+- regulariser: mean squared shape coefficient (the coefficients are in units of standard deviations).
+total = photometric + symmetry + consistency + w_landmark * landmark + w_regulariser * regulariser.
+"""
+
+import torch
+
+from cest.config import LossConfig
+from cest.model import CESTModel, Estimate
+from cest.pairing import clip_average, partner_indices
+from cest.uv import flip_uv
+
+
+def pixel_distance(target: torch.Tensor, rendered: torch.Tensor, distance: str) -> torch.Tensor:
+    """(B, 3, H, W) pair -> (B, 1, H, W): "l21" Euclidean norm over RGB, "l1" mean absolute difference."""
+    difference = target - rendered
+    if distance == "l21":
+        # sqrt has an infinite derivative at 0; the epsilon keeps gradients finite on exact matches.
+        return (difference.square().sum(1, keepdim=True) + 1e-8).sqrt()
+    if distance == "l1":
+        return difference.abs().mean(1, keepdim=True)
+    raise ValueError(f"unknown photometric distance {distance!r}")
+
+
+def photometric_loss(target: torch.Tensor, rendered: torch.Tensor, mask: torch.Tensor, distance: str) -> torch.Tensor:
+    """Masked mean distance per frame, averaged over the batch (a frame with an empty mask counts 0)."""
+    per_pixel = pixel_distance(target, rendered, distance) * mask
+    per_frame = per_pixel.sum((1, 2, 3)) / mask.sum((1, 2, 3)).clamp(min=1)
+    return per_frame.mean()
+
+
+def landmark_loss(predicted: torch.Tensor, detected: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Mean Euclidean distance between (B, 68, 2) pixel positions, as a fraction of the image size."""
+    if predicted.shape != detected.shape:
+        raise ValueError(f"landmarks {tuple(predicted.shape)} vs detected {tuple(detected.shape)}")
+    return (predicted - detected).norm(dim=-1).mean() / image_size
+
+
+def shape_regulariser(alpha_identity: torch.Tensor, alpha_expression: torch.Tensor) -> torch.Tensor:
+    return torch.cat([alpha_identity, alpha_expression], 1).square().mean()
+
+
+def reflectance_variants(
+    reflectance: torch.Tensor, clip_ids: torch.Tensor, config: LossConfig, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """The other reflectances each frame is re-rendered with: {"symmetry": ..., "consistency": ...} as enabled."""
+    variants = {}
+    if config.symmetry:
+        variants["symmetry"] = flip_uv(reflectance)
+    if config.consistency:
+        if config.consistency_mode == "pairing":
+            variants["consistency"] = reflectance[partner_indices(clip_ids, generator)]
+        else:
+            variants["consistency"] = clip_average(reflectance, clip_ids)
+    return variants
+
+
+def objective(
+    model: CESTModel,
+    estimate: Estimate,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    landmarks: torch.Tensor,
+    clip_ids: torch.Tensor,
+    config: LossConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every loss term and their weighted sum "total" (scalars)."""
+    mask = masks * estimate.faces.face_mask
+    terms = {"photometric": photometric_loss(images, model.render(estimate), mask, config.distance)}
+    for name, reflectance in reflectance_variants(estimate.reflectance, clip_ids.to(images.device), config,
+                                                  generator).items():
+        terms[name] = photometric_loss(images, model.render(estimate, reflectance), mask, config.distance)
+    terms["landmark"] = landmark_loss(estimate.landmarks, landmarks, images.shape[-1])
+    terms["regulariser"] = shape_regulariser(estimate.alpha_identity, estimate.alpha_expression)
+    reconstruction = sum(terms[name] for name in ("photometric", "symmetry", "consistency") if name in terms)
+    terms["total"] = reconstruction + config.w_landmark * terms["landmark"] + config.w_regulariser * terms["regulariser"]
+    return terms
+
+
+@torch.no_grad()
+def degeneracy_measures(model: CESTModel, estimate: Estimate, masks: torch.Tensor) -> dict[str, float]:
+    """How far the estimate is from the degenerate solution of Sec. 3.3 (reflectance copies the image).
+
+    shading_std: standard deviation of the rendered shading (white reflectance) over the masked face,
+    averaged over frames; near 0 for the isotropic light of the degenerate solution.
+    texture_correlation: Pearson correlation between the reflectance and the illuminated texture over the
+    texels seen in the image; near 1 when the reflectance copies the image.
+    """
+    mask = (masks * estimate.faces.face_mask)[:, 0] > 0
+    white = torch.ones_like(estimate.reflectance)
+    shading = model.render(estimate, white)[:, 0]
+    shading_std = torch.stack([shading[b][mask[b]].std() for b in range(shading.shape[0]) if mask[b].sum() > 1])
+
+    correlations = []
+    for b in range(estimate.reflectance.shape[0]):
+        seen = estimate.texture_valid[b, 0] > 0
+        if seen.sum() < 2:
+            continue
+        r = estimate.reflectance[b][:, seen].flatten()
+        t = estimate.texture[b][:, seen].flatten()
+        correlations.append(torch.corrcoef(torch.stack([r, t]))[0, 1])
+    return {
+        "shading_std": float(shading_std.mean()),
+        "texture_correlation": float(torch.stack(correlations).mean()),
+    }

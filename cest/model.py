@@ -1,0 +1,112 @@
+"""The CEST model: four estimators chained by conditioning (paper Sec. 3.2), or independent (IEST).
+
+CEST (Eq. 3-4):  V = f_v(I);  S = f_s(I_c) with I_c the canonical-view crop of I under V;  project S with V
+and unwrap I into the UV illuminated texture T;  R = f_r(T);  L = f_l(I, T, R), the three brought to the UV
+resolution and stacked as channels. Gradients flow through the crop, the projection and the unwrapping.
+IEST: V = f_v(I), S = f_s(I), R = f_r(I resized to the UV size), L = f_l(I); T is still unwrapped, for
+diagnostics only (nothing is conditioned on it).
+
+Raw network outputs are turned into estimates with offsets that start training at a sensible face: scale =
+init_scale * exp(out), rotation vector and translation = out, SH = ambient light (shading 1) + out,
+shape coefficients = out (units of standard deviations), reflectance = (tanh + 1) / 2 in [0, 1].
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from cest.camera import VIEWPOINT_SIZE, canonical_crop
+from cest.config import ModelConfig
+from cest.lighting import SH_SIZE, ambient_sh
+from cest.morphable import MorphableModel, load_sfm
+from cest.networks import Encoder, ReflectanceUNet, ResidualEncoder
+from cest.render import RasterizedFaces, Renderer
+
+
+@dataclass
+class Estimate:
+    viewpoint: torch.Tensor  # (B, 7) scale, rotation vector, translation
+    alpha_identity: torch.Tensor  # (B, K_id)
+    alpha_expression: torch.Tensor  # (B, K_exp)
+    vertices: torch.Tensor  # (B, N, 3) model space
+    faces: RasterizedFaces  # the projected, rasterized mesh (reused by every rendering of this batch)
+    texture: torch.Tensor  # (B, 3, S, S) illuminated texture T unwrapped from the image
+    texture_valid: torch.Tensor  # (B, 1, S, S) texels seen in the image
+    reflectance: torch.Tensor  # (B, 3, S, S) in [0, 1]
+    sh: torch.Tensor  # (B, 9)
+    landmarks: torch.Tensor  # (B, 68, 2) projected model landmarks, pixels
+
+
+def _centred(image: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images and maps -> [-1, 1] network inputs."""
+    return image * 2 - 1
+
+
+class CESTModel(nn.Module):
+    def __init__(self, config: ModelConfig, morphable: MorphableModel):
+        super().__init__()
+        self.config = config
+        self.morphable = morphable
+        self.renderer = Renderer.for_model(morphable, config.image_size, config.uv_size)
+        widths, std = config.encoder_widths, config.head_init_std
+        n_shape = morphable.n_identity + morphable.n_expression
+        conditional = config.variant == "cest"
+        self.viewpoint_net = Encoder(3, VIEWPOINT_SIZE, widths, std)
+        self.shape_net = ResidualEncoder(3, n_shape, widths, std)
+        self.reflectance_net = ReflectanceUNet(3, 3, config.unet_widths)
+        self.illumination_net = Encoder(9 if conditional else 3, SH_SIZE, widths, std)
+        self.register_buffer("ambient_sh", ambient_sh(1)[0], persistent=False)
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.variant == "cest"
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        size = self.config.image_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2:] != (size, size):
+            raise ValueError(f"expected images (B, 3, {size}, {size}), got {tuple(images.shape)}")
+
+    def predict_viewpoint(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.viewpoint_net(_centred(images))
+        scale = self.config.init_scale * torch.exp(out[:, :1])
+        return torch.cat([scale, out[:, 1:]], 1)
+
+    def forward(self, images: torch.Tensor, viewpoint: torch.Tensor | None = None) -> Estimate:
+        """Estimates for images (B, 3, H, W) in [0, 1]; `viewpoint` replaces f_v's prediction when given."""
+        self._check_images(images)
+        if viewpoint is None:
+            viewpoint = self.predict_viewpoint(images)
+        uv_size = self.config.uv_size
+
+        shape_input = canonical_crop(images, viewpoint, images.shape[-1]) if self.conditional else images
+        alpha = self.shape_net(_centred(shape_input))
+        alpha_identity, alpha_expression = alpha.split([self.morphable.n_identity, self.morphable.n_expression], 1)
+        vertices = self.morphable.shape(alpha_identity, alpha_expression)
+        faces = self.renderer.rasterize(vertices, viewpoint)
+        texture, valid = self.renderer.unwrap(images, faces)
+
+        small_images = F.interpolate(images, size=(uv_size, uv_size), mode="bilinear", align_corners=False,
+                                     antialias=True)
+        if self.conditional:
+            reflectance = (self.reflectance_net(_centred(texture)) + 1) / 2
+            light_input = torch.cat([small_images, texture, reflectance], 1)
+        else:
+            reflectance = (self.reflectance_net(_centred(small_images)) + 1) / 2
+            light_input = images
+        sh = self.ambient_sh + self.illumination_net(_centred(light_input))
+
+        landmarks = faces.pixels[:, self.morphable.landmark_indices, :2]
+        return Estimate(viewpoint, alpha_identity, alpha_expression, vertices, faces, texture, valid, reflectance,
+                        sh, landmarks)
+
+    def render(self, estimate: Estimate, reflectance: torch.Tensor | None = None) -> torch.Tensor:
+        """Re-render the estimated faces (B, 3, H, W), with another reflectance map (B, 3, S, S) if given."""
+        reflectance = estimate.reflectance if reflectance is None else reflectance
+        return self.renderer.shade(estimate.faces, reflectance, estimate.sh)
+
+
+def build_model(config: ModelConfig, morphable: MorphableModel | None = None) -> CESTModel:
+    """The model on the Surrey Face Model (loaded from the asset registry unless given)."""
+    return CESTModel(config, morphable if morphable is not None else load_sfm())

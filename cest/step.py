@@ -1,0 +1,88 @@
+"""One training step: estimate, render, objective, backward, Adam update.
+
+`train_step` is what both the single-process loop (cest/train_local.py) and the distributed job call. The
+model may be wrapped (e.g. DistributedDataParallel): the forward goes through the wrapper, rendering uses
+the wrapped module (the renderer has no parameters). A non-finite loss or gradient raises
+`NonFiniteLossError` before the optimiser touches the weights, so a NaN is never trained on.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from cest.config import LossConfig, OptimConfig
+from cest.losses import objective
+from cest.model import CESTModel
+
+LANDMARK_COUNT = 68
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term or the gradient is NaN or infinite; the weights were not updated."""
+
+
+@dataclass
+class Batch:
+    """images (B, 3, H, W) in [0, 1], masks (B, 1, H, W) in {0, 1}, landmarks (B, 68, 2) px, clip_ids (B,)."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    landmarks: torch.Tensor
+    clip_ids: torch.Tensor
+
+    def __post_init__(self):
+        count = self.images.shape[0]
+        if self.images.dim() != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(self.images.shape)}")
+        if self.masks.shape != (count, 1, *self.images.shape[2:]):
+            raise ValueError(f"masks must be {(count, 1, *self.images.shape[2:])}, got {tuple(self.masks.shape)}")
+        if self.landmarks.shape != (count, LANDMARK_COUNT, 2):
+            raise ValueError(f"landmarks must be {(count, LANDMARK_COUNT, 2)}, got {tuple(self.landmarks.shape)}")
+        if self.clip_ids.shape != (count,):
+            raise ValueError(f"clip_ids must be ({count},), got {tuple(self.clip_ids.shape)}")
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.images.to(device), self.masks.to(device), self.landmarks.to(device), self.clip_ids.to(device))
+
+
+def unwrap_model(model: torch.nn.Module) -> CESTModel:
+    """The CESTModel inside a DistributedDataParallel-style wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+def make_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+
+
+def compute_loss(
+    model: torch.nn.Module, batch: Batch, config: LossConfig, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """Forward pass and every loss term ("total" included), as tensors with gradients."""
+    estimate = model(batch.images)
+    return objective(unwrap_model(model), estimate, batch.images, batch.masks, batch.landmarks, batch.clip_ids,
+                     config, generator)
+
+
+def _describe(terms: dict[str, torch.Tensor]) -> str:
+    return ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items())
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    config: LossConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """One Adam step on `batch`; returns each loss term as a float. Raises NonFiniteLossError on NaN/inf."""
+    optimizer.zero_grad(set_to_none=True)
+    terms = compute_loss(model, batch, config, generator)
+    if not all(torch.isfinite(value) for value in terms.values()):
+        raise NonFiniteLossError(f"non-finite loss, step skipped: {_describe(terms)}")
+    terms["total"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    if not torch.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(f"non-finite gradient (norm {float(grad_norm)}), step skipped: {_describe(terms)}")
+    optimizer.step()
+    return {name: float(value) for name, value in terms.items()}
