@@ -1,0 +1,156 @@
+import math
+
+import pytest
+import torch
+
+from cest.config import LossConfig, ModelConfig
+from cest.losses import (
+    degeneracy_measures,
+    landmark_loss,
+    objective,
+    photometric_loss,
+    pixel_distance,
+    reflectance_variants,
+    shape_regulariser,
+)
+from cest.model import CESTModel
+from cest.morphable import load_sfm
+from cest.uv import flip_uv
+
+from sample_frames import sample_frames  # noqa: F401  (session fixture)
+
+SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+
+
+def _reference_photometric(target, rendered, mask, distance):
+    """Loops over frames and pixels."""
+    per_frame = []
+    for b in range(target.shape[0]):
+        total, count = 0.0, 0.0
+        for i in range(target.shape[2]):
+            for j in range(target.shape[3]):
+                if mask[b, 0, i, j] == 0:
+                    continue
+                diff = [float(target[b, c, i, j] - rendered[b, c, i, j]) for c in range(3)]
+                value = math.sqrt(sum(d * d for d in diff)) if distance == "l21" else sum(abs(d) for d in diff) / 3
+                total += value
+                count += 1
+        per_frame.append(total / max(count, 1))
+    return sum(per_frame) / len(per_frame)
+
+
+@pytest.mark.parametrize("distance", ["l21", "l1"])
+def test_photometric_loss_matches_a_loop(distance):
+    generator = torch.Generator().manual_seed(0)
+    target, rendered = torch.rand(3, 3, 6, 5, generator=generator), torch.rand(3, 3, 6, 5, generator=generator)
+    mask = (torch.rand(3, 1, 6, 5, generator=generator) > 0.4).float()
+    mask[2] = 0  # an empty mask contributes 0
+    expected = _reference_photometric(target, rendered, mask, distance)
+    assert photometric_loss(target, rendered, mask, distance).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_photometric_loss_ignores_pixels_outside_the_mask():
+    target = torch.rand(2, 3, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    rendered = target.clone()
+    rendered[..., :2, :] = 5  # outside the mask
+    assert photometric_loss(target, rendered, mask, "l21") < 1e-3
+    rendered[..., 3, 3] += 0.5
+    assert photometric_loss(target, rendered, mask, "l21") > 1e-3
+
+
+def test_pixel_distance_l21_has_finite_gradient_at_zero_error():
+    target = torch.rand(1, 3, 2, 2)
+    rendered = target.clone().requires_grad_()
+    pixel_distance(target, rendered, "l21").sum().backward()
+    assert torch.isfinite(rendered.grad).all()
+
+
+def test_landmark_loss_is_mean_distance_over_image_size():
+    detected = torch.zeros(2, 68, 2)
+    predicted = detected.clone()
+    predicted[..., 0] += 3.0
+    predicted[..., 1] += 4.0  # every point 5 px off
+    assert landmark_loss(predicted, detected, 100).item() == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        landmark_loss(predicted[:, :5], detected, 100)
+
+
+def test_shape_regulariser_is_mean_square():
+    assert shape_regulariser(torch.full((2, 63), 2.0), torch.full((2, 6), 2.0)).item() == pytest.approx(4.0)
+
+
+def test_flip_twice_is_identity_and_symmetric_maps_are_unchanged():
+    reflectance = torch.rand(2, 3, 32, 32)
+    clip_ids = torch.tensor([0, 0])
+    config = LossConfig(symmetry=True, consistency=False)
+    flipped = reflectance_variants(reflectance, clip_ids, config)["symmetry"]
+    assert not torch.allclose(flipped, reflectance)
+    assert torch.equal(reflectance_variants(flipped, clip_ids, config)["symmetry"], reflectance)
+    symmetric = (reflectance + flip_uv(reflectance)) / 2
+    assert torch.allclose(reflectance_variants(symmetric, clip_ids, config)["symmetry"], symmetric)
+
+
+def test_consistency_uses_a_partner_of_the_same_clip_or_the_clip_average():
+    clip_ids = torch.tensor([3, 3, 8, 8, 8, 3])
+    reflectance = torch.arange(6.0)[:, None, None, None].expand(6, 3, 4, 4)  # frame index as value
+    paired = reflectance_variants(reflectance, clip_ids, LossConfig(symmetry=False), torch.Generator().manual_seed(0))
+    partners = paired["consistency"][:, 0, 0, 0].long()
+    assert set(paired) == {"consistency"}
+    assert torch.equal(clip_ids[partners], clip_ids) and (partners != torch.arange(6)).all()
+    averaged = reflectance_variants(reflectance, clip_ids, LossConfig(symmetry=False, consistency_mode="clip_average"))
+    assert averaged["consistency"][:, 0, 0, 0].tolist() == pytest.approx([8 / 3, 8 / 3, 3, 3, 3, 8 / 3])
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return CESTModel(ModelConfig(**SMALL), load_sfm())
+
+
+@pytest.mark.parametrize(
+    "symmetry, consistency, expected",
+    [(True, True, 3), (True, False, 2), (False, True, 2), (False, False, 1)],
+)
+def test_one_rasterization_and_linear_shading_passes_per_frame(
+    small_model, sample_frames, monkeypatch, symmetry, consistency, expected
+):
+    # Count the real renderer's calls: terms grow linearly with the frames (1 + symmetry + consistency).
+    calls = {"rasterize": [], "shade": []}
+    renderer = small_model.renderer
+    for name in calls:
+        real = getattr(renderer, name)
+        monkeypatch.setattr(renderer, name, lambda *a, _real=real, _name=name: calls[_name].append(a[0]) or _real(*a))
+    frames = sample_frames
+    estimate = small_model(frames.images)
+    terms = objective(small_model, estimate, frames.images, frames.masks, frames.landmarks, frames.clip_ids,
+                      LossConfig(symmetry=symmetry, consistency=consistency))
+    assert len(calls["rasterize"]) == 1
+    assert len(calls["shade"]) == expected
+    assert {"photometric", "landmark", "regulariser", "total"} <= set(terms)
+    assert ("symmetry" in terms) == symmetry and ("consistency" in terms) == consistency
+
+
+def test_total_is_the_weighted_sum(small_model, sample_frames):
+    frames = sample_frames
+    config = LossConfig(w_landmark=2.5, w_regulariser=0.1)
+    with torch.no_grad():
+        terms = objective(small_model, small_model(frames.images), frames.images, frames.masks, frames.landmarks,
+                          frames.clip_ids, config, torch.Generator().manual_seed(0))
+    expected = terms["photometric"] + terms["symmetry"] + terms["consistency"] + 2.5 * terms["landmark"] \
+        + 0.1 * terms["regulariser"]
+    assert terms["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_degeneracy_measures_detect_a_copied_texture_under_flat_light(small_model, sample_frames):
+    frames = sample_frames
+    with torch.no_grad():
+        estimate = small_model(frames.images[:4])
+    estimate.reflectance = estimate.texture.clone()
+    estimate.sh = small_model.ambient_sh.expand(4, -1).clone()
+    measures = degeneracy_measures(small_model, estimate, frames.masks[:4])
+    assert measures["texture_correlation"] > 0.999
+    assert measures["shading_std"] < 1e-4
+    estimate.sh[:, 2] = 1.5  # light from the camera side: shading varies over the face
+    assert degeneracy_measures(small_model, estimate, frames.masks[:4])["shading_std"] > 0.05

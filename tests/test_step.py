@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from cest.config import Config, DataConfig, LossConfig, ModelConfig, save_config
+from cest.model import CESTModel
+from cest.morphable import load_sfm
+from cest.step import Batch, NonFiniteLossError, make_optimizer, train_step
+from cest.train_local import FrameSet, clip_batches, main, save_frames, train
+
+from sample_frames import sample_frames  # noqa: F401  (session fixture)
+
+SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def morphable():
+    return load_sfm()
+
+
+def _batch(frames: FrameSet, count: int = 8) -> Batch:
+    return Batch(frames.images[:count], frames.masks[:count], frames.landmarks[:count], frames.clip_ids[:count])
+
+
+@pytest.mark.parametrize("variant", ["cest", "iest"])
+def test_train_step_updates_every_network_and_reports_every_term(morphable, sample_frames, variant):
+    torch.manual_seed(0)
+    model = CESTModel(ModelConfig(variant=variant, **SMALL), morphable)
+    optimizer = make_optimizer(model, Config().optim)
+    assert optimizer.param_groups[0]["lr"] == 1e-3
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    terms = train_step(model, optimizer, _batch(sample_frames), LossConfig(), torch.Generator().manual_seed(0))
+    assert set(terms) == {"photometric", "symmetry", "consistency", "landmark", "regulariser", "total"}
+    assert all(isinstance(v, float) and v == v for v in terms.values())
+    for net in ("viewpoint_net", "shape_net", "reflectance_net", "illumination_net"):
+        changed = [not torch.equal(p, before[f"{net}.{n}"]) for n, p in getattr(model, net).named_parameters()]
+        assert all(changed), net
+
+
+def test_nan_loss_is_reported_and_not_trained_on(morphable, sample_frames):
+    torch.manual_seed(0)
+    model = CESTModel(ModelConfig(**SMALL), morphable)
+    optimizer = make_optimizer(model, Config().optim)
+    batch = _batch(sample_frames)
+    batch.images[0, :, 30, 30] = float("nan")  # inside the face
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        train_step(model, optimizer, batch, LossConfig())
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
+def test_batch_rejects_inconsistent_shapes():
+    images = torch.rand(4, 3, 64, 64)
+    with pytest.raises(ValueError, match="masks"):
+        Batch(images, torch.ones(4, 64, 64), torch.zeros(4, 68, 2), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="landmarks"):
+        Batch(images, torch.ones(4, 1, 64, 64), torch.zeros(4, 5, 2), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="clip_ids"):
+        Batch(images, torch.ones(4, 1, 64, 64), torch.zeros(4, 68, 2), torch.zeros(3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("clips, frames_per_clip", [(4, 2), (2, 4), (3, 3)])
+def test_clip_batches_are_clips_times_frames(sample_frames, clips, frames_per_clip):
+    batches = clip_batches(sample_frames, DataConfig(clips, frames_per_clip), torch.Generator().manual_seed(0))
+    for _ in range(5):
+        batch = next(batches)
+        assert batch.images.shape[0] == clips * frames_per_clip
+        ids, counts = batch.clip_ids.unique(return_counts=True)
+        assert len(ids) == clips and (counts == frames_per_clip).all()
+
+
+def test_clip_batches_need_enough_clips(sample_frames):
+    with pytest.raises(ValueError, match="needs 9 clips"):
+        next(clip_batches(sample_frames, DataConfig(9, 4), torch.Generator()))
+
+
+def test_train_reports_a_history(morphable, sample_frames):
+    torch.manual_seed(0)
+    config = Config(model=ModelConfig(**SMALL), data=DataConfig(2, 2))
+    model = CESTModel(config.model, morphable)
+    generator = torch.Generator().manual_seed(0)
+    history = train(model, config, clip_batches(sample_frames, config.data, generator), 2, generator)
+    assert len(history) == 2 and "total" in history[0]
+
+
+def test_train_local_command_line(sample_frames, tmp_path, capsys):
+    save_frames(sample_frames, tmp_path / "frames.npz")
+    config = Config(model=ModelConfig(**SMALL), data=DataConfig(2, 2))
+    save_config(config, tmp_path / "config.yaml")
+    main(["--frames", str(tmp_path / "frames.npz"), "--config", str(tmp_path / "config.yaml"), "--steps", "2",
+          "--output", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert "step     0 photometric" in out and "total" in out and "images/s" in out
+    assert (tmp_path / "run" / "model.pt").exists() and (tmp_path / "run" / "config.yaml").exists()
