@@ -176,7 +176,7 @@ def _verified_mirror_file(asset: Asset, root: Path) -> Path:
 def _downloaded_file(asset: Asset) -> Path:
     if asset.url is None:
         raise AssetError(
-            f"asset {asset.name!r} was unpacked from an upstream archive ({', '.join(asset.archive_urls)}) "
+            f"asset {asset.name!r} was unpacked from an upstream archive (one of {', '.join(asset.archive_urls)}) "
             f"and is only available from a local mirror; set {MIRROR_ENV} to a directory that has it"
         )
     target = cache_dir() / asset.name
