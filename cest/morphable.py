@@ -343,6 +343,8 @@ def convert_bfm2009(
     landmarks: 68 vertex indices of the output model in iBUG order (e.g. 3DDFA's keypoints).
     Index files: .mat files hold MATLAB 1-based indices (variable trimIndex / keypoints);
     .txt/.npy files hold 0-based indices.
+    Triangles are re-wound if needed so that they run counter-clockwise seen from the camera
+    (`wind_toward_camera`; the BFM's own tl runs the other way).
     UV coordinates: the BFM has none; the mean shape is unwrapped on a cylinder (`cylindrical_uv`), as
     in the paper. Mirror pairs: nearest neighbour of the reflected mean shape.
     """
@@ -388,7 +390,7 @@ def convert_bfm2009(
         mean_shape=mean,
         identity_basis=identity_um / scale_um,
         expression_basis=expression_um / scale_um,
-        triangles=triangles,
+        triangles=wind_toward_camera(mean, triangles),
         uv=cylindrical_uv(mean),
         landmark_indices=_read_indices(landmarks, "keypoints", n_exp),
         mirror_indices=mirror_indices_from_shape(mean),
@@ -396,6 +398,17 @@ def convert_bfm2009(
     )
     model.to_npz(output_npz)
     return model
+
+
+def wind_toward_camera(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Triangles ordered counter-clockwise seen from +z (the SFM's and OpenGL's front faces).
+
+    A face mask opens backwards, so its outward normals sum toward the camera; if they sum away from
+    it the whole mesh is wound the other way round (as the BFM 2009's tl is) and every triangle is flipped.
+    """
+    corners = vertices[triangles]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    return triangles if normals[:, 2].sum() >= 0 else triangles[:, [0, 2, 1]]
 
 
 def _restrict_triangles(triangles: np.ndarray, keep: np.ndarray, n_vertices: int) -> np.ndarray:
