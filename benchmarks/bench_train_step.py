@@ -1,0 +1,101 @@
+"""Training-step throughput of the CEST model on this machine; prints one JSON object.
+
+    python benchmarks/bench_train_step.py [--batch 16] [--steps 3] [--sizes 224 112]
+
+Measures, with the default widths and loss settings unless stated:
+- images/s of a full training step (forward, render, objective, backward, Adam) for CEST and IEST at each size;
+- the cost of the symmetry and consistency terms: step time with each / both, divided by photometric-only;
+- per-step time with 8 frames per clip against 4 at the same total batch (the pairing keeps it flat).
+Inputs are random images with a full mask and the mean face's landmarks: the step's cost depends on the
+predicted geometry (the mean face at initialisation), not on the pixels. UV size is 4/7 of the image size
+rounded to a multiple of 32 (128 at 224, 64 at 112), the ModelConfig default ratio.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from cest.camera import project
+from cest.config import DataConfig, LossConfig, ModelConfig, OptimConfig
+from cest.model import CESTModel
+from cest.morphable import load_sfm
+from cest.step import Batch, make_optimizer, train_step
+
+
+def uv_size_for(image_size: int) -> int:
+    return max(32, round(image_size * 4 / 7 / 32) * 32)
+
+
+def make_batch(morphable, image_size: int, data: DataConfig, generator: torch.Generator) -> Batch:
+    count = data.batch_size
+    viewpoint = torch.tensor([[0.75, 0, 0, 0, 0, 0.12, 0]]).expand(count, -1)
+    landmarks = project(morphable.landmarks(morphable.mean_shape[None]), viewpoint[:1], image_size)[..., :2]
+    return Batch(
+        images=torch.rand(count, 3, image_size, image_size, generator=generator),
+        masks=torch.ones(count, 1, image_size, image_size),
+        landmarks=landmarks.expand(count, -1, -1).contiguous(),
+        clip_ids=torch.arange(data.clips_per_batch).repeat_interleave(data.frames_per_clip),
+    )
+
+
+def time_steps(morphable, model_config: ModelConfig, loss: LossConfig, data: DataConfig, steps: int) -> float:
+    """Median seconds per training step after one warm-up step."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model = CESTModel(model_config, morphable)
+    optimizer = make_optimizer(model, OptimConfig())
+    batch = make_batch(morphable, model_config.image_size, data, generator)
+    train_step(model, optimizer, batch, loss, generator)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        train_step(model, optimizer, batch, loss, generator)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16, help="images per step (clips x 4 frames)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 112])
+    args = parser.parse_args()
+    if args.batch % 8:
+        raise SystemExit("--batch must be a multiple of 8 (clips of 4 and of 8 frames)")
+    morphable = load_sfm()
+    four = DataConfig(args.batch // 4, 4)
+    result = {
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "batch": args.batch,
+        "timed_steps": args.steps,
+        "throughput_images_per_s": {},
+    }
+    for size in args.sizes:
+        for variant in ("cest", "iest"):
+            config = ModelConfig(variant=variant, image_size=size, uv_size=uv_size_for(size))
+            seconds = time_steps(morphable, config, LossConfig(), four, args.steps)
+            result["throughput_images_per_s"][f"{variant}_{size}"] = round(args.batch / seconds, 2)
+
+    size = min(args.sizes)
+    config = ModelConfig(image_size=size, uv_size=uv_size_for(size))
+    seconds = {
+        name: time_steps(morphable, config, LossConfig(symmetry=sym, consistency=cons), four, args.steps)
+        for name, sym, cons in [("photometric_only", False, False), ("symmetry", True, False),
+                                ("consistency", False, True), ("both", True, True)]
+    }
+    result[f"term_cost_ratio_cest_{size}"] = {
+        name: round(value / seconds["photometric_only"], 3) for name, value in seconds.items()
+    }
+    eight = time_steps(morphable, config, LossConfig(), DataConfig(args.batch // 8, 8), args.steps)
+    result[f"step_seconds_cest_{size}_frames_per_clip"] = {"4": round(seconds["both"], 3), "8": round(eight, 3)}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
