@@ -1,0 +1,383 @@
+"""Differentiable triangle rasterization in pure PyTorch (optionally nvdiffrast on CUDA).
+
+Conventions: vertices are in pixel coordinates, x right, y down, the centre of pixel (row i, col j) at
+(j + 0.5, i + 0.5); smaller z is closer to the camera. There is no backface culling.
+
+Coverage rule. A pixel is covered by a triangle when its centre is inside it. A centre exactly on an edge
+belongs to the triangle on the edge's "top-left" side: the triangle whose interior lies toward +x from the
+edge, or toward +y (down) when the edge is horizontal. Every edge function is evaluated with the edge's
+endpoints in one canonical order (lexicographic in (x, y)), so two triangles sharing an edge compute exactly
+opposite values and a centre on that edge is covered by exactly one of them. Zero-area triangles (within
+rounding) cover nothing. Among the triangles covering a pixel the smallest depth wins, ties going to the
+lowest triangle index.
+
+Gradients follow nvdiffrast: which triangle covers a pixel is discrete, while the barycentrics (and depth)
+are recomputed differentiably from the winning triangle's vertices at the pixel centre, so interpolated
+attributes carry gradients to the vertex positions and to the attributes (not through silhouettes).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+BACKENDS = ("auto", "torch", "nvdiffrast")
+# Pairs (triangle, candidate pixel) tested at once; bounds the coverage pass's memory (~60 bytes a pair).
+MAX_CHUNK_PAIRS = 1 << 22
+
+
+@dataclass
+class Fragments:
+    """Per-pixel rasterization result.
+
+    triangle_id: (B, H, W) int64 index into faces, -1 where no triangle covers the pixel.
+    barycentrics: (B, H, W, 3) weights of the winning triangle's vertices at the pixel centre, 0 on background.
+    depth: (B, H, W) interpolated z of the winning triangle, +inf on background.
+    """
+
+    triangle_id: torch.Tensor
+    barycentrics: torch.Tensor
+    depth: torch.Tensor
+
+
+def rasterize(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    image_size: tuple[int, int],
+    backend: str = "auto",
+    max_chunk_pairs: int = MAX_CHUNK_PAIRS,
+) -> Fragments:
+    """Rasterize a batch of meshes sharing one triangle list.
+
+    vertices: (B, N, 3) float pixel coordinates; faces: (F, 3) int64; image_size: (H, W).
+    backend: "torch" (pure PyTorch, CPU or CUDA), "nvdiffrast" (CUDA only) or "auto" (nvdiffrast when it
+    is importable and the vertices are on CUDA, else torch). The backends differ only in which triangle
+    they assign to pixels whose centres lie (nearly) on edges.
+    """
+    height, width = _check_inputs(vertices, faces, image_size)
+    if _resolve_backend(backend, vertices) == "nvdiffrast":
+        triangle_id = _nvdiffrast_triangle_ids(vertices, faces, (height, width))
+    else:
+        triangle_id = _torch_triangle_ids(vertices, faces, (height, width), max_chunk_pairs)
+    return _fragments(vertices, faces, triangle_id)
+
+
+def interpolate(attributes: torch.Tensor, fragments: Fragments, faces: torch.Tensor) -> torch.Tensor:
+    """Interpolate per-vertex attributes (B, N, C) or (N, C) to pixels: (B, H, W, C), zeros on background."""
+    batch, height, width = fragments.triangle_id.shape
+    if attributes.dim() not in (2, 3) or (attributes.dim() == 3 and attributes.shape[0] != batch):
+        raise ValueError(f"attributes must be (B={batch}, N, C) or (N, C), got {tuple(attributes.shape)}")
+    n_vertices, channels = attributes.shape[-2:]
+    pixel, pixel_batch, triangle = _covered_pixels(fragments.triangle_id)
+    corner_index = faces.to(pixel.device)[triangle]  # (M, 3)
+    if attributes.dim() == 3:
+        corner_index = corner_index + (pixel_batch * n_vertices)[:, None]
+    flat_attributes = attributes.reshape(-1, channels)
+    corner_values = flat_attributes.index_select(0, corner_index.reshape(-1)).view(-1, 3, channels)
+    weights = fragments.barycentrics.reshape(-1, 3).index_select(0, pixel).to(corner_values.dtype)
+    values = torch.einsum("mk,mkc->mc", weights, corner_values)
+    image = values.new_zeros(batch * height * width, channels).index_copy(0, pixel, values)
+    return image.view(batch, height, width, channels)
+
+
+def _check_inputs(vertices: torch.Tensor, faces: torch.Tensor, image_size) -> tuple[int, int]:
+    if vertices.dim() != 3 or vertices.shape[-1] != 3 or not vertices.is_floating_point():
+        raise ValueError(f"vertices must be a float tensor (B, N, 3), got {vertices.dtype} {tuple(vertices.shape)}")
+    if faces.dim() != 2 or faces.shape[-1] != 3 or faces.is_floating_point() or faces.dtype == torch.bool:
+        raise ValueError(f"faces must be an integer tensor (F, 3), got {faces.dtype} {tuple(faces.shape)}")
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= vertices.shape[1]):
+        raise ValueError(f"faces index vertices outside [0, {vertices.shape[1]})")
+    if len(image_size) != 2 or any(int(s) != s or s <= 0 for s in image_size):
+        raise ValueError(f"image_size must be two positive integers (H, W), got {image_size}")
+    return int(image_size[0]), int(image_size[1])
+
+
+def _resolve_backend(backend: str, vertices: torch.Tensor) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    if backend == "nvdiffrast":
+        if not vertices.is_cuda:
+            raise ValueError("backend='nvdiffrast' needs the vertices on a CUDA device")
+        _import_nvdiffrast()
+        return "nvdiffrast"
+    if vertices.is_cuda and _nvdiffrast_available():
+        return "nvdiffrast"
+    return "torch"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Edge functions shared by the coverage test and the differentiable barycentrics.
+
+
+def _canonical_edges(start: torch.Tensor, end: torch.Tensor):
+    """Edges start -> end as (origin, direction, sign) with origin the lexicographically smaller endpoint.
+
+    start, end: (..., 2). The edge function of a point p is sign * cross(direction, p - origin); evaluating
+    it from the canonical origin makes both triangles of a shared edge compute bit-identical magnitudes.
+    """
+    swap = (start[..., 0] > end[..., 0]) | ((start[..., 0] == end[..., 0]) & (start[..., 1] > end[..., 1]))
+    swap2 = swap.unsqueeze(-1)
+    origin = torch.where(swap2, end, start)
+    direction = torch.where(swap2, start - end, end - start)
+    sign = 1.0 - 2.0 * swap.to(start.dtype)
+    return origin, direction, sign
+
+
+def _triangle_edges(corners_xy: torch.Tensor):
+    """(..., 3, 2) triangle corners -> canonical edges (..., 3, ...) with edge k opposite corner k."""
+    start = corners_xy.roll(-1, dims=-2)  # corner k + 1
+    end = corners_xy.roll(-2, dims=-2)  # corner k + 2
+    return _canonical_edges(start, end)
+
+
+def _edge_values(origin, direction, px, py):
+    """cross(direction, p - origin) = dx * (py - oy) - dy * (px - ox), elementwise."""
+    return direction[..., 0] * (py - origin[..., 1]) - direction[..., 1] * (px - origin[..., 0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure PyTorch coverage + z-buffer (no gradients).
+
+
+@torch.no_grad()
+def _torch_triangle_ids(vertices, faces, image_size, max_chunk_pairs) -> torch.Tensor:
+    """Winning triangle per pixel, (B, H, W) int64 with -1 for background."""
+    height, width = image_size
+    batch = vertices.shape[0]
+    n_faces = faces.shape[0]
+    work = vertices if vertices.dtype in (torch.float32, torch.float64) else vertices.float()
+    corners = work[:, faces.to(work.device)].reshape(batch * n_faces, 3, 3)  # instance = b * F + f
+
+    boxes = _pixel_boxes(corners, image_size)
+    tables = _instance_tables(corners, boxes, n_faces, width * height, width)
+    pixel_hits, depth_hits, face_hits = [], [], []
+    for pair_instance, local in _pair_chunks(tables["count"], max_chunk_pairs):
+        pixel, depth, face = _covered_pairs(tables, pair_instance, local, width)
+        pixel_hits.append(pixel)
+        depth_hits.append(depth)
+        face_hits.append(face)
+    n_pixels = batch * height * width
+    if not pixel_hits:
+        return torch.full((batch, height, width), -1, dtype=torch.int64, device=vertices.device)
+    return _resolve_depth(torch.cat(pixel_hits), torch.cat(depth_hits), torch.cat(face_hits), n_pixels, n_faces).view(
+        batch, height, width
+    )
+
+
+def _pixel_boxes(corners: torch.Tensor, image_size):
+    """Column/row ranges of the pixel centres in each triangle's bounding box, clipped to the image.
+
+    Returns (col0, row0, n_cols, n_rows) int64 per instance; n_cols * n_rows is 0 for triangles that are
+    off-screen, non-finite or degenerate.
+    """
+    height, width = image_size
+    xy = corners[..., :2]
+    low = xy.amin(dim=1)
+    high = xy.amax(dim=1)
+    # Centre j + 0.5 lies in [low, high] iff ceil(low - 0.5) <= j <= floor(high - 0.5); clamp first so that
+    # huge coordinates convert to integers safely.
+    limit = torch.tensor([width, height], dtype=xy.dtype, device=xy.device)
+    first = (low - 0.5).clamp(min=-1.0).minimum(limit).ceil().clamp(min=0)
+    last = (high - 0.5).clamp(min=-1.0).minimum(limit).floor().minimum(limit - 1)
+    size = (last - first + 1).clamp(min=0)
+
+    edge1 = xy[:, 1] - xy[:, 0]
+    edge2 = xy[:, 2] - xy[:, 0]
+    products = torch.stack([edge1[:, 0] * edge2[:, 1], edge1[:, 1] * edge2[:, 0]], dim=-1)
+    double_area = products[:, 0] - products[:, 1]
+    # Areas within the cross product's rounding error are treated as zero.
+    rounding = 4 * torch.finfo(xy.dtype).eps * products.abs().sum(-1)
+    valid = torch.isfinite(corners).all(dim=(1, 2)) & (double_area.abs() > rounding)
+    size = torch.where(valid[:, None], size, torch.zeros_like(size))
+    first = torch.where(valid[:, None], first, torch.zeros_like(first))
+    return first[:, 0].long(), first[:, 1].long(), size[:, 0].long(), size[:, 1].long(), double_area
+
+
+def _instance_tables(corners, boxes, n_faces, pixels_per_image, width):
+    """Per-triangle data gathered by every (triangle, pixel) pair, for the triangles with candidates only."""
+    col0, row0, n_cols, n_rows, double_area = boxes
+    count = n_cols * n_rows
+    instance = torch.nonzero(count > 0).squeeze(1)
+    corners = corners[instance]
+    origin, direction, sign = _triangle_edges(corners[..., :2])
+    # Fold the canonical sign and the orientation into the direction so the inside is where the edge
+    # value is positive (negation is exact, so shared edges still get exactly opposite values).
+    orientation = torch.sign(double_area[instance])
+    direction = direction * (sign * orientation[:, None])[..., None]
+    # Top-left rule: a centre on an edge counts when the inside normal (-dy, dx) points to +x, or to +y
+    # for horizontal edges.
+    on_edge_counts = (direction[..., 1] < 0) | ((direction[..., 1] == 0) & (direction[..., 0] > 0))
+    geometry = torch.cat(
+        [origin.reshape(-1, 6), direction.reshape(-1, 6), corners[..., 2], on_edge_counts.to(corners.dtype)], dim=1
+    )  # (T, 18): edge origins, edge directions, corner depths, on-edge flags
+    count = count[instance]
+    batch_index = torch.div(instance, n_faces, rounding_mode="floor")
+    integers = torch.stack(
+        [
+            torch.cumsum(count, 0) - count,  # first pair of the triangle
+            n_cols[instance],
+            col0[instance],
+            row0[instance],
+            batch_index * pixels_per_image + row0[instance] * width + col0[instance],  # pixel of the box corner
+            instance - batch_index * n_faces,  # face index
+        ],
+        dim=1,
+    )
+    return {"count": count, "geometry": geometry, "integers": integers}
+
+
+def _pair_chunks(count: torch.Tensor, max_chunk_pairs: int):
+    """Yield (pair_instance, local) for consecutive ranges of at most max_chunk_pairs pairs.
+
+    Pairs enumerate, triangle after triangle, the pixels of each bounding box (local = index in the box);
+    a chunk boundary may split a large triangle.
+    """
+    if count.numel() == 0:
+        return
+    end = torch.cumsum(count, 0)
+    start = end - count
+    total = int(end[-1])
+    for chunk_start in range(0, total, max_chunk_pairs):
+        chunk_end = min(chunk_start + max_chunk_pairs, total)
+        first = int(torch.searchsorted(end, chunk_start, right=True))
+        last = int(torch.searchsorted(end, chunk_end - 1, right=True))
+        instance = torch.arange(first, last + 1, device=count.device)
+        in_chunk = end[first : last + 1].clamp(max=chunk_end) - start[first : last + 1].clamp(min=chunk_start)
+        pair_instance = torch.repeat_interleave(instance, in_chunk, output_size=chunk_end - chunk_start)
+        pair_index = torch.arange(chunk_start, chunk_end, device=count.device)
+        yield pair_instance, pair_index
+
+
+def _covered_pairs(tables, pair_instance, pair_index, width):
+    """Test the pairs; return (flat pixel, depth, face index) of the covered ones."""
+    geometry = tables["geometry"].index_select(0, pair_instance)
+    integers = tables["integers"].index_select(0, pair_instance)
+    local = pair_index - integers[:, 0]
+    box_row = torch.div(local, integers[:, 1], rounding_mode="floor")
+    box_col = local - box_row * integers[:, 1]
+    dtype = geometry.dtype
+    px = (integers[:, 2] + box_col).to(dtype) + 0.5
+    py = (integers[:, 3] + box_row).to(dtype) + 0.5
+
+    inside = None
+    values = []
+    for k in range(3):
+        value = geometry[:, 6 + 2 * k] * (py - geometry[:, 2 * k + 1]) - geometry[:, 7 + 2 * k] * (
+            px - geometry[:, 2 * k]
+        )
+        # sign(value) + on_edge_counts >= 1  <=>  value > 0, or value == 0 on a counting edge.
+        edge_inside = (torch.sign(value) + geometry[:, 15 + k]) > 0.5
+        inside = edge_inside if inside is None else inside & edge_inside
+        values.append(value)
+    hit = torch.nonzero(inside).squeeze(1)
+    values = torch.stack([v.index_select(0, hit) for v in values], dim=1)
+    geometry_hit = geometry.index_select(0, hit)
+    total = values.sum(dim=1)
+    depth = (values * geometry_hit[:, 12:15]).sum(dim=1) / total
+    keep = (total > 0) & torch.isfinite(depth)
+    hit_integers = integers.index_select(0, hit)
+    pixel = hit_integers[:, 4] + box_row.index_select(0, hit) * width + box_col.index_select(0, hit)
+    return pixel[keep], depth[keep], hit_integers[keep, 5]
+
+
+def _resolve_depth(pixel, depth, face, n_pixels, n_faces) -> torch.Tensor:
+    """Z-buffer: per pixel the face of minimum depth, lowest face index on ties; -1 where nothing hits."""
+    nearest = torch.full((n_pixels,), float("inf"), dtype=depth.dtype, device=depth.device)
+    nearest.scatter_reduce_(0, pixel, depth, reduce="amin")
+    winner = depth == nearest.index_select(0, pixel)
+    triangle_id = torch.full((n_pixels,), n_faces, dtype=torch.int64, device=depth.device)
+    triangle_id.scatter_reduce_(0, pixel[winner], face[winner], reduce="amin")
+    return torch.where(triangle_id == n_faces, torch.full_like(triangle_id, -1), triangle_id)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Differentiable barycentrics of the assigned triangles.
+
+
+def _covered_pixels(triangle_id: torch.Tensor):
+    """Flat indices of covered pixels, their batch index and their triangle."""
+    batch, height, width = triangle_id.shape
+    flat = triangle_id.reshape(-1)
+    pixel = torch.nonzero(flat >= 0).squeeze(1)
+    return pixel, torch.div(pixel, height * width, rounding_mode="floor"), flat.index_select(0, pixel)
+
+
+def _fragments(vertices: torch.Tensor, faces: torch.Tensor, triangle_id: torch.Tensor) -> Fragments:
+    """Barycentrics and depth at the pixel centres, differentiable w.r.t. the vertices."""
+    batch, height, width = triangle_id.shape
+    n_vertices = vertices.shape[1]
+    pixel, pixel_batch, triangle = _covered_pixels(triangle_id)
+    corner_index = faces.to(pixel.device)[triangle] + (pixel_batch * n_vertices)[:, None]
+    corners = vertices.reshape(-1, 3).index_select(0, corner_index.reshape(-1)).view(-1, 3, 3)
+    in_image = pixel - pixel_batch * (height * width)
+    row = torch.div(in_image, width, rounding_mode="floor")
+    px = (in_image - row * width).to(vertices.dtype) + 0.5
+    py = row.to(vertices.dtype) + 0.5
+
+    origin, direction, sign = _triangle_edges(corners[..., :2])
+    values = sign * _edge_values(origin, direction, px[:, None], py[:, None])  # (M, 3)
+    weights = values / values.sum(dim=1, keepdim=True)
+    depth = (weights * corners[..., 2]).sum(dim=1)
+
+    n_pixels = batch * height * width
+    barycentrics = weights.new_zeros(n_pixels, 3).index_copy(0, pixel, weights)
+    depth_image = depth.new_full((n_pixels,), float("inf")).index_copy(0, pixel, depth)
+    return Fragments(
+        triangle_id=triangle_id,
+        barycentrics=barycentrics.view(batch, height, width, 3),
+        depth=depth_image.view(batch, height, width),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# nvdiffrast backend (triangle assignment only; barycentrics are recomputed by _fragments).
+
+_NVDIFFRAST_CONTEXTS: dict = {}
+
+
+def _nvdiffrast_available() -> bool:
+    try:
+        _import_nvdiffrast()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _import_nvdiffrast():
+    try:
+        import nvdiffrast.torch as dr
+    except ImportError as error:
+        raise RuntimeError(
+            "backend='nvdiffrast' requested but nvdiffrast is not importable "
+            "(install it from https://github.com/NVlabs/nvdiffrast, or use backend='torch')"
+        ) from error
+    return dr
+
+
+@torch.no_grad()
+def _nvdiffrast_triangle_ids(vertices, faces, image_size) -> torch.Tensor:
+    """Triangle per pixel from nvdiffrast's CUDA rasterizer, (B, H, W) int64 with -1 for background.
+
+    Clip space: x_ndc = 2 x / W - 1 puts pixel centres where nvdiffrast samples them; nvdiffrast's row 0
+    is at y_ndc = -1, so y_ndc = 2 y / H - 1 keeps our rows (y down) without a flip. Depth is mapped per
+    image affinely (order preserving) into [-0.9, 0.9] so that nothing is clipped by the near/far planes.
+    """
+    dr = _import_nvdiffrast()
+    height, width = image_size
+    device = vertices.device
+    if device not in _NVDIFFRAST_CONTEXTS:
+        _NVDIFFRAST_CONTEXTS[device] = dr.RasterizeCudaContext(device=device)
+    x = vertices[..., 0].float() * (2.0 / width) - 1.0
+    y = vertices[..., 1].float() * (2.0 / height) - 1.0
+    z = vertices[..., 2].float()
+    z_low = z.amin(dim=1, keepdim=True)
+    z_span = (z.amax(dim=1, keepdim=True) - z_low).clamp(min=1e-12)
+    z_ndc = (z - z_low) / z_span * 1.8 - 0.9
+    clip = torch.stack([x, y, z_ndc, torch.ones_like(x)], dim=-1).contiguous()
+    rast, _ = dr.rasterize(
+        _NVDIFFRAST_CONTEXTS[device], clip, faces.to(device=device, dtype=torch.int32).contiguous(), (height, width),
+        grad_db=False,
+    )
+    # Channel 3 holds triangle index + 1 as a float (0 = background).
+    return rast[..., 3].round().long() - 1
