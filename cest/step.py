@@ -64,7 +64,7 @@ def compute_loss(
 
 
 def _describe(terms: dict[str, torch.Tensor]) -> str:
-    return ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items())
+    return ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in terms.items())
 
 
 def train_step(
@@ -85,4 +85,4 @@ def train_step(
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLossError(f"non-finite gradient (norm {float(grad_norm)}), step skipped: {_describe(terms)}")
     optimizer.step()
-    return {name: float(value) for name, value in terms.items()}
+    return {name: float(value.detach()) for name, value in terms.items()}

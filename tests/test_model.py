@@ -84,7 +84,7 @@ def test_conditioning_chain_in_the_gradients(morphable, sample_frames, variant):
     estimate = model(sample_frames.images[:4])
     reflectance_grads = torch.autograd.grad(
         estimate.reflectance.sum(), [*model.viewpoint_net.parameters(), *model.shape_net.parameters()],
-        allow_unused=True,
+        allow_unused=True, retain_graph=True,
     )
     light_grads = torch.autograd.grad(estimate.sh.sum(), list(model.reflectance_net.parameters()), allow_unused=True)
     depends = [any(g is not None and g.abs().sum() > 0 for g in grads) for grads in (reflectance_grads, light_grads)]
