@@ -70,7 +70,8 @@ class Renderer(torch.nn.Module):
 
     def unwrap(self, image: torch.Tensor, faces: RasterizedFaces) -> tuple[torch.Tensor, torch.Tensor]:
         """The illuminated texture of images (B, 3, H, W) under these faces: (texture, valid) in UV space."""
-        return self.uv_mapper.unwrap(image, faces.pixels, faces.vertex_visible)
+        return self.uv_mapper.unwrap(image, faces.pixels, faces.fragments, faces.vertex_visible,
+                                     VISIBILITY_DEPTH_TOLERANCE * self.image_size)
 
     def render(
         self, vertices: torch.Tensor, viewpoint: torch.Tensor, reflectance_uv: torch.Tensor, sh: torch.Tensor
