@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 BACKENDS = ("auto", "torch", "nvdiffrast")
-# Pairs (triangle, candidate pixel) tested at once; bounds the coverage pass's memory (~60 bytes a pair).
+# (triangle, candidate pixel) pairs tested at once; bounds the coverage pass's memory (~15 bytes a pair).
 MAX_CHUNK_PAIRS = 1 << 22
 
 
@@ -142,143 +142,157 @@ def _edge_values(origin, direction, px, py):
 
 @torch.no_grad()
 def _torch_triangle_ids(vertices, faces, image_size, max_chunk_pairs) -> torch.Tensor:
-    """Winning triangle per pixel, (B, H, W) int64 with -1 for background."""
-    height, width = image_size
-    batch = vertices.shape[0]
-    n_faces = faces.shape[0]
-    work = vertices if vertices.dtype in (torch.float32, torch.float64) else vertices.float()
-    corners = work[:, faces.to(work.device)].reshape(batch * n_faces, 3, 3)  # instance = b * F + f
+    """Winning triangle per pixel, (B, H, W) int64 with -1 for background.
 
-    boxes = _pixel_boxes(corners, image_size)
-    tables = _instance_tables(corners, boxes, n_faces, width * height, width)
-    pixel_hits, depth_hits, face_hits = [], [], []
-    for pair_instance, local in _pair_chunks(tables["count"], max_chunk_pairs):
-        pixel, depth, face = _covered_pairs(tables, pair_instance, local, width)
-        pixel_hits.append(pixel)
-        depth_hits.append(depth)
-        face_hits.append(face)
+    Each triangle tests the pixel centres of its bounding box, enumerated as a grid of a shape shared by a
+    bucket of triangles (exact for sides up to 4 pixels, else the next power of two), so that a bucket is
+    tested with broadcasting and no per-pixel gathers.
+    """
+    height, width = image_size
+    batch, n_faces = vertices.shape[0], faces.shape[0]
+    work = vertices if vertices.dtype in (torch.float32, torch.float64) else vertices.float()
+    corners = work[:, faces.to(work.device)].reshape(batch * n_faces, 3, 3)  # instance b * F + f
+    table, buckets = _triangle_table(corners, image_size, n_faces)
+    hits = [
+        _grid_hits(table, chunk, width)
+        for bucket in buckets
+        for chunk in _bucket_chunks(*bucket, max_chunk_pairs)
+    ]
     n_pixels = batch * height * width
-    if not pixel_hits:
+    if not hits:
         return torch.full((batch, height, width), -1, dtype=torch.int64, device=vertices.device)
-    return _resolve_depth(torch.cat(pixel_hits), torch.cat(depth_hits), torch.cat(face_hits), n_pixels, n_faces).view(
-        batch, height, width
-    )
+    pixel, depth, face = (torch.cat(parts) for parts in zip(*hits))
+    return _resolve_depth(pixel, depth, face, n_pixels, n_faces).view(batch, height, width)
+
+
+def _triangle_table(corners: torch.Tensor, image_size, n_faces: int):
+    """Per-triangle data for the coverage test, for triangles with candidate pixels, sorted by grid shape.
+
+    Returns the table (dict of tensors indexed by triangle) and the buckets (start, end, grid_rows,
+    grid_cols) of table rows sharing a grid shape.
+    """
+    height, width = image_size
+    first_col, first_row, n_cols, n_rows, double_area = _pixel_boxes(corners, image_size)
+    grid_rows, grid_cols = _grid_side(n_rows, height), _grid_side(n_cols, width)
+    shape_key = grid_rows * (width + 1) + grid_cols
+    candidates = torch.nonzero(n_cols * n_rows > 0).squeeze(1)
+    shape_key, order = shape_key[candidates].sort(stable=True)
+    instance = candidates[order]
+    corners = corners[instance]
+
+    origin, direction, sign = _triangle_edges(corners[..., :2])
+    # Fold the canonical sign and the orientation into the direction so that the inside is where edge
+    # values are positive (negation is exact: shared edges still get exactly opposite values).
+    orientation = torch.sign(double_area[instance])
+    direction = direction * (sign * orientation[:, None])[..., None]
+    # Top-left rule: a centre on an edge (value 0) counts when the inside normal (-dy, dx) points to +x,
+    # or to +y for horizontal edges. Testing value >= threshold with threshold 0 on those edges and the
+    # smallest normal float on the others is the same as value > 0 or (value == 0 and edge counts).
+    counts = (direction[..., 1] < 0) | ((direction[..., 1] == 0) & (direction[..., 0] > 0))
+    tiny = torch.tensor(torch.finfo(corners.dtype).tiny, dtype=corners.dtype, device=corners.device)
+    threshold = torch.where(counts, torch.zeros_like(tiny), tiny)
+
+    batch_index = torch.div(instance, n_faces, rounding_mode="floor")
+    col0, row0 = first_col[instance], first_row[instance]
+    table = {
+        "origin": origin,
+        "direction": direction,
+        "threshold": threshold,
+        "depth": corners[..., 2],
+        "first_x": col0.to(corners.dtype) + 0.5,  # centre of the box's first column
+        "first_y": row0.to(corners.dtype) + 0.5,
+        "n_cols": n_cols[instance],
+        "n_rows": n_rows[instance],
+        "corner_pixel": batch_index * (height * width) + row0 * width + col0,  # flat pixel of the box corner
+        "face": instance - batch_index * n_faces,
+    }
+    keys, counts_per_key = torch.unique_consecutive(shape_key, return_counts=True)
+    buckets, start = [], 0
+    for key, count in zip(keys.tolist(), counts_per_key.tolist()):
+        buckets.append((start, start + count, key // (width + 1), key % (width + 1)))
+        start += count
+    return table, buckets
 
 
 def _pixel_boxes(corners: torch.Tensor, image_size):
     """Column/row ranges of the pixel centres in each triangle's bounding box, clipped to the image.
 
-    Returns (col0, row0, n_cols, n_rows) int64 per instance; n_cols * n_rows is 0 for triangles that are
-    off-screen, non-finite or degenerate.
+    Returns (first_col, first_row, n_cols, n_rows) int64 and twice the signed area; n_cols * n_rows is 0
+    for triangles that are off-screen, non-finite or degenerate.
     """
     height, width = image_size
     xy = corners[..., :2]
-    low = xy.amin(dim=1)
-    high = xy.amax(dim=1)
-    # Centre j + 0.5 lies in [low, high] iff ceil(low - 0.5) <= j <= floor(high - 0.5); clamp first so that
-    # huge coordinates convert to integers safely.
+    # Centre j + 0.5 lies in [low, high] iff ceil(low - 0.5) <= j <= floor(high - 0.5); clamp before
+    # rounding so that huge coordinates convert to integers safely.
     limit = torch.tensor([width, height], dtype=xy.dtype, device=xy.device)
-    first = (low - 0.5).clamp(min=-1.0).minimum(limit).ceil().clamp(min=0)
-    last = (high - 0.5).clamp(min=-1.0).minimum(limit).floor().minimum(limit - 1)
+    first = (xy.amin(dim=1) - 0.5).clamp(min=-1.0).minimum(limit).ceil().clamp(min=0)
+    last = (xy.amax(dim=1) - 0.5).clamp(min=-1.0).minimum(limit).floor().minimum(limit - 1)
     size = (last - first + 1).clamp(min=0)
 
     edge1 = xy[:, 1] - xy[:, 0]
     edge2 = xy[:, 2] - xy[:, 0]
     products = torch.stack([edge1[:, 0] * edge2[:, 1], edge1[:, 1] * edge2[:, 0]], dim=-1)
     double_area = products[:, 0] - products[:, 1]
-    # Areas within the cross product's rounding error are treated as zero.
+    # Areas within the cross product's rounding error count as zero.
     rounding = 4 * torch.finfo(xy.dtype).eps * products.abs().sum(-1)
     valid = torch.isfinite(corners).all(dim=(1, 2)) & (double_area.abs() > rounding)
-    size = torch.where(valid[:, None], size, torch.zeros_like(size))
-    first = torch.where(valid[:, None], first, torch.zeros_like(first))
-    return first[:, 0].long(), first[:, 1].long(), size[:, 0].long(), size[:, 1].long(), double_area
+    size = torch.where(valid[:, None], size, torch.zeros_like(size)).long()
+    first = torch.where(valid[:, None], first, torch.zeros_like(first)).long()
+    return first[:, 0], first[:, 1], size[:, 0], size[:, 1], double_area
 
 
-def _instance_tables(corners, boxes, n_faces, pixels_per_image, width):
-    """Per-triangle data gathered by every (triangle, pixel) pair, for the triangles with candidates only."""
-    col0, row0, n_cols, n_rows, double_area = boxes
-    count = n_cols * n_rows
-    instance = torch.nonzero(count > 0).squeeze(1)
-    corners = corners[instance]
-    origin, direction, sign = _triangle_edges(corners[..., :2])
-    # Fold the canonical sign and the orientation into the direction so the inside is where the edge
-    # value is positive (negation is exact, so shared edges still get exactly opposite values).
-    orientation = torch.sign(double_area[instance])
-    direction = direction * (sign * orientation[:, None])[..., None]
-    # Top-left rule: a centre on an edge counts when the inside normal (-dy, dx) points to +x, or to +y
-    # for horizontal edges.
-    on_edge_counts = (direction[..., 1] < 0) | ((direction[..., 1] == 0) & (direction[..., 0] > 0))
-    geometry = torch.cat(
-        [origin.reshape(-1, 6), direction.reshape(-1, 6), corners[..., 2], on_edge_counts.to(corners.dtype)], dim=1
-    )  # (T, 18): edge origins, edge directions, corner depths, on-edge flags
-    count = count[instance]
-    batch_index = torch.div(instance, n_faces, rounding_mode="floor")
-    integers = torch.stack(
-        [
-            torch.cumsum(count, 0) - count,  # first pair of the triangle
-            n_cols[instance],
-            col0[instance],
-            row0[instance],
-            batch_index * pixels_per_image + row0[instance] * width + col0[instance],  # pixel of the box corner
-            instance - batch_index * n_faces,  # face index
-        ],
-        dim=1,
-    )
-    return {"count": count, "geometry": geometry, "integers": integers}
+def _grid_side(n: torch.Tensor, limit: int) -> torch.Tensor:
+    """Grid side for a box side n: n itself up to 4, else the next power of two, at most the image side."""
+    power = torch.pow(2, torch.log2(n.clamp(min=1).double()).ceil()).long()
+    power = torch.where(power < n, power * 2, power)  # guard against log2 rounding down
+    return torch.where(n <= 4, n, power.clamp(max=limit))
 
 
-def _pair_chunks(count: torch.Tensor, max_chunk_pairs: int):
-    """Yield (pair_instance, local) for consecutive ranges of at most max_chunk_pairs pairs.
-
-    Pairs enumerate, triangle after triangle, the pixels of each bounding box (local = index in the box);
-    a chunk boundary may split a large triangle.
-    """
-    if count.numel() == 0:
-        return
-    end = torch.cumsum(count, 0)
-    start = end - count
-    total = int(end[-1])
-    for chunk_start in range(0, total, max_chunk_pairs):
-        chunk_end = min(chunk_start + max_chunk_pairs, total)
-        first = int(torch.searchsorted(end, chunk_start, right=True))
-        last = int(torch.searchsorted(end, chunk_end - 1, right=True))
-        instance = torch.arange(first, last + 1, device=count.device)
-        in_chunk = end[first : last + 1].clamp(max=chunk_end) - start[first : last + 1].clamp(min=chunk_start)
-        pair_instance = torch.repeat_interleave(instance, in_chunk, output_size=chunk_end - chunk_start)
-        pair_index = torch.arange(chunk_start, chunk_end, device=count.device)
-        yield pair_instance, pair_index
+def _bucket_chunks(start: int, end: int, grid_rows: int, grid_cols: int, max_chunk_pairs: int):
+    """Split a bucket into (first triangle, end triangle, first grid row, end grid row, grid_cols) pieces
+    of at most max_chunk_pairs (triangle, pixel) pairs (at least one grid row of one triangle)."""
+    rows_per_piece = max(1, min(grid_rows, max_chunk_pairs // grid_cols))
+    triangles_per_piece = max(1, max_chunk_pairs // (rows_per_piece * grid_cols))
+    for first in range(start, end, triangles_per_piece):
+        for row in range(0, grid_rows, rows_per_piece):
+            yield first, min(end, first + triangles_per_piece), row, min(grid_rows, row + rows_per_piece), grid_cols
 
 
-def _covered_pairs(tables, pair_instance, pair_index, width):
-    """Test the pairs; return (flat pixel, depth, face index) of the covered ones."""
-    geometry = tables["geometry"].index_select(0, pair_instance)
-    integers = tables["integers"].index_select(0, pair_instance)
-    local = pair_index - integers[:, 0]
-    box_row = torch.div(local, integers[:, 1], rounding_mode="floor")
-    box_col = local - box_row * integers[:, 1]
-    dtype = geometry.dtype
-    px = (integers[:, 2] + box_col).to(dtype) + 0.5
-    py = (integers[:, 3] + box_row).to(dtype) + 0.5
-
+def _grid_hits(table, chunk, width):
+    """Test a piece of a bucket: (flat pixel, depth, face index) of the covered (triangle, pixel) pairs."""
+    first, end, row_start, row_end, grid_cols = chunk
+    part = {name: values[first:end] for name, values in table.items()}
+    dtype = part["first_x"].dtype
+    rows = torch.arange(row_start, row_end, device=part["first_x"].device)
+    cols = torch.arange(grid_cols, device=rows.device)
+    # Pixel centre coordinates per triangle (T, rows) and (T, cols), NaN outside the triangle's clipped
+    # box so that every edge test fails there. Edge values are separable: dx * (y - oy) - dy * (x - ox)
+    # with the products on the small row / column tensors and only the difference on the full grid.
+    ys = torch.where(rows < part["n_rows"][:, None], part["first_y"][:, None] + rows.to(dtype), torch.nan)
+    xs = torch.where(cols < part["n_cols"][:, None], part["first_x"][:, None] + cols.to(dtype), torch.nan)
     inside = None
     values = []
     for k in range(3):
-        value = geometry[:, 6 + 2 * k] * (py - geometry[:, 2 * k + 1]) - geometry[:, 7 + 2 * k] * (
-            px - geometry[:, 2 * k]
-        )
-        # sign(value) + on_edge_counts >= 1  <=>  value > 0, or value == 0 on a counting edge.
-        edge_inside = (torch.sign(value) + geometry[:, 15 + k]) > 0.5
-        inside = edge_inside if inside is None else inside & edge_inside
+        origin, direction = part["origin"][:, k], part["direction"][:, k]
+        row_term = direction[:, 0:1] * (ys - origin[:, 1:2])
+        col_term = direction[:, 1:2] * (xs - origin[:, 0:1])
+        value = row_term[:, :, None] - col_term[:, None, :]
+        edge_inside = value >= part["threshold"][:, k, None, None]
+        inside = edge_inside if inside is None else inside.logical_and_(edge_inside)
         values.append(value)
-    hit = torch.nonzero(inside).squeeze(1)
-    values = torch.stack([v.index_select(0, hit) for v in values], dim=1)
-    geometry_hit = geometry.index_select(0, hit)
-    total = values.sum(dim=1)
-    depth = (values * geometry_hit[:, 12:15]).sum(dim=1) / total
+
+    flat = torch.nonzero(inside.view(-1)).squeeze(1)
+    grid_size = (row_end - row_start) * grid_cols
+    triangle = torch.div(flat, grid_size, rounding_mode="floor")
+    in_grid = flat - triangle * grid_size
+    row = torch.div(in_grid, grid_cols, rounding_mode="floor")
+    col = in_grid - row * grid_cols
+    weights = torch.stack([value.view(-1).index_select(0, flat) for value in values], dim=1)
+    total = weights.sum(dim=1)
+    depth = (weights * part["depth"].index_select(0, triangle)).sum(dim=1) / total
+    pixel = part["corner_pixel"].index_select(0, triangle) + (row + row_start) * width + col
     keep = (total > 0) & torch.isfinite(depth)
-    hit_integers = integers.index_select(0, hit)
-    pixel = hit_integers[:, 4] + box_row.index_select(0, hit) * width + box_col.index_select(0, hit)
-    return pixel[keep], depth[keep], hit_integers[keep, 5]
+    return pixel[keep], depth[keep], part["face"].index_select(0, triangle)[keep]
 
 
 def _resolve_depth(pixel, depth, face, n_pixels, n_faces) -> torch.Tensor:
