@@ -205,7 +205,7 @@ def _triangle_table(corners: torch.Tensor, image_size, n_faces: int):
         "origin": origin,
         "direction": direction,
         "threshold": threshold,
-        "depth": corners[..., 2],
+        "depth_per_area": corners[..., 2] / double_area[instance, None].abs(),
         "first_x": col0.to(corners.dtype) + 0.5,  # centre of the box's first column
         "first_y": row0.to(corners.dtype) + 0.5,
         "n_cols": n_cols[instance],
@@ -277,29 +277,24 @@ def _grid_hits(table, chunk, width):
     # with the products on the small row / column tensors and only the difference on the full grid.
     ys = torch.where(rows < part["n_rows"][:, None], part["first_y"][:, None] + rows.to(dtype), torch.nan)
     xs = torch.where(cols < part["n_cols"][:, None], part["first_x"][:, None] + cols.to(dtype), torch.nan)
+    # Depth = sum_k z_k * value_k / (2 * area) is separable the same way.
     inside = None
-    values = []
+    depth_rows, depth_cols = 0.0, 0.0
     for k in range(3):
         origin, direction = part["origin"][:, k], part["direction"][:, k]
         row_term = direction[:, 0:1] * (ys - origin[:, 1:2])
         col_term = direction[:, 1:2] * (xs - origin[:, 0:1])
-        value = row_term[:, :, None] - col_term[:, None, :]
-        edge_inside = value >= part["threshold"][:, k, None, None]
+        edge_inside = (row_term[:, :, None] - col_term[:, None, :]) >= part["threshold"][:, k, None, None]
         inside = edge_inside if inside is None else inside.logical_and_(edge_inside)
-        values.append(value)
+        depth_rows = depth_rows + part["depth_per_area"][:, k, None] * row_term
+        depth_cols = depth_cols + part["depth_per_area"][:, k, None] * col_term
 
     flat = torch.nonzero(inside.view(-1)).squeeze(1)
-    grid_size = (row_end - row_start) * grid_cols
-    triangle = torch.div(flat, grid_size, rounding_mode="floor")
-    in_grid = flat - triangle * grid_size
-    row = torch.div(in_grid, grid_cols, rounding_mode="floor")
-    col = in_grid - row * grid_cols
-    weights = torch.stack([value.view(-1).index_select(0, flat) for value in values], dim=1)
-    total = weights.sum(dim=1)
-    depth = (weights * part["depth"].index_select(0, triangle)).sum(dim=1) / total
-    pixel = part["corner_pixel"].index_select(0, triangle) + (row + row_start) * width + col
-    keep = (total > 0) & torch.isfinite(depth)
-    return pixel[keep], depth[keep], part["face"].index_select(0, triangle)[keep]
+    depth = (depth_rows[:, :, None] - depth_cols[:, None, :]).view(-1).index_select(0, flat)
+    pixel_rows = part["corner_pixel"][:, None] + rows * width
+    pixel = (pixel_rows[:, :, None] + cols).view(-1).index_select(0, flat)
+    triangle = torch.div(flat, (row_end - row_start) * grid_cols, rounding_mode="floor")
+    return pixel, depth, part["face"].index_select(0, triangle)
 
 
 def _resolve_depth(pixel, depth, face, n_pixels, n_faces) -> torch.Tensor:
