@@ -11,6 +11,12 @@ opposite values and a centre on that edge is covered by exactly one of them. Zer
 rounding) cover nothing. Among the triangles covering a pixel the smallest depth wins, ties going to the
 lowest triangle index.
 
+Algorithm (torch backend, no Python loop over triangles or pixels): every triangle tests the pixel centres
+of its bounding box clipped to the image. Triangles are bucketed by box shape (exact up to 4 pixels a side,
+else the next power of two) so that a bucket is one broadcast grid per triangle, and edge values and depth
+are separable into per-row and per-column terms; buckets are cut into chunks of bounded size. A z-buffer
+(scatter_reduce amin on depth, then on the triangle index among the nearest hits) picks the winner.
+
 Gradients follow nvdiffrast: which triangle covers a pixel is discrete, while the barycentrics (and depth)
 are recomputed differentiably from the winning triangle's vertices at the pixel centre, so interpolated
 attributes carry gradients to the vertex positions and to the attributes (not through silhouettes).
@@ -21,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 BACKENDS = ("auto", "torch", "nvdiffrast")
-# (triangle, candidate pixel) pairs tested at once; bounds the coverage pass's memory (~15 bytes a pair).
-MAX_CHUNK_PAIRS = 1 << 22
+# (triangle, candidate pixel) pairs tested at once: bounds the coverage pass's memory (~25 bytes a pair).
+MAX_CHUNK_PAIRS = 1 << 20
 
 
 @dataclass
@@ -410,6 +416,8 @@ def _nvdiffrast_triangle_ids(vertices, faces, image_size) -> torch.Tensor:
     dr = _import_nvdiffrast()
     height, width = image_size
     device = vertices.device
+    if faces.shape[0] == 0:  # nvdiffrast rejects empty triangle lists
+        return torch.full((vertices.shape[0], height, width), -1, dtype=torch.int64, device=device)
     if device not in _NVDIFFRAST_CONTEXTS:
         _NVDIFFRAST_CONTEXTS[device] = dr.RasterizeCudaContext(device=device)
     x = vertices[..., 0].float() * (2.0 / width) - 1.0
