@@ -207,11 +207,12 @@ def _triangle_table(corners: torch.Tensor, image_size, n_faces: int):
 
     batch_index = torch.div(instance, n_faces, rounding_mode="floor")
     col0, row0 = first_col[instance], first_row[instance]
+    # Triangle index last (contiguous) so that the grids below vectorise along triangles.
     table = {
-        "origin": origin,
-        "direction": direction,
-        "threshold": threshold,
-        "depth_per_area": corners[..., 2] / double_area[instance, None].abs(),
+        "origin": origin.permute(1, 2, 0).contiguous(),  # (3 edges, 2, T)
+        "direction": direction.permute(1, 2, 0).contiguous(),
+        "threshold": threshold.t().contiguous(),  # (3, T)
+        "depth_per_area": (corners[..., 2] / double_area[instance, None].abs()).t().contiguous(),
         "first_x": col0.to(corners.dtype) + 0.5,  # centre of the box's first column
         "first_y": row0.to(corners.dtype) + 0.5,
         "n_cols": n_cols[instance],
@@ -274,32 +275,31 @@ def _bucket_chunks(start: int, end: int, grid_rows: int, grid_cols: int, max_chu
 def _grid_hits(table, chunk, width):
     """Test a piece of a bucket: (flat pixel, depth, face index) of the covered (triangle, pixel) pairs."""
     first, end, row_start, row_end, grid_cols = chunk
-    part = {name: values[first:end] for name, values in table.items()}
+    part = {name: values[..., first:end] for name, values in table.items()}
     dtype = part["first_x"].dtype
-    rows = torch.arange(row_start, row_end, device=part["first_x"].device)
-    cols = torch.arange(grid_cols, device=rows.device)
-    # Pixel centre coordinates per triangle (T, rows) and (T, cols), NaN outside the triangle's clipped
-    # box so that every edge test fails there. Edge values are separable: dx * (y - oy) - dy * (x - ox)
-    # with the products on the small row / column tensors and only the difference on the full grid.
-    ys = torch.where(rows < part["n_rows"][:, None], part["first_y"][:, None] + rows.to(dtype), torch.nan)
-    xs = torch.where(cols < part["n_cols"][:, None], part["first_x"][:, None] + cols.to(dtype), torch.nan)
+    rows = torch.arange(row_start, row_end, device=part["first_x"].device)[:, None]
+    cols = torch.arange(grid_cols, device=rows.device)[:, None]
+    # Pixel centre coordinates (rows, T) and (cols, T), NaN outside each triangle's clipped box so that
+    # every edge test fails there. Edge values are separable, dx * (y - oy) - dy * (x - ox), so products
+    # are taken on the small row / column tensors and only the difference on the (rows, cols, T) grid.
+    ys = torch.where(rows < part["n_rows"], part["first_y"] + rows.to(dtype), torch.nan)
+    xs = torch.where(cols < part["n_cols"], part["first_x"] + cols.to(dtype), torch.nan)
     # Depth = sum_k z_k * value_k / (2 * area) is separable the same way.
     inside = None
     depth_rows, depth_cols = 0.0, 0.0
     for k in range(3):
-        origin, direction = part["origin"][:, k], part["direction"][:, k]
-        row_term = direction[:, 0:1] * (ys - origin[:, 1:2])
-        col_term = direction[:, 1:2] * (xs - origin[:, 0:1])
-        edge_inside = (row_term[:, :, None] - col_term[:, None, :]) >= part["threshold"][:, k, None, None]
+        (origin_x, origin_y), (direction_x, direction_y) = part["origin"][k], part["direction"][k]
+        row_term = direction_x * (ys - origin_y)
+        col_term = direction_y * (xs - origin_x)
+        edge_inside = (row_term[:, None] - col_term[None]) >= part["threshold"][k]
         inside = edge_inside if inside is None else inside.logical_and_(edge_inside)
-        depth_rows = depth_rows + part["depth_per_area"][:, k, None] * row_term
-        depth_cols = depth_cols + part["depth_per_area"][:, k, None] * col_term
+        depth_rows = depth_rows + part["depth_per_area"][k] * row_term
+        depth_cols = depth_cols + part["depth_per_area"][k] * col_term
 
     flat = torch.nonzero(inside.view(-1)).squeeze(1)
-    depth = (depth_rows[:, :, None] - depth_cols[:, None, :]).view(-1).index_select(0, flat)
-    pixel_rows = part["corner_pixel"][:, None] + rows * width
-    pixel = (pixel_rows[:, :, None] + cols).view(-1).index_select(0, flat)
-    triangle = torch.div(flat, (row_end - row_start) * grid_cols, rounding_mode="floor")
+    depth = (depth_rows[:, None] - depth_cols[None]).view(-1).index_select(0, flat)
+    pixel = ((part["corner_pixel"] + rows * width)[:, None] + cols[None]).view(-1).index_select(0, flat)
+    triangle = flat % (end - first)
     return pixel, depth, part["face"].index_select(0, triangle)
 
 
