@@ -110,9 +110,9 @@ def _resolve_backend(backend: str, vertices: torch.Tensor) -> str:
     if backend == "torch":
         return "torch"
     if backend == "nvdiffrast":
+        _import_nvdiffrast()
         if not vertices.is_cuda:
             raise ValueError("backend='nvdiffrast' needs the vertices on a CUDA device")
-        _import_nvdiffrast()
         return "nvdiffrast"
     if vertices.is_cuda and _nvdiffrast_available():
         return "nvdiffrast"
