@@ -1,10 +1,12 @@
 """Time rasterize + interpolate (forward + backward) on a face-sized workload; prints JSON.
 
 Workload (stands in for the 3DMM: 3,448 vertices, 6,736 triangles): a 59 x 59-vertex ellipsoid-cap height
-field (3,481 vertices, 6,728 triangles), 180 px wide in a 224 x 224 image, a batch of 16 yaws from -45 to
+field (3,481 vertices, 6,728 triangles), 180 x 216 px in a 224 x 224 image, a batch of 16 yaws from -45 to
 45 degrees, 3 attribute channels. Vertices and attributes require gradients.
 
-    python benchmarks/bench_raster.py [--threads 2] [--runs 5] [--device cpu]
+    python benchmarks/bench_raster.py [--threads 2] [--runs 5] [--device cpu|cuda]
+
+(from a worktree other than the one the venv's editable install points at: PYTHONPATH=. python ...)
 """
 
 import argparse
@@ -22,8 +24,8 @@ from cest.raster import interpolate, rasterize
 
 def face_like_mesh(grid: int = 59) -> tuple[torch.Tensor, torch.Tensor]:
     """Ellipsoid cap in model space (half-width 1, x right, y up, z toward the camera) and its triangles."""
-    v, u = torch.meshgrid(torch.linspace(-1.3, 1.3, grid), torch.linspace(-1, 1, grid), indexing="ij")
-    radial = (1 - u**2 - (v / 1.3) ** 2).clamp(min=0)
+    v, u = torch.meshgrid(torch.linspace(-1.2, 1.2, grid), torch.linspace(-1, 1, grid), indexing="ij")
+    radial = (1 - u**2 - (v / 1.2) ** 2).clamp(min=0)
     vertices = torch.stack([u, -v, 0.8 * radial.sqrt()], dim=-1).reshape(-1, 3)
     index = torch.arange(grid * grid).reshape(grid, grid)
     top_left, top_right = index[:-1, :-1].reshape(-1), index[:-1, 1:].reshape(-1)
@@ -100,6 +102,9 @@ def main() -> None:
         # CPU time of all threads: less sensitive than wall time to other processes on a shared machine.
         "forward_backward_cpu_ms_median": round(1000 * statistics.median(r[2] for r in runs), 1),
         "load_average_1min": round(os.getloadavg()[0], 2),
+        # On an oversubscribed machine OpenMP's default spin-waiting makes multi-threaded wall times erratic;
+        # OMP_WAIT_POLICY=PASSIVE avoids that.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_before_runs_mb": round(rss_before_mb, 1),
     }

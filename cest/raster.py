@@ -11,6 +11,12 @@ opposite values and a centre on that edge is covered by exactly one of them. Zer
 rounding) cover nothing. Among the triangles covering a pixel the smallest depth wins, ties going to the
 lowest triangle index.
 
+Algorithm (torch backend, no Python loop over triangles or pixels): every triangle tests the pixel centres
+of its bounding box clipped to the image. Triangles are bucketed by box shape (exact up to 4 pixels a side,
+else the next power of two) so that a bucket is one broadcast grid per triangle, and edge values and depth
+are separable into per-row and per-column terms; buckets are cut into chunks of bounded size. A z-buffer
+(scatter_reduce amin on depth, then on the triangle index among the nearest hits) picks the winner.
+
 Gradients follow nvdiffrast: which triangle covers a pixel is discrete, while the barycentrics (and depth)
 are recomputed differentiably from the winning triangle's vertices at the pixel centre, so interpolated
 attributes carry gradients to the vertex positions and to the attributes (not through silhouettes).
@@ -21,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 BACKENDS = ("auto", "torch", "nvdiffrast")
-# (triangle, candidate pixel) pairs tested at once; bounds the coverage pass's memory (~15 bytes a pair).
-MAX_CHUNK_PAIRS = 1 << 22
+# (triangle, candidate pixel) pairs tested at once: bounds the coverage pass's memory (~25 bytes a pair).
+MAX_CHUNK_PAIRS = 1 << 20
 
 
 @dataclass
@@ -104,9 +110,9 @@ def _resolve_backend(backend: str, vertices: torch.Tensor) -> str:
     if backend == "torch":
         return "torch"
     if backend == "nvdiffrast":
+        _import_nvdiffrast()
         if not vertices.is_cuda:
             raise ValueError("backend='nvdiffrast' needs the vertices on a CUDA device")
-        _import_nvdiffrast()
         return "nvdiffrast"
     if vertices.is_cuda and _nvdiffrast_available():
         return "nvdiffrast"
@@ -201,11 +207,12 @@ def _triangle_table(corners: torch.Tensor, image_size, n_faces: int):
 
     batch_index = torch.div(instance, n_faces, rounding_mode="floor")
     col0, row0 = first_col[instance], first_row[instance]
+    # Triangle index last (contiguous) so that the grids below vectorise along triangles.
     table = {
-        "origin": origin,
-        "direction": direction,
-        "threshold": threshold,
-        "depth": corners[..., 2],
+        "origin": origin.permute(1, 2, 0).contiguous(),  # (3 edges, 2, T)
+        "direction": direction.permute(1, 2, 0).contiguous(),
+        "threshold": threshold.t().contiguous(),  # (3, T)
+        "depth_per_area": (corners[..., 2] / double_area[instance, None].abs()).t().contiguous(),
         "first_x": col0.to(corners.dtype) + 0.5,  # centre of the box's first column
         "first_y": row0.to(corners.dtype) + 0.5,
         "n_cols": n_cols[instance],
@@ -268,38 +275,32 @@ def _bucket_chunks(start: int, end: int, grid_rows: int, grid_cols: int, max_chu
 def _grid_hits(table, chunk, width):
     """Test a piece of a bucket: (flat pixel, depth, face index) of the covered (triangle, pixel) pairs."""
     first, end, row_start, row_end, grid_cols = chunk
-    part = {name: values[first:end] for name, values in table.items()}
+    part = {name: values[..., first:end] for name, values in table.items()}
     dtype = part["first_x"].dtype
-    rows = torch.arange(row_start, row_end, device=part["first_x"].device)
-    cols = torch.arange(grid_cols, device=rows.device)
-    # Pixel centre coordinates per triangle (T, rows) and (T, cols), NaN outside the triangle's clipped
-    # box so that every edge test fails there. Edge values are separable: dx * (y - oy) - dy * (x - ox)
-    # with the products on the small row / column tensors and only the difference on the full grid.
-    ys = torch.where(rows < part["n_rows"][:, None], part["first_y"][:, None] + rows.to(dtype), torch.nan)
-    xs = torch.where(cols < part["n_cols"][:, None], part["first_x"][:, None] + cols.to(dtype), torch.nan)
+    rows = torch.arange(row_start, row_end, device=part["first_x"].device)[:, None]
+    cols = torch.arange(grid_cols, device=rows.device)[:, None]
+    # Pixel centre coordinates (rows, T) and (cols, T), NaN outside each triangle's clipped box so that
+    # every edge test fails there. Edge values are separable, dx * (y - oy) - dy * (x - ox), so products
+    # are taken on the small row / column tensors and only the difference on the (rows, cols, T) grid.
+    ys = torch.where(rows < part["n_rows"], part["first_y"] + rows.to(dtype), torch.nan)
+    xs = torch.where(cols < part["n_cols"], part["first_x"] + cols.to(dtype), torch.nan)
+    # Depth = sum_k z_k * value_k / (2 * area) is separable the same way.
     inside = None
-    values = []
+    depth_rows, depth_cols = 0.0, 0.0
     for k in range(3):
-        origin, direction = part["origin"][:, k], part["direction"][:, k]
-        row_term = direction[:, 0:1] * (ys - origin[:, 1:2])
-        col_term = direction[:, 1:2] * (xs - origin[:, 0:1])
-        value = row_term[:, :, None] - col_term[:, None, :]
-        edge_inside = value >= part["threshold"][:, k, None, None]
+        (origin_x, origin_y), (direction_x, direction_y) = part["origin"][k], part["direction"][k]
+        row_term = direction_x * (ys - origin_y)
+        col_term = direction_y * (xs - origin_x)
+        edge_inside = (row_term[:, None] - col_term[None]) >= part["threshold"][k]
         inside = edge_inside if inside is None else inside.logical_and_(edge_inside)
-        values.append(value)
+        depth_rows = depth_rows + part["depth_per_area"][k] * row_term
+        depth_cols = depth_cols + part["depth_per_area"][k] * col_term
 
     flat = torch.nonzero(inside.view(-1)).squeeze(1)
-    grid_size = (row_end - row_start) * grid_cols
-    triangle = torch.div(flat, grid_size, rounding_mode="floor")
-    in_grid = flat - triangle * grid_size
-    row = torch.div(in_grid, grid_cols, rounding_mode="floor")
-    col = in_grid - row * grid_cols
-    weights = torch.stack([value.view(-1).index_select(0, flat) for value in values], dim=1)
-    total = weights.sum(dim=1)
-    depth = (weights * part["depth"].index_select(0, triangle)).sum(dim=1) / total
-    pixel = part["corner_pixel"].index_select(0, triangle) + (row + row_start) * width + col
-    keep = (total > 0) & torch.isfinite(depth)
-    return pixel[keep], depth[keep], part["face"].index_select(0, triangle)[keep]
+    depth = (depth_rows[:, None] - depth_cols[None]).view(-1).index_select(0, flat)
+    pixel = ((part["corner_pixel"] + rows * width)[:, None] + cols[None]).view(-1).index_select(0, flat)
+    triangle = flat % (end - first)
+    return pixel, depth, part["face"].index_select(0, triangle)
 
 
 def _resolve_depth(pixel, depth, face, n_pixels, n_faces) -> torch.Tensor:
@@ -415,6 +416,8 @@ def _nvdiffrast_triangle_ids(vertices, faces, image_size) -> torch.Tensor:
     dr = _import_nvdiffrast()
     height, width = image_size
     device = vertices.device
+    if faces.shape[0] == 0:  # nvdiffrast rejects empty triangle lists
+        return torch.full((vertices.shape[0], height, width), -1, dtype=torch.int64, device=device)
     if device not in _NVDIFFRAST_CONTEXTS:
         _NVDIFFRAST_CONTEXTS[device] = dr.RasterizeCudaContext(device=device)
     x = vertices[..., 0].float() * (2.0 / width) - 1.0

@@ -205,6 +205,8 @@ def test_background_and_empty_scenes():
     assert image.shape == (1, 8, 8, 2) and (image == 0).all()
     image.sum().backward()
     assert (colours.grad == 0).all()
+    no_faces = rasterize(vertices, torch.zeros(0, 3, dtype=torch.int64), (8, 8))
+    assert (no_faces.triangle_id == -1).all() and torch.isinf(no_faces.depth).all()
 
 
 def test_interpolate_matches_reference_and_broadcasts():
@@ -255,15 +257,14 @@ def test_rejects_bad_input():
 
 
 def test_nvdiffrast_backend_reports_unavailability():
-    pytest.importorskip("torch")
     try:
         import nvdiffrast.torch  # noqa: F401
     except ImportError:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        with pytest.raises((RuntimeError, ValueError), match="nvdiffrast"):
-            rasterize(torch.zeros(1, 3, 3, device=device), torch.tensor([[0, 1, 2]]), (4, 4), backend="nvdiffrast")
-        return
-    pytest.skip("nvdiffrast is installed")
+        with pytest.raises(RuntimeError, match="nvdiffrast is not importable"):
+            rasterize(torch.zeros(1, 3, 3), torch.tensor([[0, 1, 2]]), (4, 4), backend="nvdiffrast")
+    else:
+        with pytest.raises(ValueError, match="CUDA"):
+            rasterize(torch.zeros(1, 3, 3), torch.tensor([[0, 1, 2]]), (4, 4), backend="nvdiffrast")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -272,8 +273,12 @@ def test_cuda_backends_agree_with_cpu():
     vertices = torch.cat([vertices, vertices.flip(1)]).float()
     cpu = rasterize(vertices, faces, (64, 80), backend="torch")
     gpu = rasterize(vertices.cuda(), faces.cuda(), (64, 80), backend="torch")
-    assert torch.equal(cpu.triangle_id, gpu.triangle_id.cpu())
-    torch.testing.assert_close(cpu.barycentrics, gpu.barycentrics.cpu(), atol=1e-5, rtol=0)
+    # Same IEEE operations on both devices: identical up to (rare) library differences.
+    same_device_ids = cpu.triangle_id == gpu.triangle_id.cpu()
+    assert same_device_ids.float().mean() > 0.999
+    torch.testing.assert_close(
+        cpu.barycentrics[same_device_ids], gpu.barycentrics.cpu()[same_device_ids], atol=1e-5, rtol=0
+    )
     try:
         import nvdiffrast.torch  # noqa: F401
     except ImportError:
