@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 # GPU users: make setup TORCH="torch==2.13.0" TORCH_INDEX=https://download.pytorch.org/whl/cu128
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
-# Where the third-party assets (Surrey Face Model, sample clips) are read from; see cest/assets.py.
-export CEST_ASSETS_MIRROR ?= $(abspath ../shared/assets)
+# Third-party assets (Surrey Face Model, sample clips) come from a local mirror when one sits beside the
+# checkout (as on CI), else they are downloaded into the user cache; see cest/assets.py.
+export CEST_ASSETS_MIRROR ?= $(if $(wildcard ../shared/assets/SHA256SUMS),$(abspath ../shared/assets))
 
 INPUT ?= ../shared/assets/voxceleb_sample
 OUTPUT ?= data/clips

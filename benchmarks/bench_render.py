@@ -47,19 +47,15 @@ def time_step(renderer, model, inputs, device) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def measure(device, backend: str | None, args) -> dict:
+def measure(device, backend: str, args) -> dict:
     model = load_sfm().to(device)
-    renderer = Renderer.for_model(model, args.size, 256).to(device)
-    if backend:
-        import cest.raster
-
-        cest.raster.DEFAULT_BACKEND = backend
+    renderer = Renderer.for_model(model, args.size, 256, raster_backend=backend).to(device)
     inputs = workload(model, args.batch, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     time_step(renderer, model, inputs, device)  # warm-up
     times = [time_step(renderer, model, inputs, device) for _ in range(args.repeats)]
-    result = {"device": str(device), "backend": backend or "torch", "batch": args.batch, "size": args.size,
+    result = {"device": str(device), "backend": backend, "batch": args.batch, "size": args.size,
               "ms_per_batch_median": round(statistics.median(times), 1), "ms_per_batch_min": round(min(times), 1)}
     if device.type == "cuda":
         result["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -79,7 +75,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = [measure(torch.device("cpu"), None, args)]
+    results = [measure(torch.device("cpu"), "torch", args)]
     if torch.cuda.is_available():
         results.append(measure(torch.device("cuda"), "torch", args))
         try:

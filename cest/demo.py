@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from cest.assets import fetch
+from cest.assets import AssetError, fetch
 from cest.fitting import fit_viewpoint
 from cest.lighting import ambient_sh
 from cest.morphable import load_sfm
@@ -52,6 +52,16 @@ def directional_sh(direction, strength: float = 0.8) -> torch.Tensor:
     return sh
 
 
+def complete_texture(texture: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Fill texels the photo does not show: from the mirror texel where that one is seen, else by inpainting."""
+    mirrored = torch.where(valid > 0, texture, texture.flip(-1))
+    seen = torch.maximum(valid, valid.flip(-1))
+    pixels = to_uint8(mirrored)
+    holes = (seen[0, 0] == 0).numpy().astype(np.uint8)
+    filled = cv2.inpaint(pixels, holes, 5, cv2.INPAINT_TELEA)
+    return torch.from_numpy(filled).permute(2, 0, 1)[None].float() / 255
+
+
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
@@ -70,8 +80,7 @@ def render_demo(image_name: str, size: int, uv_size: int) -> np.ndarray:
 
     faces = renderer.rasterize(vertices, viewpoint[None])
     texture, valid = renderer.unwrap(photo, faces)
-    # Fill unseen texels from their mirror image so rotated views show a whole face.
-    texture = torch.where(valid > 0, texture, texture.flip(-1))
+    texture = complete_texture(texture, valid)
     overlay = photo * (1 - faces.face_mask) + renderer.shade(faces, texture, ambient_sh(1))
 
     panels = [photo, overlay]
@@ -92,7 +101,11 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--uv-size", type=int, default=256)
     args = parser.parse_args(argv)
-    strip = render_demo(args.image, args.size, args.uv_size)
+    try:
+        strip = render_demo(args.image, args.size, args.uv_size)
+    except AssetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     args.output.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.output), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.output}: photo | overlay | yaw -40, 0, 40 under a directional light | UV texture")

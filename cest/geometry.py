@@ -20,24 +20,39 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 
 def vertex_visibility(
-    pixels: torch.Tensor, depth: torch.Tensor, facing: torch.Tensor, depth_tolerance: float
+    pixels: torch.Tensor, triangle_id: torch.Tensor, faces: torch.Tensor, facing: torch.Tensor,
+    depth_tolerance: float,
 ) -> torch.Tensor:
     """Which vertices the camera sees, (B, N) bool.
 
-    pixels: projected vertices (B, N, 3) in pixel coordinates (smaller z closer); depth: the z-buffer
-    (B, H, W) of the same mesh, +inf where empty; facing: (B, N) bool, the vertex normal points toward the
-    camera. A vertex is visible when it faces the camera, projects inside the image and is not behind the
-    z-buffer at its pixel by more than `depth_tolerance` (the tolerance absorbs the depth change across
-    the half pixel between a vertex and the pixel centre).
+    pixels: projected vertices (B, N, 3) in pixel coordinates (smaller z closer); triangle_id: the
+    rasterized triangle per pixel (B, H, W) of the same mesh; facing: (B, N) bool, the vertex normal
+    points toward the camera. A vertex is visible when it faces the camera, projects inside the image and
+    is not behind the plane of the triangle that wins its pixel, evaluated at the vertex's own position, by
+    more than `depth_tolerance`. Evaluating that plane at the vertex (rather than reading the z-buffer at
+    the pixel centre) is exact for the vertex's own triangles however steep they are at a silhouette.
     """
-    batch, height, width = depth.shape
-    col = pixels[..., 0].detach().floor().long()
-    row = pixels[..., 1].detach().floor().long()
+    batch, height, width = triangle_id.shape
+    points = pixels.detach()
+    col, row = points[..., 0].floor().long(), points[..., 1].floor().long()
     inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    flat_index = (row.clamp(0, height - 1) * width + col.clamp(0, width - 1))
-    surface = depth.reshape(batch, -1).gather(1, flat_index)
-    unoccluded = pixels[..., 2].detach() <= surface + depth_tolerance
+    flat_index = row.clamp(0, height - 1) * width + col.clamp(0, width - 1)
+    winner = triangle_id.reshape(batch, -1).gather(1, flat_index)  # (B, N)
+    corners = points.gather(1, faces[winner.clamp(min=0)].reshape(batch, -1, 1).expand(-1, -1, 3))
+    surface = _plane_depth_at(corners.view(batch, -1, 3, 3), points[..., :2])
+    unoccluded = (winner < 0) | (points[..., 2] <= surface + depth_tolerance)
     return facing & inside & unoccluded
+
+
+def _plane_depth_at(corners: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Depth of the planes through triangles (..., 3, 3) at image points (..., 2), by barycentric extrapolation."""
+    a, b, c = corners.unbind(-2)
+    e1, e2, d = b[..., :2] - a[..., :2], c[..., :2] - a[..., :2], xy - a[..., :2]
+    area = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
+    safe = torch.where(area.abs() > 1e-12, area, torch.ones_like(area))
+    w1 = (d[..., 0] * e2[..., 1] - d[..., 1] * e2[..., 0]) / safe
+    w2 = (e1[..., 0] * d[..., 1] - e1[..., 1] * d[..., 0]) / safe
+    return a[..., 2] + w1 * (b[..., 2] - a[..., 2]) + w2 * (c[..., 2] - a[..., 2])
 
 
 def triangle_visibility(faces: torch.Tensor, vertex_visible: torch.Tensor) -> torch.Tensor:

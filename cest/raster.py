@@ -11,6 +11,12 @@ opposite values and a centre on that edge is covered by exactly one of them. Zer
 rounding) cover nothing. Among the triangles covering a pixel the smallest depth wins, ties going to the
 lowest triangle index.
 
+Algorithm (torch backend, no Python loop over triangles or pixels): every triangle tests the pixel centres
+of its bounding box clipped to the image. Triangles are bucketed by box shape (exact up to 4 pixels a side,
+else the next power of two) so that a bucket is one broadcast grid per triangle, and edge values and depth
+are separable into per-row and per-column terms; buckets are cut into chunks of bounded size. A z-buffer
+(scatter_reduce amin on depth, then on the triangle index among the nearest hits) picks the winner.
+
 Gradients follow nvdiffrast: which triangle covers a pixel is discrete, while the barycentrics (and depth)
 are recomputed differentiably from the winning triangle's vertices at the pixel centre, so interpolated
 attributes carry gradients to the vertex positions and to the attributes (not through silhouettes).
@@ -21,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 BACKENDS = ("auto", "torch", "nvdiffrast")
-# Pairs (triangle, candidate pixel) tested at once; bounds the coverage pass's memory (~60 bytes a pair).
-MAX_CHUNK_PAIRS = 1 << 22
+# (triangle, candidate pixel) pairs tested at once: bounds the coverage pass's memory (~25 bytes a pair).
+MAX_CHUNK_PAIRS = 1 << 20
 
 
 @dataclass
@@ -66,15 +72,22 @@ def interpolate(attributes: torch.Tensor, fragments: Fragments, faces: torch.Ten
     batch, height, width = fragments.triangle_id.shape
     if attributes.dim() not in (2, 3) or (attributes.dim() == 3 and attributes.shape[0] != batch):
         raise ValueError(f"attributes must be (B={batch}, N, C) or (N, C), got {tuple(attributes.shape)}")
-    n_vertices, channels = attributes.shape[-2:]
-    pixel, pixel_batch, triangle = _covered_pixels(fragments.triangle_id)
-    corner_index = faces.to(pixel.device)[triangle]  # (M, 3)
+    channels = attributes.shape[-1]
+    n_faces = faces.shape[0]
+    pixel, instance = _covered_pixels(fragments.triangle_id, n_faces)
+    faces = faces.to(attributes.device).reshape(-1)
     if attributes.dim() == 3:
-        corner_index = corner_index + (pixel_batch * n_vertices)[:, None]
-    flat_attributes = attributes.reshape(-1, channels)
-    corner_values = flat_attributes.index_select(0, corner_index.reshape(-1)).view(-1, 3, channels)
-    weights = fragments.barycentrics.reshape(-1, 3).index_select(0, pixel).to(corner_values.dtype)
-    values = torch.einsum("mk,mkc->mc", weights, corner_values)
+        corner_values = attributes.index_select(1, faces).view(batch * n_faces, 3, channels)
+    else:
+        corner_values = attributes.index_select(0, faces).view(n_faces, 3, channels)
+        instance = instance % n_faces
+    # Contiguous 1-D gathers and arithmetic per corner and channel: on CPU much faster (forward and
+    # backward) than broadcasting over (M, 3, C).
+    corner_rows = corner_values.permute(1, 2, 0).contiguous()  # (3, C, instances)
+    weights = fragments.barycentrics.reshape(-1, 3).index_select(0, pixel).t().contiguous().to(attributes.dtype)
+    w0, w1, w2 = weights.unbind(0)
+    a0, a1, a2 = ([row.index_select(0, instance) for row in corner.unbind(0)] for corner in corner_rows.unbind(0))
+    values = torch.stack([w0 * a0[c] + w1 * a1[c] + w2 * a2[c] for c in range(channels)], dim=1)
     image = values.new_zeros(batch * height * width, channels).index_copy(0, pixel, values)
     return image.view(batch, height, width, channels)
 
@@ -97,9 +110,9 @@ def _resolve_backend(backend: str, vertices: torch.Tensor) -> str:
     if backend == "torch":
         return "torch"
     if backend == "nvdiffrast":
+        _import_nvdiffrast()
         if not vertices.is_cuda:
             raise ValueError("backend='nvdiffrast' needs the vertices on a CUDA device")
-        _import_nvdiffrast()
         return "nvdiffrast"
     if vertices.is_cuda and _nvdiffrast_available():
         return "nvdiffrast"
@@ -142,143 +155,152 @@ def _edge_values(origin, direction, px, py):
 
 @torch.no_grad()
 def _torch_triangle_ids(vertices, faces, image_size, max_chunk_pairs) -> torch.Tensor:
-    """Winning triangle per pixel, (B, H, W) int64 with -1 for background."""
-    height, width = image_size
-    batch = vertices.shape[0]
-    n_faces = faces.shape[0]
-    work = vertices if vertices.dtype in (torch.float32, torch.float64) else vertices.float()
-    corners = work[:, faces.to(work.device)].reshape(batch * n_faces, 3, 3)  # instance = b * F + f
+    """Winning triangle per pixel, (B, H, W) int64 with -1 for background.
 
-    boxes = _pixel_boxes(corners, image_size)
-    tables = _instance_tables(corners, boxes, n_faces, width * height, width)
-    pixel_hits, depth_hits, face_hits = [], [], []
-    for pair_instance, local in _pair_chunks(tables["count"], max_chunk_pairs):
-        pixel, depth, face = _covered_pairs(tables, pair_instance, local, width)
-        pixel_hits.append(pixel)
-        depth_hits.append(depth)
-        face_hits.append(face)
+    Each triangle tests the pixel centres of its bounding box, enumerated as a grid of a shape shared by a
+    bucket of triangles (exact for sides up to 4 pixels, else the next power of two), so that a bucket is
+    tested with broadcasting and no per-pixel gathers.
+    """
+    height, width = image_size
+    batch, n_faces = vertices.shape[0], faces.shape[0]
+    work = vertices if vertices.dtype in (torch.float32, torch.float64) else vertices.float()
+    corners = work[:, faces.to(work.device)].reshape(batch * n_faces, 3, 3)  # instance b * F + f
+    table, buckets = _triangle_table(corners, image_size, n_faces)
+    hits = [
+        _grid_hits(table, chunk, width)
+        for bucket in buckets
+        for chunk in _bucket_chunks(*bucket, max_chunk_pairs)
+    ]
     n_pixels = batch * height * width
-    if not pixel_hits:
+    if not hits:
         return torch.full((batch, height, width), -1, dtype=torch.int64, device=vertices.device)
-    return _resolve_depth(torch.cat(pixel_hits), torch.cat(depth_hits), torch.cat(face_hits), n_pixels, n_faces).view(
-        batch, height, width
-    )
+    pixel, depth, face = (torch.cat(parts) for parts in zip(*hits))
+    return _resolve_depth(pixel, depth, face, n_pixels, n_faces).view(batch, height, width)
+
+
+def _triangle_table(corners: torch.Tensor, image_size, n_faces: int):
+    """Per-triangle data for the coverage test, for triangles with candidate pixels, sorted by grid shape.
+
+    Returns the table (dict of tensors indexed by triangle) and the buckets (start, end, grid_rows,
+    grid_cols) of table rows sharing a grid shape.
+    """
+    height, width = image_size
+    first_col, first_row, n_cols, n_rows, double_area = _pixel_boxes(corners, image_size)
+    grid_rows, grid_cols = _grid_side(n_rows, height), _grid_side(n_cols, width)
+    shape_key = grid_rows * (width + 1) + grid_cols
+    candidates = torch.nonzero(n_cols * n_rows > 0).squeeze(1)
+    shape_key, order = shape_key[candidates].sort(stable=True)
+    instance = candidates[order]
+    corners = corners[instance]
+
+    origin, direction, sign = _triangle_edges(corners[..., :2])
+    # Fold the canonical sign and the orientation into the direction so that the inside is where edge
+    # values are positive (negation is exact: shared edges still get exactly opposite values).
+    orientation = torch.sign(double_area[instance])
+    direction = direction * (sign * orientation[:, None])[..., None]
+    # Top-left rule: a centre on an edge (value 0) counts when the inside normal (-dy, dx) points to +x,
+    # or to +y for horizontal edges. Testing value >= threshold with threshold 0 on those edges and the
+    # smallest normal float on the others is the same as value > 0 or (value == 0 and edge counts).
+    counts = (direction[..., 1] < 0) | ((direction[..., 1] == 0) & (direction[..., 0] > 0))
+    tiny = torch.tensor(torch.finfo(corners.dtype).tiny, dtype=corners.dtype, device=corners.device)
+    threshold = torch.where(counts, torch.zeros_like(tiny), tiny)
+
+    batch_index = torch.div(instance, n_faces, rounding_mode="floor")
+    col0, row0 = first_col[instance], first_row[instance]
+    # Triangle index last (contiguous) so that the grids below vectorise along triangles.
+    table = {
+        "origin": origin.permute(1, 2, 0).contiguous(),  # (3 edges, 2, T)
+        "direction": direction.permute(1, 2, 0).contiguous(),
+        "threshold": threshold.t().contiguous(),  # (3, T)
+        "depth_per_area": (corners[..., 2] / double_area[instance, None].abs()).t().contiguous(),
+        "first_x": col0.to(corners.dtype) + 0.5,  # centre of the box's first column
+        "first_y": row0.to(corners.dtype) + 0.5,
+        "n_cols": n_cols[instance],
+        "n_rows": n_rows[instance],
+        "corner_pixel": batch_index * (height * width) + row0 * width + col0,  # flat pixel of the box corner
+        "face": instance - batch_index * n_faces,
+    }
+    keys, counts_per_key = torch.unique_consecutive(shape_key, return_counts=True)
+    buckets, start = [], 0
+    for key, count in zip(keys.tolist(), counts_per_key.tolist()):
+        buckets.append((start, start + count, key // (width + 1), key % (width + 1)))
+        start += count
+    return table, buckets
 
 
 def _pixel_boxes(corners: torch.Tensor, image_size):
     """Column/row ranges of the pixel centres in each triangle's bounding box, clipped to the image.
 
-    Returns (col0, row0, n_cols, n_rows) int64 per instance; n_cols * n_rows is 0 for triangles that are
-    off-screen, non-finite or degenerate.
+    Returns (first_col, first_row, n_cols, n_rows) int64 and twice the signed area; n_cols * n_rows is 0
+    for triangles that are off-screen, non-finite or degenerate.
     """
     height, width = image_size
     xy = corners[..., :2]
-    low = xy.amin(dim=1)
-    high = xy.amax(dim=1)
-    # Centre j + 0.5 lies in [low, high] iff ceil(low - 0.5) <= j <= floor(high - 0.5); clamp first so that
-    # huge coordinates convert to integers safely.
+    # Centre j + 0.5 lies in [low, high] iff ceil(low - 0.5) <= j <= floor(high - 0.5); clamp before
+    # rounding so that huge coordinates convert to integers safely.
     limit = torch.tensor([width, height], dtype=xy.dtype, device=xy.device)
-    first = (low - 0.5).clamp(min=-1.0).minimum(limit).ceil().clamp(min=0)
-    last = (high - 0.5).clamp(min=-1.0).minimum(limit).floor().minimum(limit - 1)
+    first = (xy.amin(dim=1) - 0.5).clamp(min=-1.0).minimum(limit).ceil().clamp(min=0)
+    last = (xy.amax(dim=1) - 0.5).clamp(min=-1.0).minimum(limit).floor().minimum(limit - 1)
     size = (last - first + 1).clamp(min=0)
 
     edge1 = xy[:, 1] - xy[:, 0]
     edge2 = xy[:, 2] - xy[:, 0]
     products = torch.stack([edge1[:, 0] * edge2[:, 1], edge1[:, 1] * edge2[:, 0]], dim=-1)
     double_area = products[:, 0] - products[:, 1]
-    # Areas within the cross product's rounding error are treated as zero.
+    # Areas within the cross product's rounding error count as zero.
     rounding = 4 * torch.finfo(xy.dtype).eps * products.abs().sum(-1)
     valid = torch.isfinite(corners).all(dim=(1, 2)) & (double_area.abs() > rounding)
-    size = torch.where(valid[:, None], size, torch.zeros_like(size))
-    first = torch.where(valid[:, None], first, torch.zeros_like(first))
-    return first[:, 0].long(), first[:, 1].long(), size[:, 0].long(), size[:, 1].long(), double_area
+    size = torch.where(valid[:, None], size, torch.zeros_like(size)).long()
+    first = torch.where(valid[:, None], first, torch.zeros_like(first)).long()
+    return first[:, 0], first[:, 1], size[:, 0], size[:, 1], double_area
 
 
-def _instance_tables(corners, boxes, n_faces, pixels_per_image, width):
-    """Per-triangle data gathered by every (triangle, pixel) pair, for the triangles with candidates only."""
-    col0, row0, n_cols, n_rows, double_area = boxes
-    count = n_cols * n_rows
-    instance = torch.nonzero(count > 0).squeeze(1)
-    corners = corners[instance]
-    origin, direction, sign = _triangle_edges(corners[..., :2])
-    # Fold the canonical sign and the orientation into the direction so the inside is where the edge
-    # value is positive (negation is exact, so shared edges still get exactly opposite values).
-    orientation = torch.sign(double_area[instance])
-    direction = direction * (sign * orientation[:, None])[..., None]
-    # Top-left rule: a centre on an edge counts when the inside normal (-dy, dx) points to +x, or to +y
-    # for horizontal edges.
-    on_edge_counts = (direction[..., 1] < 0) | ((direction[..., 1] == 0) & (direction[..., 0] > 0))
-    geometry = torch.cat(
-        [origin.reshape(-1, 6), direction.reshape(-1, 6), corners[..., 2], on_edge_counts.to(corners.dtype)], dim=1
-    )  # (T, 18): edge origins, edge directions, corner depths, on-edge flags
-    count = count[instance]
-    batch_index = torch.div(instance, n_faces, rounding_mode="floor")
-    integers = torch.stack(
-        [
-            torch.cumsum(count, 0) - count,  # first pair of the triangle
-            n_cols[instance],
-            col0[instance],
-            row0[instance],
-            batch_index * pixels_per_image + row0[instance] * width + col0[instance],  # pixel of the box corner
-            instance - batch_index * n_faces,  # face index
-        ],
-        dim=1,
-    )
-    return {"count": count, "geometry": geometry, "integers": integers}
+def _grid_side(n: torch.Tensor, limit: int) -> torch.Tensor:
+    """Grid side for a box side n: n itself up to 4, else the next power of two, at most the image side."""
+    power = torch.pow(2, torch.log2(n.clamp(min=1).double()).ceil()).long()
+    power = torch.where(power < n, power * 2, power)  # guard against log2 rounding down
+    return torch.where(n <= 4, n, power.clamp(max=limit))
 
 
-def _pair_chunks(count: torch.Tensor, max_chunk_pairs: int):
-    """Yield (pair_instance, local) for consecutive ranges of at most max_chunk_pairs pairs.
-
-    Pairs enumerate, triangle after triangle, the pixels of each bounding box (local = index in the box);
-    a chunk boundary may split a large triangle.
-    """
-    if count.numel() == 0:
-        return
-    end = torch.cumsum(count, 0)
-    start = end - count
-    total = int(end[-1])
-    for chunk_start in range(0, total, max_chunk_pairs):
-        chunk_end = min(chunk_start + max_chunk_pairs, total)
-        first = int(torch.searchsorted(end, chunk_start, right=True))
-        last = int(torch.searchsorted(end, chunk_end - 1, right=True))
-        instance = torch.arange(first, last + 1, device=count.device)
-        in_chunk = end[first : last + 1].clamp(max=chunk_end) - start[first : last + 1].clamp(min=chunk_start)
-        pair_instance = torch.repeat_interleave(instance, in_chunk, output_size=chunk_end - chunk_start)
-        pair_index = torch.arange(chunk_start, chunk_end, device=count.device)
-        yield pair_instance, pair_index
+def _bucket_chunks(start: int, end: int, grid_rows: int, grid_cols: int, max_chunk_pairs: int):
+    """Split a bucket into (first triangle, end triangle, first grid row, end grid row, grid_cols) pieces
+    of at most max_chunk_pairs (triangle, pixel) pairs (at least one grid row of one triangle)."""
+    rows_per_piece = max(1, min(grid_rows, max_chunk_pairs // grid_cols))
+    triangles_per_piece = max(1, max_chunk_pairs // (rows_per_piece * grid_cols))
+    for first in range(start, end, triangles_per_piece):
+        for row in range(0, grid_rows, rows_per_piece):
+            yield first, min(end, first + triangles_per_piece), row, min(grid_rows, row + rows_per_piece), grid_cols
 
 
-def _covered_pairs(tables, pair_instance, pair_index, width):
-    """Test the pairs; return (flat pixel, depth, face index) of the covered ones."""
-    geometry = tables["geometry"].index_select(0, pair_instance)
-    integers = tables["integers"].index_select(0, pair_instance)
-    local = pair_index - integers[:, 0]
-    box_row = torch.div(local, integers[:, 1], rounding_mode="floor")
-    box_col = local - box_row * integers[:, 1]
-    dtype = geometry.dtype
-    px = (integers[:, 2] + box_col).to(dtype) + 0.5
-    py = (integers[:, 3] + box_row).to(dtype) + 0.5
-
+def _grid_hits(table, chunk, width):
+    """Test a piece of a bucket: (flat pixel, depth, face index) of the covered (triangle, pixel) pairs."""
+    first, end, row_start, row_end, grid_cols = chunk
+    part = {name: values[..., first:end] for name, values in table.items()}
+    dtype = part["first_x"].dtype
+    rows = torch.arange(row_start, row_end, device=part["first_x"].device)[:, None]
+    cols = torch.arange(grid_cols, device=rows.device)[:, None]
+    # Pixel centre coordinates (rows, T) and (cols, T), NaN outside each triangle's clipped box so that
+    # every edge test fails there. Edge values are separable, dx * (y - oy) - dy * (x - ox), so products
+    # are taken on the small row / column tensors and only the difference on the (rows, cols, T) grid.
+    ys = torch.where(rows < part["n_rows"], part["first_y"] + rows.to(dtype), torch.nan)
+    xs = torch.where(cols < part["n_cols"], part["first_x"] + cols.to(dtype), torch.nan)
+    # Depth = sum_k z_k * value_k / (2 * area) is separable the same way.
     inside = None
-    values = []
+    depth_rows, depth_cols = 0.0, 0.0
     for k in range(3):
-        value = geometry[:, 6 + 2 * k] * (py - geometry[:, 2 * k + 1]) - geometry[:, 7 + 2 * k] * (
-            px - geometry[:, 2 * k]
-        )
-        # sign(value) + on_edge_counts >= 1  <=>  value > 0, or value == 0 on a counting edge.
-        edge_inside = (torch.sign(value) + geometry[:, 15 + k]) > 0.5
-        inside = edge_inside if inside is None else inside & edge_inside
-        values.append(value)
-    hit = torch.nonzero(inside).squeeze(1)
-    values = torch.stack([v.index_select(0, hit) for v in values], dim=1)
-    geometry_hit = geometry.index_select(0, hit)
-    total = values.sum(dim=1)
-    depth = (values * geometry_hit[:, 12:15]).sum(dim=1) / total
-    keep = (total > 0) & torch.isfinite(depth)
-    hit_integers = integers.index_select(0, hit)
-    pixel = hit_integers[:, 4] + box_row.index_select(0, hit) * width + box_col.index_select(0, hit)
-    return pixel[keep], depth[keep], hit_integers[keep, 5]
+        (origin_x, origin_y), (direction_x, direction_y) = part["origin"][k], part["direction"][k]
+        row_term = direction_x * (ys - origin_y)
+        col_term = direction_y * (xs - origin_x)
+        edge_inside = (row_term[:, None] - col_term[None]) >= part["threshold"][k]
+        inside = edge_inside if inside is None else inside.logical_and_(edge_inside)
+        depth_rows = depth_rows + part["depth_per_area"][k] * row_term
+        depth_cols = depth_cols + part["depth_per_area"][k] * col_term
+
+    flat = torch.nonzero(inside.view(-1)).squeeze(1)
+    depth = (depth_rows[:, None] - depth_cols[None]).view(-1).index_select(0, flat)
+    pixel = ((part["corner_pixel"] + rows * width)[:, None] + cols[None]).view(-1).index_select(0, flat)
+    triangle = flat % (end - first)
+    return pixel, depth, part["face"].index_select(0, triangle)
 
 
 def _resolve_depth(pixel, depth, face, n_pixels, n_faces) -> torch.Tensor:
@@ -295,39 +317,67 @@ def _resolve_depth(pixel, depth, face, n_pixels, n_faces) -> torch.Tensor:
 # Differentiable barycentrics of the assigned triangles.
 
 
-def _covered_pixels(triangle_id: torch.Tensor):
-    """Flat indices of covered pixels, their batch index and their triangle."""
+def _covered_pixels(triangle_id: torch.Tensor, n_faces: int):
+    """Flat indices of the covered pixels and their triangle instances (batch index * F + triangle)."""
     batch, height, width = triangle_id.shape
     flat = triangle_id.reshape(-1)
     pixel = torch.nonzero(flat >= 0).squeeze(1)
-    return pixel, torch.div(pixel, height * width, rounding_mode="floor"), flat.index_select(0, pixel)
+    pixel_batch = torch.div(pixel, height * width, rounding_mode="floor")
+    return pixel, pixel_batch * n_faces + flat.index_select(0, pixel)
 
 
 def _fragments(vertices: torch.Tensor, faces: torch.Tensor, triangle_id: torch.Tensor) -> Fragments:
     """Barycentrics and depth at the pixel centres, differentiable w.r.t. the vertices."""
     batch, height, width = triangle_id.shape
-    n_vertices = vertices.shape[1]
-    pixel, pixel_batch, triangle = _covered_pixels(triangle_id)
-    corner_index = faces.to(pixel.device)[triangle] + (pixel_batch * n_vertices)[:, None]
-    corners = vertices.reshape(-1, 3).index_select(0, corner_index.reshape(-1)).view(-1, 3, 3)
-    in_image = pixel - pixel_batch * (height * width)
+    pixel, instance = _covered_pixels(triangle_id, faces.shape[0])
+    planes, reference = _barycentric_planes(vertices, faces.to(vertices.device), instance)
+    in_image = pixel % (height * width)
     row = torch.div(in_image, width, rounding_mode="floor")
-    px = (in_image - row * width).to(vertices.dtype) + 0.5
-    py = row.to(vertices.dtype) + 0.5
-
-    origin, direction, sign = _triangle_edges(corners[..., :2])
-    values = sign * _edge_values(origin, direction, px[:, None], py[:, None])  # (M, 3)
-    weights = values / values.sum(dim=1, keepdim=True)
-    depth = (weights * corners[..., 2]).sum(dim=1)
+    # Offsets from the triangle's reference pixel: small integers, exact in floating point.
+    reference = reference.index_select(1, instance)
+    offset_x = (in_image - row * width - reference[0]).to(vertices.dtype)
+    offset_y = (row - reference[1]).to(vertices.dtype)
+    # One contiguous 1-D gather per coefficient: much faster on CPU (forward and backward) than
+    # broadcasting over narrow rows.
+    at_reference, along_x, along_y = ([plane.index_select(0, instance) for plane in kind] for kind in planes)
+    values = [at_reference[k] + along_x[k] * offset_x + along_y[k] * offset_y for k in range(4)]
 
     n_pixels = batch * height * width
-    barycentrics = weights.new_zeros(n_pixels, 3).index_copy(0, pixel, weights)
-    depth_image = depth.new_full((n_pixels,), float("inf")).index_copy(0, pixel, depth)
+    barycentrics = values[0].new_zeros(n_pixels, 3).index_copy(0, pixel, torch.stack(values[:3], dim=1))
+    depth = values[3].new_full((n_pixels,), float("inf")).index_copy(0, pixel, values[3])
     return Fragments(
         triangle_id=triangle_id,
         barycentrics=barycentrics.view(batch, height, width, 3),
-        depth=depth_image.view(batch, height, width),
+        depth=depth.view(batch, height, width),
     )
+
+
+def _barycentric_planes(vertices: torch.Tensor, faces: torch.Tensor, used: torch.Tensor):
+    """Barycentrics and depth of every triangle instance as affine functions of the pixel position.
+
+    Returns the planes as three lists (value at the reference pixel's centre, d/dx, d/dy) of four (B * F,)
+    tensors (barycentrics of corners 0, 1, 2 and depth), and the reference pixel (column, row) near corner 0,
+    (2, B * F) int64. Planes are computed per triangle rather than per pixel to keep the autograd graph
+    small; edge values use the same canonical evaluation as the coverage test. `used` lists the instances
+    that cover pixels; the others get a unit divisor so that degenerate triangles cannot put NaN into
+    gradients.
+    """
+    batch = vertices.shape[0]
+    corners = vertices.index_select(1, faces.reshape(-1)).view(batch * faces.shape[0], 3, 3)
+    reference = corners[:, 0, :2].detach().floor().clamp(-(2.0**30), 2.0**30)
+    centre = reference + 0.5
+    origin, direction, sign = _triangle_edges(corners[..., :2])
+    edge_at_reference = sign * _edge_values(origin, direction, centre[:, None, 0], centre[:, None, 1])
+    double_area = edge_at_reference.sum(dim=1, keepdim=True)
+    in_use = torch.zeros_like(double_area, dtype=torch.bool).index_fill_(0, used, True) & (double_area != 0)
+    double_area = torch.where(in_use, double_area, torch.ones_like(double_area))
+    # Edge value k = sign * (dx * (y - oy) - dy * (x - ox)): d/dx = -sign * dy, d/dy = sign * dx.
+    weights = torch.stack(
+        [edge_at_reference, -sign * direction[..., 1], sign * direction[..., 0]], dim=0
+    ) / double_area  # (3 [value, d/dx, d/dy], T, 3 corners)
+    depth = (weights * corners[..., 2]).sum(dim=2, keepdim=True)
+    planes = torch.cat([weights, depth], dim=2).transpose(1, 2).contiguous()  # (3, 4, T)
+    return [kind.unbind(0) for kind in planes.unbind(0)], reference.long().t()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -366,6 +416,8 @@ def _nvdiffrast_triangle_ids(vertices, faces, image_size) -> torch.Tensor:
     dr = _import_nvdiffrast()
     height, width = image_size
     device = vertices.device
+    if faces.shape[0] == 0:  # nvdiffrast rejects empty triangle lists
+        return torch.full((vertices.shape[0], height, width), -1, dtype=torch.int64, device=device)
     if device not in _NVDIFFRAST_CONTEXTS:
         _NVDIFFRAST_CONTEXTS[device] = dr.RasterizeCudaContext(device=device)
     x = vertices[..., 0].float() * (2.0 / width) - 1.0

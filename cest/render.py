@@ -16,8 +16,9 @@ from cest.lighting import shade
 from cest.raster import Fragments, interpolate, rasterize
 from cest.uv import UVMapper, uv_to_grid
 
-# Depth slack of the vertex visibility test, as a fraction of the image size (see vertex_visibility).
-VISIBILITY_DEPTH_TOLERANCE = 0.02
+# Depth slack of the visibility tests, as a fraction of the image size (see vertex_visibility): small
+# against the depth gap between a cheek and the nose in front of it (~0.1 of the image at 224 px).
+VISIBILITY_DEPTH_TOLERANCE = 0.01
 
 
 @dataclass
@@ -33,14 +34,17 @@ class RasterizedFaces:
 class Renderer(torch.nn.Module):
     """Renders model-space faces (B, N, 3) under a weak perspective viewpoint (B, 7) to (B, 3, H, W)."""
 
-    def __init__(self, uv: torch.Tensor, triangles: torch.Tensor, image_size: int, uv_size: int):
+    def __init__(
+        self, uv: torch.Tensor, triangles: torch.Tensor, image_size: int, uv_size: int, raster_backend: str = "auto"
+    ):
         super().__init__()
         self.image_size = image_size
+        self.raster_backend = raster_backend
         self.uv_mapper = UVMapper(uv, triangles, uv_size)
 
     @classmethod
-    def for_model(cls, model, image_size: int, uv_size: int) -> "Renderer":
-        return cls(model.uv, model.triangles, image_size, uv_size)
+    def for_model(cls, model, image_size: int, uv_size: int, raster_backend: str = "auto") -> "Renderer":
+        return cls(model.uv, model.triangles, image_size, uv_size, raster_backend)
 
     @property
     def triangles(self) -> torch.Tensor:
@@ -48,17 +52,16 @@ class Renderer(torch.nn.Module):
 
     def rasterize(self, vertices: torch.Tensor, viewpoint: torch.Tensor) -> RasterizedFaces:
         pixels = project(vertices, viewpoint, self.image_size)
-        fragments = rasterize(pixels, self.triangles, (self.image_size, self.image_size))
+        fragments = rasterize(pixels, self.triangles, (self.image_size, self.image_size), self.raster_backend)
         # Normals rotate with the face; the (positive) scale and the translation do not change them.
         rotation = rotation_matrix(split_viewpoint(viewpoint)[1])
         normals = vertex_normals(vertices, self.triangles) @ rotation.transpose(-1, -2)
         uv = self.uv_mapper.uv[None].expand(vertices.shape[0], -1, -1).to(vertices.dtype)
-        pixel_uv = interpolate(uv, fragments, self.triangles)
-        pixel_normals = F.normalize(interpolate(normals, fragments, self.triangles), dim=-1, eps=1e-12)
+        pixel_uv, pixel_normals = interpolate(torch.cat([uv, normals], -1), fragments, self.triangles).split([2, 3], -1)
+        pixel_normals = F.normalize(pixel_normals, dim=-1, eps=1e-12)
         face_mask = (fragments.triangle_id >= 0)[:, None].to(vertices.dtype)
-        visible = vertex_visibility(
-            pixels, fragments.depth, normals[..., 2] > 0, VISIBILITY_DEPTH_TOLERANCE * self.image_size
-        )
+        visible = vertex_visibility(pixels, fragments.triangle_id, self.triangles, normals[..., 2] > 0,
+                                    VISIBILITY_DEPTH_TOLERANCE * self.image_size)
         return RasterizedFaces(pixels, fragments, uv_to_grid(pixel_uv), pixel_normals, face_mask, visible)
 
     def shade(self, faces: RasterizedFaces, reflectance_uv: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
@@ -70,7 +73,8 @@ class Renderer(torch.nn.Module):
 
     def unwrap(self, image: torch.Tensor, faces: RasterizedFaces) -> tuple[torch.Tensor, torch.Tensor]:
         """The illuminated texture of images (B, 3, H, W) under these faces: (texture, valid) in UV space."""
-        return self.uv_mapper.unwrap(image, faces.pixels, faces.vertex_visible)
+        return self.uv_mapper.unwrap(image, faces.pixels, faces.fragments, faces.vertex_visible,
+                                     VISIBILITY_DEPTH_TOLERANCE * self.image_size)
 
     def render(
         self, vertices: torch.Tensor, viewpoint: torch.Tensor, reflectance_uv: torch.Tensor, sh: torch.Tensor

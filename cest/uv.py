@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cest.geometry import triangle_visibility
-from cest.raster import rasterize
+from cest.raster import Fragments, rasterize
 
 
 def uv_to_grid(uv: torch.Tensor) -> torch.Tensor:
@@ -53,22 +53,37 @@ class UVMapper(torch.nn.Module):
         return (corners * weights[None, ..., None]).sum(-2)
 
     def unwrap(
-        self, image: torch.Tensor, pixels: torch.Tensor, vertex_visible: torch.Tensor
+        self, image: torch.Tensor, pixels: torch.Tensor, fragments: Fragments, vertex_visible: torch.Tensor,
+        depth_tolerance: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Unwrap images (B, C, H, W) into UV maps (B, C, S, S) through the projected mesh (B, N, 3).
 
-        Each texel samples the image bilinearly where its triangle projects; texels outside the layout or
-        on triangles the camera does not see (self-occlusion, back faces) are zero and invalid.
+        Each texel samples the image bilinearly where its triangle projects (`fragments` is the same mesh
+        rasterized in the image). A texel is valid when it lies in the layout, on a triangle whose three
+        vertices the camera sees (the paper's rule for self-occlusion), all of its bilinear taps fall on the
+        face (no background mixed in at the silhouette), and nothing lies in front of it by more than
+        `depth_tolerance` (a triangle partly hidden, e.g. a cheek behind the nose). Invalid texels are 0.
         Differentiable with respect to the image and the projected vertices.
         """
         if image.shape[-1] != image.shape[-2]:
             raise ValueError(f"unwrap expects square images, got {tuple(image.shape[-2:])}")
-        grid = pixels_to_grid(self.texel_positions(pixels[..., :2]), image.shape[-1])
+        texel_points = self.texel_positions(pixels)
+        grid = pixels_to_grid(texel_points[..., :2], image.shape[-1])
         texture = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        visible = triangle_visibility(self.triangles, vertex_visible)
-        valid = visible[:, self.texel_triangle.clamp(min=0)] & self.covered
+        valid = self._texel_validity(grid.detach(), texel_points[..., 2].detach(), fragments, vertex_visible,
+                                     depth_tolerance)
         valid = valid[:, None].to(image.dtype)
         return texture * valid, valid
+
+    def _texel_validity(self, grid, texel_depth, fragments, vertex_visible, depth_tolerance):
+        visible = triangle_visibility(self.triangles, vertex_visible)
+        valid = visible[:, self.texel_triangle.clamp(min=0)] & self.covered
+        coverage = (fragments.triangle_id >= 0)[:, None].to(grid.dtype)
+        on_face = F.grid_sample(coverage, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        surface = torch.nan_to_num(fragments.depth, posinf=torch.finfo(grid.dtype).max)[:, None].to(grid.dtype)
+        front = F.grid_sample(surface, grid, mode="nearest", padding_mode="border", align_corners=False)
+        unoccluded = texel_depth <= front[:, 0] + depth_tolerance
+        return valid & (on_face[:, 0] > 1 - 1e-6) & unoccluded
 
     def wrap(self, uv_map: torch.Tensor) -> torch.Tensor:
         """Per-vertex values (B, N, C) sampled bilinearly from UV maps (B, C, S, S) at the vertices' UVs."""

@@ -31,7 +31,8 @@ def icosphere_like(n: int = 24):
 def test_sphere_vertex_normals_point_outward():
     vertices, faces = icosphere_like()
     normals = vertex_normals(vertices[None] * 3.0, faces)[0]
-    assert torch.allclose(normals, vertices, atol=0.02)
+    # Area weighting tilts normals slightly near the poles of a coarse sphere: compare directions.
+    assert (normals * vertices).sum(-1).min() > 0.99
 
 
 def test_sfm_normals_face_the_camera_at_the_nose():
@@ -46,10 +47,13 @@ def test_visibility_of_a_sphere_is_its_front_half():
     size = 64
     viewpoint = torch.tensor([[0.8, 0, 0, 0, 0, 0, 0]])
     pixels = project(vertices[None], viewpoint, size)
-    depth = rasterize(pixels, faces, (size, size)).depth
+    triangle_id = rasterize(pixels, faces, (size, size)).triangle_id
     normals = vertex_normals(vertices[None], faces)
-    visible = vertex_visibility(pixels, depth, normals[..., 2] > 0, depth_tolerance=0.02 * size)[0]
-    assert torch.equal(visible, vertices[:, 2] > 0)
+    visible = vertex_visibility(pixels, triangle_id, faces, normals[..., 2] > 0, depth_tolerance=0.01 * size)[0]
+    # The front half, up to grazing vertices (within ~15 degrees of the silhouette) whose test is ambiguous.
+    assert not visible[vertices[:, 2] < -0.05].any()
+    assert visible[vertices[:, 2] > 0.25].all()
+    assert visible[vertices[:, 2] > 0].float().mean() > 0.9
     assert triangle_visibility(faces, visible[None])[0].any()
 
 
@@ -60,6 +64,6 @@ def test_occluded_vertices_are_invisible():
     vertices = torch.cat([front, back])[None]
     faces = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]])
     pixels = project(vertices, torch.tensor([[0.8, 0, 0, 0, 0, 0, 0]]), 32)
-    depth = rasterize(pixels, faces, (32, 32)).depth
-    visible = vertex_visibility(pixels, depth, torch.ones(1, 8, dtype=torch.bool), depth_tolerance=0.5)[0]
+    triangle_id = rasterize(pixels, faces, (32, 32)).triangle_id
+    visible = vertex_visibility(pixels, triangle_id, faces, torch.ones(1, 8, dtype=torch.bool), 0.5)[0]
     assert visible[:4].all() and not visible[4:].any()

@@ -53,8 +53,8 @@ def test_render_then_unwrap_recovers_the_texture():
     """Round trip: a smooth texture rendered under constant shading, unwrapped, equals itself.
 
     Error bound: two bilinear resamplings of a smooth texture at 224 px (face ~170 px wide) against
-    128 x 128 texels, measured mean 0.002 and 99th percentile 0.01 on visible texels; asserted
-    below at mean < 0.01 and 99th percentile < 0.04.
+    128 x 128 texels; on valid texels we measured a mean absolute error of 0.0004 and a 99th percentile
+    of 0.0055 (colour range [0, 1]), asserted below at mean < 0.003 and 99th percentile < 0.02.
     """
     model = load_sfm()
     renderer = Renderer.for_model(model, image_size=224, uv_size=128)
@@ -66,13 +66,11 @@ def test_render_then_unwrap_recovers_the_texture():
         faces = renderer.rasterize(model.mean_shape[None], viewpoint)
         image = renderer.shade(faces, texture, ambient_sh(1))
         unwrapped, valid = renderer.unwrap(image, faces)
-        # Texels whose bilinear footprint touches the silhouette mix in background: erode by a texel.
-        inner = -torch.nn.functional.max_pool2d(-valid, 3, stride=1, padding=1)
-        errors.append((unwrapped - texture).abs().amax(1)[inner[:, 0] > 0])
-        assert inner.mean() > 0.15
+        errors.append((unwrapped - texture).abs().amax(1)[valid[:, 0] > 0])
+        assert valid.mean() > 0.4
     errors = torch.cat(errors)
-    assert errors.mean() < 0.01
-    assert torch.quantile(errors, 0.99) < 0.04
+    assert errors.mean() < 0.003
+    assert torch.quantile(errors, 0.99) < 0.02
 
 
 def test_unwrap_ignores_self_occluded_triangles():

@@ -1,0 +1,5 @@
+import os
+from pathlib import Path
+
+# Tests read third-party assets from the local mirror beside the checkout unless one is configured.
+os.environ.setdefault("CEST_ASSETS_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "assets"))
