@@ -28,7 +28,8 @@ def _multiple_of_32(name: str, value: int) -> None:
 class ModelConfig:
     # "cest": conditional chain V -> S -> R -> L; "iest": the four estimates each from the image alone.
     variant: str = "cest"
-    # Square input images; any multiple of 32 (224 for training, 64 for tests and CPU demos).
+    # Square input images, any size from 32 (the encoders pool globally): 224 for training, 112 or 64 for
+    # tests and CPU demos.
     image_size: int = 224
     # UV maps (illuminated texture and reflectance). 128 at 224 input: a frontal face spans about 120-150
     # pixels of a 224 crop, so 128 texels across the (mirror-symmetric) UV layout keep roughly the image's
@@ -49,7 +50,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        _multiple_of_32("image_size", self.image_size)
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be at least 32, got {self.image_size}")
         _multiple_of_32("uv_size", self.uv_size)
         self.encoder_widths = tuple(int(w) for w in self.encoder_widths)
         self.unet_widths = tuple(int(w) for w in self.unet_widths)

@@ -107,3 +107,13 @@ def test_gradients_reach_all_four_networks(morphable, sample_frames, variant):
             assert parameter.grad is not None, f"{name}.{parameter_name} got no gradient"
             assert torch.isfinite(parameter.grad).all()
             assert parameter.grad.abs().sum() > 0, f"{name}.{parameter_name} has a zero gradient"
+
+
+@pytest.mark.parametrize("variant", ["cest", "iest"])
+def test_works_at_112_pixels(morphable, sample_frames, variant):
+    torch.manual_seed(0)
+    model = CESTModel(ModelConfig(variant=variant, **(SMALL | dict(image_size=112))), morphable)
+    images = torch.nn.functional.interpolate(sample_frames.images[:2], size=(112, 112), mode="bilinear")
+    estimate = model(images)
+    assert estimate.reflectance.shape == (2, 3, 64, 64)
+    assert model.render(estimate).shape == (2, 3, 112, 112)

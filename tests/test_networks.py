@@ -7,8 +7,8 @@ from cest.networks import Encoder, ReflectanceUNet, ResidualEncoder
 WIDTHS = (8, 8, 16, 16, 16, 16)
 
 
-@pytest.mark.parametrize("size", [32, 64, 96, 224])
-def test_encoders_work_at_every_multiple_of_32(size):
+@pytest.mark.parametrize("size", [32, 64, 96, 112, 224])
+def test_encoders_work_at_every_multiple_of_32_and_112(size):
     torch.manual_seed(0)
     image = torch.rand(2, 3, size, size)
     assert Encoder(3, 7, WIDTHS, 1e-3)(image).shape == (2, 7)
@@ -75,7 +75,9 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="variant"):
         ModelConfig(variant="joint")
     with pytest.raises(ValueError, match="multiple of 32"):
-        ModelConfig(image_size=100)
+        ModelConfig(uv_size=100)
+    with pytest.raises(ValueError, match="at least 32"):
+        ModelConfig(image_size=16)
     with pytest.raises(ValueError, match="unknown fields"):
         config_from_dict({"loss": {"w_landmarks": 1.0}})
     with pytest.raises(ValueError, match="distance"):
