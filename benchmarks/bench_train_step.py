@@ -1,6 +1,6 @@
 """Training-step throughput of the CEST model on this machine; prints one JSON object.
 
-    python benchmarks/bench_train_step.py [--batch 16] [--steps 3] [--sizes 224 112]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_train_step.py [--batch 16] [--steps 3] [--sizes 224 112]
 
 Measures, with the default widths and loss settings unless stated:
 - images/s of a full training step (forward, render, objective, backward, Adam) for CEST and IEST at each size;
@@ -13,6 +13,7 @@ rounded to a multiple of 32 (128 at 224, 64 at 112), the ModelConfig default rat
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -72,6 +73,8 @@ def main() -> None:
         "device": "cpu",
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "load_average_1min_before": os.getloadavg()[0],
         "batch": args.batch,
         "timed_steps": args.steps,
         "throughput_images_per_s": {},
@@ -94,6 +97,7 @@ def main() -> None:
     }
     eight = time_steps(morphable, config, LossConfig(), DataConfig(args.batch // 8, 8), args.steps)
     result[f"step_seconds_cest_{size}_frames_per_clip"] = {"4": round(seconds["both"], 3), "8": round(eight, 3)}
+    result["load_average_1min_after"] = os.getloadavg()[0]
     print(json.dumps(result, indent=2))
 
 

@@ -52,11 +52,11 @@ class CESTModel(nn.Module):
         self.renderer = Renderer.for_model(morphable, config.image_size, config.uv_size)
         widths, std = config.encoder_widths, config.head_init_std
         n_shape = morphable.n_identity + morphable.n_expression
-        conditional = config.variant == "cest"
         self.viewpoint_net = Encoder(3, VIEWPOINT_SIZE, widths, std)
         self.shape_net = ResidualEncoder(3, n_shape, widths, std)
         self.reflectance_net = ReflectanceUNet(3, 3, config.unet_widths)
-        self.illumination_net = Encoder(9 if conditional else 3, SH_SIZE, widths, std)
+        # CEST lights from image, illuminated texture and reflectance stacked; IEST from the image alone.
+        self.illumination_net = Encoder(9 if self.conditional else 3, SH_SIZE, widths, std)
         self.register_buffer("ambient_sh", ambient_sh(1)[0], persistent=False)
 
     @property

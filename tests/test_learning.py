@@ -2,11 +2,11 @@
 
 Evaluation uses all 32 frames with the plain photometric term (no symmetry/consistency), before and after.
 Measured on a 2-core CPU (120 steps, 20-60 s per run), seeds 0 / 1 / 2:
-- CEST with symmetry and consistency: photometric 0.411 -> 0.084 / 0.412 -> 0.080 / 0.305 -> 0.083;
-  landmark (fraction of the image size) 0.113 -> 0.044 / 0.112 -> 0.035 / 0.113 -> 0.038.
+- CEST with symmetry and consistency: photometric 0.414 -> 0.095 / 0.416 -> 0.084 / 0.299 -> 0.090;
+  landmark (fraction of the image size) 0.113 -> 0.040 / 0.112 -> 0.035 / 0.113 -> 0.039.
 - Degeneracy (paper Sec. 3.3, Fig. 4e): with both constraints off the shading is nearly flat, its std over the
-  face 0.015 / 0.016 / 0.012 against 0.052 / 0.053 / 0.062 with the constraints, and the reflectance copies the
-  unwrapped image more closely: correlation 0.935 / 0.930 / 0.946 against 0.892 / 0.895 / 0.893.
+  face 0.017 / 0.014 / 0.015 against 0.055 / 0.056 / 0.064 with the constraints, and the reflectance copies the
+  unwrapped image more closely: correlation 0.932 / 0.942 / 0.938 against 0.875 / 0.907 / 0.888.
 """
 
 import pytest

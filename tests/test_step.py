@@ -91,3 +91,19 @@ def test_train_local_command_line(sample_frames, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "step     0 photometric" in out and "total" in out and "images/s" in out
     assert (tmp_path / "run" / "model.pt").exists() and (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_train_step_runs_unchanged_under_distributed_data_parallel(morphable, sample_frames, tmp_path):
+    # What the distributed job does: wrap the model, call the same train_step (one gloo process here).
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        wrapped = DistributedDataParallel(CESTModel(ModelConfig(**SMALL), morphable))
+        optimizer = make_optimizer(wrapped, Config().optim)
+        terms = train_step(wrapped, optimizer, _batch(sample_frames), LossConfig(), torch.Generator().manual_seed(0))
+        assert terms["total"] == terms["total"] and "consistency" in terms
+    finally:
+        dist.destroy_process_group()
