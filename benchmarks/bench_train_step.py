@@ -1,11 +1,12 @@
 """Training-step throughput of the CEST model on this machine; prints one JSON object.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_train_step.py [--batch 16] [--steps 3] [--sizes 224 112]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_train_step.py [--batch 16] [--steps 5] [--sizes 224 112]
 
 Measures, with the default widths and loss settings unless stated:
 - images/s of a full training step (forward, render, objective, backward, Adam) for CEST and IEST at each size;
-- the cost of the symmetry and consistency terms: step time with each / both, divided by photometric-only;
+- the cost of the symmetry and consistency terms: CEST step time with each / both, divided by photometric-only;
 - per-step time with 8 frames per clip against 4 at the same total batch (the pairing keeps it flat).
+Within each size the settings take turns step by step (the machine may be shared); each reports its median.
 Inputs are random images with a full mask and the mean face's landmarks: the step's cost depends on the
 predicted geometry (the mean face at initialisation), not on the pixels. UV size is 4/7 of the image size
 rounded to a multiple of 32 (128 at 224, 64 at 112), the ModelConfig default ratio.
@@ -43,32 +44,43 @@ def make_batch(morphable, image_size: int, data: DataConfig, generator: torch.Ge
     )
 
 
-def time_steps(morphable, model_config: ModelConfig, loss: LossConfig, data: DataConfig, steps: int) -> float:
-    """Median seconds per training step after one warm-up step."""
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    model = CESTModel(model_config, morphable)
-    optimizer = make_optimizer(model, OptimConfig())
-    batch = make_batch(morphable, model_config.image_size, data, generator)
-    train_step(model, optimizer, batch, loss, generator)
-    times = []
-    for _ in range(steps):
+class StepRunner:
+    """A model, its optimiser and a fixed batch, ready to time training steps."""
+
+    def __init__(self, morphable, model_config: ModelConfig, loss: LossConfig, data: DataConfig):
+        torch.manual_seed(0)
+        self.generator = torch.Generator().manual_seed(0)
+        self.model = CESTModel(model_config, morphable)
+        self.optimizer = make_optimizer(self.model, OptimConfig())
+        self.batch = make_batch(morphable, model_config.image_size, data, self.generator)
+        self.loss = loss
+        self.step()  # warm-up: allocations, first-call overheads
+
+    def step(self) -> float:
         start = time.perf_counter()
-        train_step(model, optimizer, batch, loss, generator)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        train_step(self.model, self.optimizer, self.batch, self.loss, self.generator)
+        return time.perf_counter() - start
+
+
+def interleaved_median_seconds(runners: dict[str, StepRunner], steps: int) -> dict[str, float]:
+    """Median step time of each runner, the runners taking turns so that load changes hit them all alike."""
+    times = {name: [] for name in runners}
+    for _ in range(steps):
+        for name, runner in runners.items():
+            times[name].append(runner.step())
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16, help="images per step (clips x 4 frames)")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (after one warm-up)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 112])
     args = parser.parse_args()
     if args.batch % 8:
         raise SystemExit("--batch must be a multiple of 8 (clips of 4 and of 8 frames)")
     morphable = load_sfm()
-    four = DataConfig(args.batch // 4, 4)
+    four, eight = DataConfig(args.batch // 4, 4), DataConfig(args.batch // 8, 8)
     result = {
         "device": "cpu",
         "cpu": platform.processor() or platform.machine(),
@@ -80,23 +92,27 @@ def main() -> None:
         "throughput_images_per_s": {},
     }
     for size in args.sizes:
+        cest = ModelConfig(variant="cest", image_size=size, uv_size=uv_size_for(size))
+        iest = ModelConfig(variant="iest", image_size=size, uv_size=uv_size_for(size))
+        runners = {
+            "cest": StepRunner(morphable, cest, LossConfig(), four),
+            "iest": StepRunner(morphable, iest, LossConfig(), four),
+            "photometric_only": StepRunner(morphable, cest, LossConfig(symmetry=False, consistency=False), four),
+            "symmetry": StepRunner(morphable, cest, LossConfig(consistency=False), four),
+            "consistency": StepRunner(morphable, cest, LossConfig(symmetry=False), four),
+            "eight_frames_per_clip": StepRunner(morphable, cest, LossConfig(), eight),
+        }
+        seconds = interleaved_median_seconds(runners, args.steps)
+        del runners
         for variant in ("cest", "iest"):
-            config = ModelConfig(variant=variant, image_size=size, uv_size=uv_size_for(size))
-            seconds = time_steps(morphable, config, LossConfig(), four, args.steps)
-            result["throughput_images_per_s"][f"{variant}_{size}"] = round(args.batch / seconds, 2)
-
-    size = min(args.sizes)
-    config = ModelConfig(image_size=size, uv_size=uv_size_for(size))
-    seconds = {
-        name: time_steps(morphable, config, LossConfig(symmetry=sym, consistency=cons), four, args.steps)
-        for name, sym, cons in [("photometric_only", False, False), ("symmetry", True, False),
-                                ("consistency", False, True), ("both", True, True)]
-    }
-    result[f"term_cost_ratio_cest_{size}"] = {
-        name: round(value / seconds["photometric_only"], 3) for name, value in seconds.items()
-    }
-    eight = time_steps(morphable, config, LossConfig(), DataConfig(args.batch // 8, 8), args.steps)
-    result[f"step_seconds_cest_{size}_frames_per_clip"] = {"4": round(seconds["both"], 3), "8": round(eight, 3)}
+            result["throughput_images_per_s"][f"{variant}_{size}"] = round(args.batch / seconds[variant], 2)
+        result[f"term_cost_ratio_cest_{size}"] = {
+            name: round(seconds[key] / seconds["photometric_only"], 3)
+            for name, key in [("symmetry", "symmetry"), ("consistency", "consistency"), ("both", "cest")]
+        }
+        result[f"step_seconds_cest_{size}_frames_per_clip"] = {
+            "4": round(seconds["cest"], 3), "8": round(seconds["eight_frames_per_clip"], 3)
+        }
     result["load_average_1min_after"] = os.getloadavg()[0]
     print(json.dumps(result, indent=2))
 

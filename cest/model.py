@@ -80,7 +80,10 @@ class CESTModel(nn.Module):
             viewpoint = self.predict_viewpoint(images)
         uv_size = self.config.uv_size
 
-        shape_input = canonical_crop(images, viewpoint, images.shape[-1]) if self.conditional else images
+        if self.conditional:
+            shape_input = canonical_crop(images, viewpoint, images.shape[-1], canonical_scale=self.config.init_scale)
+        else:
+            shape_input = images
         alpha = self.shape_net(_centred(shape_input))
         alpha_identity, alpha_expression = alpha.split([self.morphable.n_identity, self.morphable.n_expression], 1)
         vertices = self.morphable.shape(alpha_identity, alpha_expression)
