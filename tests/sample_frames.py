@@ -7,6 +7,7 @@ mask from the landmarks' convex hull. `sample_frames` is a session fixture that 
 """
 
 import importlib.util
+import os
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,9 @@ import torch
 
 from cest.train_local import FrameSet, load_frames, save_frames
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "voxceleb_sample"
+# The asset mirror (CEST_ASSETS_MIRROR, as the Makefile sets it), by default ../shared/assets next to the repo.
+ASSETS = Path(os.environ.get("CEST_ASSETS_MIRROR", Path(__file__).resolve().parents[1].parent / "shared" / "assets"))
+SAMPLE_DIR = ASSETS / "voxceleb_sample"
 # Crop side = CROP_FACTOR x the larger side of the landmark box: the face (jaw width) then fills about 3/4 of
 # the crop, the framing that ModelConfig.init_scale and camera.canonical_crop assume.
 CROP_FACTOR = 1.4

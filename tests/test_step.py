@@ -18,7 +18,9 @@ def morphable():
 
 
 def _batch(frames: FrameSet, count: int = 8) -> Batch:
-    return Batch(frames.images[:count], frames.masks[:count], frames.landmarks[:count], frames.clip_ids[:count])
+    """A copy of the first frames (tests may write into it; the fixture is shared)."""
+    return Batch(frames.images[:count].clone(), frames.masks[:count].clone(), frames.landmarks[:count].clone(),
+                 frames.clip_ids[:count].clone())
 
 
 @pytest.mark.parametrize("variant", ["cest", "iest"])
