@@ -87,13 +87,12 @@ class MorphableModel(torch.nn.Module):
         if expression_names and len(expression_names) != expression_basis.shape[0]:
             raise ValueError(f"{len(expression_names)} expression names for {expression_basis.shape[0]} components")
 
-        self.register_buffer("mean_shape", mean_shape)
-        self.register_buffer("identity_basis", identity_basis)
-        self.register_buffer("expression_basis", expression_basis)
-        self.register_buffer("triangles", triangles)
-        self.register_buffer("uv", uv)
-        self.register_buffer("landmark_indices", landmark_indices)
-        self.register_buffer("mirror_indices", mirror_indices)
+        # Not persistent: a checkpoint of a network that holds this model must not carry (and redistribute)
+        # the morphable model, whose licence may forbid that; the model comes from its own .npz.
+        for name, value in [("mean_shape", mean_shape), ("identity_basis", identity_basis),
+                            ("expression_basis", expression_basis), ("triangles", triangles), ("uv", uv),
+                            ("landmark_indices", landmark_indices), ("mirror_indices", mirror_indices)]:
+            self.register_buffer(name, value, persistent=False)
         self.unit_scale_mm = float(unit_scale_mm)
         self.expression_names = expression_names
 
