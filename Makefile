@@ -34,7 +34,8 @@ preprocess: setup
 	$(PY) -m pipelines.preprocess --input $(INPUT) --output $(OUTPUT)
 
 bench: setup
-	$(PY) benchmarks/bench_render.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_render.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_train_step.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo
