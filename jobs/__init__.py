@@ -1,0 +1,1 @@
+"""Jobs that consume the preprocessed clips: training-data preparation, training, evaluation."""
