@@ -1,0 +1,155 @@
+"""Stage 2b: one face track per clip. Detect once, then let each frame's landmarks place the next
+frame's search box; re-detect when the track weakens. A break in the track splits the clip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.config import PreprocessConfig
+from pipelines.decode import Reject
+from pipelines.landmarks import FaceLandmarker, box_iou
+
+
+def landmark_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """(centre, scale) of a 68-point shape: its mean and RMS distance from the mean."""
+    centre = landmarks.mean(axis=0)
+    scale = float(np.sqrt(((landmarks - centre) ** 2).sum(axis=1).mean()))
+    return centre, scale
+
+
+@dataclass
+class BoxModel:
+    """Where the detector puts its box relative to the landmarks, learned at each detection, so that
+    boxes derived from landmarks look like detector boxes to the landmark regressor."""
+
+    offset: np.ndarray  # (2,) box centre - landmark centre, in landmark scales
+    size: np.ndarray  # (2,) box width, height in landmark scales
+
+    @classmethod
+    def calibrate(cls, box: np.ndarray, landmarks: np.ndarray) -> "BoxModel":
+        centre, scale = landmark_frame(landmarks)
+        box_centre = (box[:2] + box[2:]) / 2
+        return cls(offset=(box_centre - centre) / scale, size=(box[2:] - box[:2]) / scale)
+
+    def box(self, landmarks: np.ndarray) -> np.ndarray:
+        centre, scale = landmark_frame(landmarks)
+        box_centre = centre + self.offset * scale
+        half = self.size * scale / 2
+        return np.concatenate([box_centre - half, box_centre + half]).astype(np.float32)
+
+
+@dataclass
+class TrackStats:
+    detections: int = 0  # full-frame detector runs
+    verifications: int = 0  # local detector checks of a tracked face
+    faces_seen: int = 0  # frames where a face was found (any size)
+    faces_too_small: int = 0
+
+
+@dataclass
+class _Track:
+    positions: list = field(default_factory=list)  # indices into the decoded frames
+    landmarks: list = field(default_factory=list)
+
+
+def face_size(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
+def _plausible_step(previous: np.ndarray, current: np.ndarray, max_scale_jump: float) -> bool:
+    previous_centre, previous_scale = landmark_frame(previous)
+    centre, scale = landmark_frame(current)
+    ratio = scale / previous_scale
+    moved = np.linalg.norm(centre - previous_centre) / previous_scale
+    return 1 / max_scale_jump <= ratio <= max_scale_jump and moved < 0.5
+
+
+class FaceTracker:
+    def __init__(self, landmarker: FaceLandmarker, cfg: PreprocessConfig):
+        self.landmarker = landmarker
+        self.cfg = cfg
+
+    def _track_step(self, frame, previous, model, since_check):
+        """Landmarks for this frame from the previous frame's landmarks, or None when the track weakened."""
+        box = model.box(previous)
+        landmarks = self.landmarker.landmarks(frame, box[None])[0]
+        if not _plausible_step(previous, landmarks, self.cfg.max_scale_jump):
+            return None
+        if since_check >= self.cfg.verify_every:
+            self.stats.verifications += 1
+            if not self.landmarker.verify(frame, model.box(landmarks)):
+                return None
+        return landmarks
+
+    def _detect_step(self, frame, previous_box):
+        """(box, landmarks) of the face to follow: the one continuing the track, else the largest."""
+        self.stats.detections += 1
+        boxes = self.landmarker.detect(frame)
+        if len(boxes) == 0:
+            return None, None, False
+        continues = False
+        chosen = boxes[0]
+        if previous_box is not None:
+            overlaps = [box_iou(box, previous_box) for box in boxes]
+            best = int(np.argmax(overlaps))
+            if overlaps[best] > 0.3:
+                chosen, continues = boxes[best], True
+        return chosen, self.landmarker.landmarks(frame, chosen[None])[0], continues
+
+    def track(self, frames: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], TrackStats]:
+        """Face tracks as (positions (n,), landmarks (n, 68, 2)), in frame order, before length filtering."""
+        self.stats = TrackStats()
+        tracks, current, model, since_check = [], None, None, 0
+        for position, frame in enumerate(frames):
+            landmarks = None
+            if current is not None and self.cfg.tracking:
+                landmarks = self._track_step(frame, current.landmarks[-1], model, since_check)
+                since_check = 0 if since_check >= self.cfg.verify_every else since_check + 1
+            if landmarks is None:
+                previous_box = model.box(current.landmarks[-1]) if current is not None else None
+                box, landmarks, continues = self._detect_step(frame, previous_box)
+                if box is not None:
+                    self.stats.faces_seen += 1
+                    if face_size(box) < self.cfg.min_face_size:
+                        self.stats.faces_too_small += 1
+                        box = None
+                if box is None:
+                    current = self._close(tracks, current)
+                    continue
+                if not continues:
+                    current = self._close(tracks, current)
+                model, since_check = BoxModel.calibrate(box, landmarks), 0
+            if current is None:
+                current = _Track()
+            current.positions.append(position)
+            current.landmarks.append(landmarks)
+        self._close(tracks, current)
+        return tracks, self.stats
+
+    @staticmethod
+    def _close(tracks, current):
+        if current is not None and current.positions:
+            tracks.append((np.asarray(current.positions), np.stack(current.landmarks).astype(np.float32)))
+        return None
+
+
+def split_segments(tracks, cfg: PreprocessConfig, stats: TrackStats):
+    """Tracks long enough to keep, cut into near-equal pieces of at most max_segment_frames.
+    Raises Reject when none is usable (no face / too small / too short)."""
+    segments = []
+    for positions, landmarks in tracks:
+        if len(positions) < cfg.min_segment_frames:
+            continue
+        pieces = -(-len(positions) // cfg.max_segment_frames)
+        for part in np.array_split(np.arange(len(positions)), pieces):
+            segments.append((positions[part], landmarks[part]))
+    if segments:
+        return segments
+    if stats.faces_seen == 0:
+        raise Reject("landmarks", "no_face", "no face detected in any frame")
+    if stats.faces_too_small == stats.faces_seen:
+        raise Reject("landmarks", "too_small", f"every face is smaller than {cfg.min_face_size} px")
+    longest = max((len(positions) for positions, _ in tracks), default=0)
+    raise Reject("landmarks", "too_short", f"longest face track {longest} < {cfg.min_segment_frames} frames")
