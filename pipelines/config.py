@@ -24,7 +24,7 @@ class PreprocessConfig:
     fan_face_detector: str = "sfd"  # face_alignment's detector module used by the fan backend
     dlib_upsample: int = 1  # HOG pyramid upsampling: 1 finds faces down to ~40 px in the working frame
     tracking: bool = True
-    verify_every: int = 8  # tracked frames between cheap local detector checks of the track
+    verify_every: int = 2  # tracked frames between local detector runs that confirm and re-anchor the track
     min_face_size: float = 40.0  # inter-ocular distance (working pixels) * 2.5 below this is too small
     max_scale_jump: float = 1.25  # frame-to-frame face scale change above this breaks the track
     # Segments

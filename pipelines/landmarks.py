@@ -23,19 +23,21 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class FaceLandmarker:
-    """detect(image) -> boxes (N, 4), largest first; landmarks(image, boxes) -> (N, 68, 2) float32."""
+    """detect(image) -> boxes (N, 4), largest first; landmarks(image, boxes) -> (N, 68, 2) float32.
+    detect(..., local=True) is used on small regions where the face fills about verify_face_size px."""
 
     name = "base"
     verify_face_size = 100.0  # the box is rescaled to about this many pixels for the local check
 
-    def detect(self, image: np.ndarray) -> np.ndarray:
+    def detect(self, image: np.ndarray, local: bool = False) -> np.ndarray:
         raise NotImplementedError
 
     def landmarks(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def verify(self, image: np.ndarray, box: np.ndarray) -> bool:
-        """Cheap check that a face is still inside `box`: run the detector on a small region around it."""
+    def detect_near(self, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """The detector's box for the face at `box`, found cheaply in a small rescaled region around it,
+        or None when no face overlaps `box` there."""
         size = max(box[2] - box[0], box[3] - box[1])
         scale = self.verify_face_size / size
         centre = (box[:2] + box[2:]) / 2
@@ -45,9 +47,12 @@ class FaceLandmarker:
         if x1 - x0 < 8 or y1 - y0 < 8:
             return False
         region = cv2.resize(image[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        found = self.detect(region)
+        found = self.detect(region, local=True)
         expected = (box - [x0, y0, x0, y0]) * scale
-        return any(box_iou(candidate, expected) > 0.3 for candidate in found)
+        overlaps = [box_iou(candidate, expected) for candidate in found]
+        if not overlaps or max(overlaps) <= 0.3:
+            return None
+        return (found[int(np.argmax(overlaps))] / scale + [x0, y0, x0, y0]).astype(np.float32)
 
 
 def _largest_first(boxes: np.ndarray) -> np.ndarray:
@@ -80,9 +85,9 @@ class DlibLandmarker(FaceLandmarker):
         self._predictor = dlib.shape_predictor(dlib_model_path())
         self._upsample = upsample
 
-    def detect(self, image: np.ndarray) -> np.ndarray:
+    def detect(self, image: np.ndarray, local: bool = False) -> np.ndarray:
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        found = self._detector(gray, self._upsample)
+        found = self._detector(gray, 0 if local else self._upsample)  # local regions are already scaled
         # dlib rectangles hold inclusive pixel indices: the box's far edge is right + 1.
         return _largest_first([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in found])
 
@@ -115,7 +120,7 @@ class FanLandmarker(FaceLandmarker):
             max_batch_size=batch_size,
         )
 
-    def detect(self, image: np.ndarray) -> np.ndarray:
+    def detect(self, image: np.ndarray, local: bool = False) -> np.ndarray:
         found = self._model.face_detector.detect_from_image(np.ascontiguousarray(image))
         return _largest_first([candidate[:4] for candidate in found])
 

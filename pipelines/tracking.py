@@ -7,37 +7,37 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.align import alignment_frame
 from pipelines.config import PreprocessConfig
 from pipelines.decode import Reject
 from pipelines.landmarks import FaceLandmarker, box_iou
 
 
 def landmark_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
-    """(centre, scale) of a 68-point shape: its mean and RMS distance from the mean."""
-    centre = landmarks.mean(axis=0)
-    scale = float(np.sqrt(((landmarks - centre) ** 2).sum(axis=1).mean()))
-    return centre, scale
+    """(centre, scale) of a 68-point shape from eyes and mouth (as the crop, see align.py): the scale is
+    the larger of 2 x eye distance and 1.8 x eye-to-mouth distance, which changes little as the head turns."""
+    frame = alignment_frame(landmarks[None])[0]
+    return frame[:2], float(np.linalg.norm(frame[2:]))
 
 
 @dataclass
 class BoxModel:
-    """Where the detector puts its box relative to the landmarks, learned at each detection, so that
-    boxes derived from landmarks look like detector boxes to the landmark regressor."""
+    """Where the detector put its box relative to the landmarks at the last detection (the anchor).
+    Tracked boxes keep the anchor box's size and follow the landmark centre, so that they look like
+    detector boxes to the landmark regressor and landmark errors cannot feed back into the box size."""
 
-    offset: np.ndarray  # (2,) box centre - landmark centre, in landmark scales
-    size: np.ndarray  # (2,) box width, height in landmark scales
+    offset: np.ndarray  # (2,) box centre - landmark centre, pixels
+    size: np.ndarray  # (2,) box width, height, pixels
+    scale: float  # landmark scale at the anchor
 
     @classmethod
     def calibrate(cls, box: np.ndarray, landmarks: np.ndarray) -> "BoxModel":
         centre, scale = landmark_frame(landmarks)
-        box_centre = (box[:2] + box[2:]) / 2
-        return cls(offset=(box_centre - centre) / scale, size=(box[2:] - box[:2]) / scale)
+        return cls(offset=(box[:2] + box[2:]) / 2 - centre, size=box[2:] - box[:2], scale=scale)
 
-    def box(self, landmarks: np.ndarray) -> np.ndarray:
-        centre, scale = landmark_frame(landmarks)
-        box_centre = centre + self.offset * scale
-        half = self.size * scale / 2
-        return np.concatenate([box_centre - half, box_centre + half]).astype(np.float32)
+    def box(self, landmarks: np.ndarray, velocity=np.zeros(2)) -> np.ndarray:
+        centre = landmark_frame(landmarks)[0] + self.offset + velocity
+        return np.concatenate([centre - self.size / 2, centre + self.size / 2]).astype(np.float32)
 
 
 @dataclass
@@ -58,11 +58,12 @@ def face_size(box: np.ndarray) -> float:
     return float(max(box[2] - box[0], box[3] - box[1]))
 
 
-def _plausible_step(previous: np.ndarray, current: np.ndarray, max_scale_jump: float) -> bool:
-    previous_centre, previous_scale = landmark_frame(previous)
+def _plausible_step(previous: np.ndarray, current: np.ndarray, model: BoxModel, max_scale_jump: float) -> bool:
+    """The tracked face kept its size (relative to the anchor) and did not jump."""
+    previous_centre = landmark_frame(previous)[0]
     centre, scale = landmark_frame(current)
-    ratio = scale / previous_scale
-    moved = np.linalg.norm(centre - previous_centre) / previous_scale
+    ratio = scale / model.scale
+    moved = np.linalg.norm(centre - previous_centre) / model.scale
     return 1 / max_scale_jump <= ratio <= max_scale_jump and moved < 0.5
 
 
@@ -71,17 +72,25 @@ class FaceTracker:
         self.landmarker = landmarker
         self.cfg = cfg
 
-    def _track_step(self, frame, previous, model, since_check):
-        """Landmarks for this frame from the previous frame's landmarks, or None when the track weakened."""
-        box = model.box(previous)
-        landmarks = self.landmarker.landmarks(frame, box[None])[0]
-        if not _plausible_step(previous, landmarks, self.cfg.max_scale_jump):
-            return None
+    def _track_step(self, frame, history, model, since_check):
+        """(landmarks, box model) for this frame from the previous frame's landmarks; (None, model) when
+        the track weakened. Every `verify_every` frames a detector run on the region around the face
+        confirms the track and re-anchors it on the detector's box, so landmark drift cannot build up."""
+        previous = history[-1]
+        # Constant-velocity guess of where the face is now, then a second pass centred on the result.
+        velocity = landmark_frame(previous)[0] - landmark_frame(history[-2])[0] if len(history) > 1 else np.zeros(2)
+        landmarks = self.landmarker.landmarks(frame, model.box(previous, velocity)[None])[0]
+        landmarks = self.landmarker.landmarks(frame, model.box(landmarks)[None])[0]
+        if not _plausible_step(previous, landmarks, model, self.cfg.max_scale_jump):
+            return None, model
         if since_check >= self.cfg.verify_every:
             self.stats.verifications += 1
-            if not self.landmarker.verify(frame, model.box(landmarks)):
-                return None
-        return landmarks
+            box = self.landmarker.detect_near(frame, model.box(landmarks))
+            if box is None:
+                return None, model
+            landmarks = self.landmarker.landmarks(frame, box[None])[0]
+            model = BoxModel.calibrate(box, landmarks)
+        return landmarks, model
 
     def _detect_step(self, frame, previous_box):
         """(box, landmarks) of the face to follow: the one continuing the track, else the largest."""
@@ -105,7 +114,7 @@ class FaceTracker:
         for position, frame in enumerate(frames):
             landmarks = None
             if current is not None and self.cfg.tracking:
-                landmarks = self._track_step(frame, current.landmarks[-1], model, since_check)
+                landmarks, model = self._track_step(frame, current.landmarks[-2:], model, since_check)
                 since_check = 0 if since_check >= self.cfg.verify_every else since_check + 1
             if landmarks is None:
                 previous_box = model.box(current.landmarks[-1]) if current is not None else None
