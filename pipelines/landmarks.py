@@ -127,7 +127,8 @@ class FanLandmarker(FaceLandmarker):
     def landmarks(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         if len(boxes) == 0:
             return np.zeros((0, 68, 2), np.float32)
-        found = self._model.get_landmarks_from_image(image, detected_faces=[box for box in boxes])
+        # face_alignment's crop arithmetic needs Python floats (it fails on numpy.float32 scalars).
+        found = self._model.get_landmarks_from_image(image, detected_faces=[[float(v) for v in box] for box in boxes])
         # face_alignment returns pixel-index coordinates; shift to the +0.5 pixel-centre convention.
         return np.stack(found).astype(np.float32) + 0.5
 

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--landmark-actors", type=int, help="GPU actor pool size for --detector fan (default: #GPUs)")
     parser.add_argument("--detector", choices=("dlib", "fan"), default=defaults.detector)
     parser.add_argument("--device", default=defaults.device, help="fan only: auto | cpu | cuda")
+    parser.add_argument(
+        "--fan-face-detector", default=defaults.fan_face_detector, help="fan only: face_alignment detector module"
+    )
     parser.add_argument("--no-tracking", action="store_true", help="detect on every frame instead of tracking")
     parser.add_argument("--frame-stride", type=int, default=defaults.frame_stride)
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames, help="per video, 0: all")
@@ -63,6 +66,7 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     return PreprocessConfig(
         detector=args.detector,
         device=args.device,
+        fan_face_detector=args.fan_face_detector,
         tracking=not args.no_tracking,
         frame_stride=args.frame_stride,
         max_frames=args.max_frames,
