@@ -11,6 +11,7 @@ CPU; tracking >= 3 x detecting on every frame.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,7 +35,8 @@ def end_to_end(sample: str, cpus: int, tracking: bool, max_frames: int) -> dict:
         args = ["--input", sample, "--output", output, "--num-cpus", str(cpus), "--max-frames", str(max_frames)]
         if not tracking:
             args.append("--no-tracking")
-        assert run(args) == 0
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
+            assert run(args) == 0
         summary = json.loads((Path(output) / "summary.json").read_text())
     return {
         "cpus": cpus,
