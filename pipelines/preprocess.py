@@ -5,7 +5,8 @@
 Without --address (and without RAY_ADDRESS, which `ray job submit` sets) it starts an embedded local
 Ray. Stages: decode (CPU tasks) -> face landmarks + tracking -> crop, mask, encode -> Parquet. On CPU
 the stages run fused in one task per video (no frames through the object store); with the fan
-detector and GPUs in the cluster the landmark stage runs on a pool of GPU actors instead.
+detector and GPUs in the cluster (or with --landmark-actors N) the landmark stage runs on a pool of
+actors instead, between CPU tasks for decoding and for cropping.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
     parser.add_argument("--num-gpus", type=int, help="GPUs of the embedded local Ray (default: all)")
     parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs reserved per video task")
-    parser.add_argument("--landmark-actors", type=int, help="GPU actor pool size for --detector fan (default: #GPUs)")
+    parser.add_argument(
+        "--landmark-actors",
+        type=int,
+        help="run the landmark stage on a pool of this many actors (one GPU each when the cluster has GPUs); "
+        "default: the cluster's GPU count for --detector fan, else 0 (all stages fused in CPU tasks)",
+    )
     parser.add_argument("--detector", choices=("dlib", "fan"), default=defaults.detector)
     parser.add_argument("--device", default=defaults.device, help="fan only: auto | cpu | cuda")
     parser.add_argument(
@@ -168,9 +174,10 @@ def build_dataset(items: list[VideoInput], cfg: PreprocessConfig, args: argparse
     rows = [dataclasses.asdict(item) for item in items]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     gpus = ray.cluster_resources().get("GPU", 0)
-    actors = args.landmark_actors if args.landmark_actors is not None else int(gpus)
+    default_actors = int(gpus) if cfg.detector == "fan" else 0
+    actors = args.landmark_actors if args.landmark_actors is not None else default_actors
     common = dict(batch_size=1, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
-    if cfg.detector == "fan" and actors > 0:
+    if actors > 0:
         dataset = dataset.map_batches(decode_batch, num_cpus=args.cpus_per_task, **common)
         dataset = dataset.map_batches(
             LandmarkActor,

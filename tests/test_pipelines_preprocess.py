@@ -179,6 +179,17 @@ def test_input_with_missing_segments_is_redone_without_duplicates(local_ray, tmp
     assert sorted(keys) == sorted(clips.column("segment_key").to_pylist())
 
 
+def test_landmark_actor_pool_writes_the_same_clips_as_fused_tasks(local_ray, tmp_path):
+    """The GPU layout (decode tasks -> landmark actors -> crop tasks), here on CPU actors."""
+    manifest = write_manifest(tmp_path / "a.csv", SUBSET[:3])
+    rows = {}
+    for layout, extra in (("fused", []), ("actors", ["--landmark-actors", "1"])):
+        assert run(["--input", str(manifest), "--output", str(tmp_path / layout)] + FAST + extra) == 0
+        table = read_all(tmp_path / layout, "clips").sort_by("segment_key")
+        rows[layout] = table.select(["segment_key", "frame_indices", "landmarks"]).to_pylist()
+    assert rows["fused"] == rows["actors"]
+
+
 def test_killed_run_resumes_without_duplicates(local_ray, tmp_path):
     output = tmp_path / "out"
     args = ["--input", str(write_manifest(tmp_path / "k.csv", SUBSET)), "--output", str(output)] + FAST
