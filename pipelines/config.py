@@ -25,7 +25,7 @@ class PreprocessConfig:
     dlib_upsample: int = 1  # HOG pyramid upsampling: 1 finds faces down to ~40 px in the working frame
     tracking: bool = True
     verify_every: int = 2  # tracked frames between local detector runs that confirm and re-anchor the track
-    min_face_size: float = 40.0  # inter-ocular distance (working pixels) * 2.5 below this is too small
+    min_face_size: float = 40.0  # faces whose detector box side is below this (working pixels) are too small
     max_scale_jump: float = 1.25  # frame-to-frame face scale change above this breaks the track
     # Segments
     min_segment_frames: int = 8  # shorter face tracks are dropped; no usable track at all rejects the input

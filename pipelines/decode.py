@@ -238,6 +238,8 @@ def _decode_local(local: str, cfg: PreprocessConfig) -> DecodedVideo:
         error = f"decode stopped after {cfg.decode_timeout_s} s"
     finally:
         messages.close()
+    if meta is None:  # the helper died before it could open the file
+        raise Reject("decode", "unreadable", error or "no answer from the decoder")
     count, fps, width, height = meta
     expected = len(range(0, count, cfg.frame_stride)[: cfg.max_frames or None])
     keep = _trim_repeated_tail(frames) if frames else 0
