@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PreprocessConfig
-from pipelines.inputs import InputError, VideoInput, discover_inputs
-from pipelines.output import KINDS, Output, OutputError
+from pipelines.inputs import VideoInput, discover_inputs
+from pipelines.output import KINDS, Output
 from pipelines.stages import ROW_SCHEMA, Work, crop_stage, decode_stage, landmark_stage, process_input, rows_table
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,14 +89,14 @@ _WORKER_CACHE: dict = {}
 
 
 def _worker_models(cfg: PreprocessConfig):
-    """Landmarker and masker, loaded once per worker process (Ray reuses workers across tasks)."""
+    """Landmarker (loaded once per worker process: Ray reuses workers across tasks) and masker."""
     from pipelines.landmarks import make_landmarker
     from pipelines.masks import make_masker
 
-    key = (cfg.detector, cfg.device, cfg.fan_face_detector, cfg.dlib_upsample, cfg.mask_backend, cfg.skin_threshold)
+    key = (cfg.detector, cfg.device, cfg.fan_face_detector, cfg.dlib_upsample)
     if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = (make_landmarker(cfg), make_masker(cfg.mask_backend, cfg.skin_threshold))
-    return _WORKER_CACHE[key]
+        _WORKER_CACHE[key] = make_landmarker(cfg)
+    return _WORKER_CACHE[key], make_masker(cfg.mask_backend, cfg.skin_threshold)
 
 
 def _items(batch: pa.Table) -> list[VideoInput]:
@@ -129,7 +129,9 @@ class LandmarkActor:
 
 
 def crop_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
-    _, masker = _worker_models(dataclasses.replace(cfg, detector="dlib"))
+    from pipelines.masks import make_masker
+
+    masker = make_masker(cfg.mask_backend, cfg.skin_threshold)
     rows = [row for data in batch["work"].to_pylist() for row in crop_stage(pickle.loads(data), cfg, masker)]
     return rows_table(rows)
 
@@ -237,7 +239,7 @@ def run(argv: list[str] | None = None) -> int:
         items = discover_inputs(args.input)
         output = Output(args.output)
         output.check_settings(cfg.output_settings())
-    except (ValueError, OSError) as error:  # InputError, OutputError, bad settings, unreachable filesystem
+    except (ValueError, OSError) as error:  # bad settings, InputError, OutputError, unreachable filesystem
         print(f"preprocess: error: {error}", file=sys.stderr)
         return 2
     done = output.prepare_resume()
