@@ -1,5 +1,6 @@
 """Decode stage: real sample clips, bad files made from real frames, repeated-frame and time guards."""
 
+import struct
 from pathlib import Path
 
 import cv2
@@ -92,6 +93,31 @@ def test_bad_files_are_rejected_with_their_reason(tmp_path, real_frames, make, r
     with pytest.raises(Reject) as rejected:
         decode_video(str(path), PreprocessConfig())
     assert (rejected.value.stage, rejected.value.reason) == ("decode", reason)
+
+
+def moov_first(data: bytes) -> bytes:
+    """The same mp4 with its index (moov) before the media data, as streaming-friendly files have it."""
+    boxes, offset = {}, 0
+    while offset < len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        boxes[kind] = data[offset : offset + size]
+        offset += size
+    moov = bytearray(boxes.pop(b"moov"))
+    table = moov.find(b"stco")  # chunk offsets move by the size of the moov box
+    for entry in range(struct.unpack(">I", moov[table + 8 : table + 12])[0]):
+        position = table + 12 + 4 * entry
+        struct.pack_into(">I", moov, position, struct.unpack(">I", moov[position : position + 4])[0] + len(moov))
+    return boxes.pop(b"ftyp") + bytes(moov) + b"".join(boxes.values())
+
+
+def test_cut_download_of_an_index_first_mp4_is_truncated(tmp_path, real_frames):
+    whole = moov_first(write_video(tmp_path / "whole.mp4", real_frames).read_bytes())
+    (tmp_path / "first.mp4").write_bytes(whole)
+    assert len(decode_video(str(tmp_path / "first.mp4"), PreprocessConfig()).frames) == len(real_frames)
+    (tmp_path / "cut.mp4").write_bytes(whole[: int(len(whole) * 0.8)])
+    with pytest.raises(Reject) as rejected:
+        decode_video(str(tmp_path / "cut.mp4"), PreprocessConfig())
+    assert rejected.value.reason == "truncated"
 
 
 def test_complete_mp4_is_not_truncated(tmp_path, real_frames):
