@@ -32,6 +32,10 @@ from pipelines.stages import ROW_SCHEMA, Work, crop_stage, decode_stage, landmar
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class RayUnavailable(RuntimeError):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, as for every other configuration error
         self.exit(2, f"preprocess: error: {message}\n")
@@ -245,7 +249,11 @@ def run(argv: list[str] | None = None) -> int:
     done = output.prepare_resume()
     todo = [item for item in items if item.input_id not in done]
     before = set(output.part_files("clip"))
-    startup, seconds = _execute(todo, cfg, args) if todo else (0.0, 0.0)
+    try:
+        startup, seconds = _execute(todo, cfg, args) if todo else (0.0, 0.0)
+    except RayUnavailable as error:
+        print(f"preprocess: error: {error}", file=sys.stderr)
+        return 2
     new_files = [path for path in output.part_files("clip") if path not in before]
     frames = sum(_frames(output, path) for path in new_files)
     summary = output.summary([item.input_id for item in items])
@@ -266,7 +274,10 @@ def run(argv: list[str] | None = None) -> int:
 def _execute(todo: list[VideoInput], cfg: PreprocessConfig, args: argparse.Namespace) -> tuple[float, float]:
     """Run the dataset; (seconds to start or join Ray, seconds of execution)."""
     started = time.monotonic()
-    started_ray = start_ray(args)
+    try:
+        started_ray = start_ray(args)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
+        raise RayUnavailable(f"cannot start or reach Ray ({args.address or 'local'}): {error}") from error
     running = time.monotonic()
     try:
         # Its own (small) CPU share keeps the write out of the per-video tasks, so that it bundles the
