@@ -28,6 +28,8 @@ class PreprocessConfig:
     min_face_size: float = 40.0  # faces whose detector box side is below this (working pixels) are too small
     max_scale_jump: float = 1.25  # frame-to-frame face scale change above this breaks the track
     # Segments
+    primary_face_only: bool = True  # drop tracks of other people than the longest track's (dlib face ResNet)
+    identity_threshold: float = 0.6  # descriptor distance below which two tracks show the same person
     min_segment_frames: int = 8  # shorter face tracks are dropped; no usable track at all rejects the input
     max_segment_frames: int = 256  # longer tracks are cut so rows stay a few MB
     # Crop

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fan-face-detector", default=defaults.fan_face_detector, help="fan only: face_alignment detector module"
     )
     parser.add_argument("--no-tracking", action="store_true", help="detect on every frame instead of tracking")
+    parser.add_argument(
+        "--all-faces", action="store_true", help="keep tracks of every person, not only the clip's primary face"
+    )
     parser.add_argument("--frame-stride", type=int, default=defaults.frame_stride)
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames, help="per video, 0: all")
     parser.add_argument("--max-side", type=int, default=defaults.max_side, help="working frame size bound (px)")
@@ -78,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         device=args.device,
         fan_face_detector=args.fan_face_detector,
         tracking=not args.no_tracking,
+        primary_face_only=not args.all_faces,
         frame_stride=args.frame_stride,
         max_frames=args.max_frames,
         max_side=args.max_side,
@@ -93,14 +97,19 @@ _WORKER_CACHE: dict = {}
 
 
 def _worker_models(cfg: PreprocessConfig):
-    """Landmarker (loaded once per worker process: Ray reuses workers across tasks) and masker."""
+    """(landmarker, masker, identity or None); the models load once per worker process (Ray reuses
+    workers across tasks)."""
+    from pipelines.identity import FaceIdentity
     from pipelines.landmarks import make_landmarker
     from pipelines.masks import make_masker
 
     key = (cfg.detector, cfg.device, cfg.fan_face_detector, cfg.dlib_upsample)
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = make_landmarker(cfg)
-    return _WORKER_CACHE[key], make_masker(cfg.mask_backend, cfg.skin_threshold)
+    if cfg.primary_face_only and "identity" not in _WORKER_CACHE:
+        _WORKER_CACHE["identity"] = FaceIdentity()
+    identity = _WORKER_CACHE["identity"] if cfg.primary_face_only else None
+    return _WORKER_CACHE[key], make_masker(cfg.mask_backend, cfg.skin_threshold), identity
 
 
 def _items(batch: pa.Table) -> list[VideoInput]:
@@ -109,8 +118,9 @@ def _items(batch: pa.Table) -> list[VideoInput]:
 
 def process_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
     """All stages for each input of the batch in this worker (the CPU path)."""
-    landmarker, masker = _worker_models(cfg)
-    return rows_table([row for item in _items(batch) for row in process_input(item, cfg, landmarker, masker)])
+    landmarker, masker, identity = _worker_models(cfg)
+    rows = [row for item in _items(batch) for row in process_input(item, cfg, landmarker, masker, identity)]
+    return rows_table(rows)
 
 
 def decode_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
@@ -122,13 +132,14 @@ class LandmarkActor:
     """Landmark stage on an actor (GPU path): the model stays loaded on its device."""
 
     def __init__(self, cfg: PreprocessConfig):
-        from pipelines.landmarks import make_landmarker
-
         self.cfg = cfg
-        self.landmarker = make_landmarker(cfg)
+        self.landmarker, _, self.identity = _worker_models(cfg)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        works = [landmark_stage(pickle.loads(data), self.cfg, self.landmarker) for data in batch["work"].to_pylist()]
+        works = [
+            landmark_stage(pickle.loads(data), self.cfg, self.landmarker, self.identity)
+            for data in batch["work"].to_pylist()
+        ]
         return pa.table({"work": pa.array([pickle.dumps(work, protocol=5) for work in works], pa.large_binary())})
 
 

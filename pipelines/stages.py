@@ -14,6 +14,7 @@ from pipelines import PIPELINE_VERSION
 from pipelines.align import alignment_frame, apply_matrix, crop_matrices, scale_input, smooth_frames, warp
 from pipelines.config import PreprocessConfig
 from pipelines.decode import DecodedVideo, Reject, decode_video
+from pipelines.identity import keep_primary_face
 from pipelines.inputs import VideoInput
 from pipelines.landmarks import FaceLandmarker
 from pipelines.masks import FaceMasker
@@ -62,9 +63,13 @@ def decode_stage(work: Work, cfg: PreprocessConfig) -> Work:
     return work
 
 
-def landmark_stage(work: Work, cfg: PreprocessConfig, landmarker: FaceLandmarker) -> Work:
+def landmark_stage(work: Work, cfg: PreprocessConfig, landmarker: FaceLandmarker, identity=None) -> Work:
+    """Face tracks -> segments; with `identity` (a FaceIdentity), only the primary person's tracks."""
+
     def run(work):
         tracks, stats = FaceTracker(landmarker, cfg).track(work.video.frames)
+        if identity is not None:
+            tracks = keep_primary_face(tracks, work.video.frames, identity, cfg.identity_threshold)
         work.segments = split_segments(tracks, cfg, stats)
 
     _guarded("landmarks", work, run)
@@ -131,9 +136,11 @@ def rows_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
 
-def process_input(item: VideoInput, cfg: PreprocessConfig, landmarker: FaceLandmarker, masker: FaceMasker) -> list[dict]:
+def process_input(
+    item: VideoInput, cfg: PreprocessConfig, landmarker: FaceLandmarker, masker: FaceMasker, identity=None
+) -> list[dict]:
     """All stages for one input, in this process."""
     cv2.setNumThreads(1)
     work = decode_stage(Work(item), cfg)
-    work = landmark_stage(work, cfg, landmarker)
+    work = landmark_stage(work, cfg, landmarker, identity)
     return crop_stage(work, cfg, masker)
