@@ -35,6 +35,12 @@ class FaceLandmarker:
     def landmarks(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def landmarks_many(self, images: list[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+        """One face per image: boxes (N, 4) -> (N, 68, 2). Backends that batch override this."""
+        if len(images) == 0:
+            return np.zeros((0, 68, 2), np.float32)
+        return np.stack([self.landmarks(image, box[None])[0] for image, box in zip(images, boxes)])
+
     def detect_near(self, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
         """The detector's box for the face at `box`, found cheaply in a small rescaled region around it,
         or None when no face overlaps `box` there."""
@@ -123,6 +129,36 @@ class FanLandmarker(FaceLandmarker):
     def detect(self, image: np.ndarray, local: bool = False) -> np.ndarray:
         found = self._model.face_detector.detect_from_image(np.ascontiguousarray(image))
         return _largest_first([candidate[:4] for candidate in found])
+
+    def landmarks_many(self, images: list[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+        """FAN on many (image, box) pairs at once: face_alignment's own crop and heatmap decoding
+        (as in FaceAlignment.get_landmarks_from_image), with the network run on batches of crops."""
+        import torch
+        from face_alignment.utils import CENTER_Y_OFFSET, crop, get_preds_fromhm
+
+        if len(images) == 0:
+            return np.zeros((0, 68, 2), np.float32)
+        model = self._model
+        centres, scales, crops = [], [], []
+        for image, (x0, y0, x1, y1) in zip(images, np.asarray(boxes, np.float64)):
+            centre = np.array([x1 - (x1 - x0) / 2.0, y1 - (y1 - y0) / 2.0 - (y1 - y0) * CENTER_Y_OFFSET])
+            scale = (x1 - x0 + y1 - y0) / model.face_detector.reference_scale
+            centres.append(centre)
+            scales.append(scale)
+            crops.append(crop(image, centre, scale).transpose((2, 0, 1)).astype(np.float32) / 255.0)
+        heatmaps = []
+        with torch.no_grad():
+            for start in range(0, len(crops), model.max_batch_size):
+                batch = torch.from_numpy(np.stack(crops[start : start + model.max_batch_size]))
+                output = model.face_alignment_net(batch.to(model.device, dtype=model.dtype))
+                output = output[-1] if isinstance(output, list) else output
+                heatmaps.append(output.to(device="cpu", dtype=torch.float32).numpy())
+        heatmaps = np.concatenate(heatmaps)
+        points = [
+            get_preds_fromhm(heatmaps[index : index + 1], centres[index], scales[index])[1].reshape(68, 2)
+            for index in range(len(crops))
+        ]
+        return np.stack(points).astype(np.float32) + 0.5
 
     def landmarks(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         if len(boxes) == 0:

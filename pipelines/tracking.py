@@ -110,6 +110,8 @@ class FaceTracker:
     def track(self, frames: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], TrackStats]:
         """Face tracks as (positions (n,), landmarks (n, 68, 2)), in frame order, before length filtering."""
         self.stats = TrackStats()
+        if not self.cfg.tracking:
+            return self._track_by_detection(frames), self.stats
         tracks, current, model, since_check = [], None, None, 0
         for position, frame in enumerate(frames):
             landmarks = None
@@ -136,6 +138,36 @@ class FaceTracker:
             current.landmarks.append(landmarks)
         self._close(tracks, current)
         return tracks, self.stats
+
+    def _track_by_detection(self, frames: np.ndarray) -> list:
+        """Without tracking: detect on every frame, link boxes that overlap the previous frame's box,
+        then run the landmark regressor on all chosen boxes at once (batched where the backend can)."""
+        positions, boxes, track_ids = [], [], []
+        previous, track_id = None, -1
+        for position, frame in enumerate(frames):
+            self.stats.detections += 1
+            found = self.landmarker.detect(frame)
+            if len(found):
+                self.stats.faces_seen += 1
+            chosen, continues = (found[0], False) if len(found) else (None, False)
+            if len(found) and previous is not None:
+                overlaps = [box_iou(box, previous) for box in found]
+                if max(overlaps) > 0.3:
+                    chosen, continues = found[int(np.argmax(overlaps))], True
+            if chosen is not None and face_size(chosen) < self.cfg.min_face_size:
+                self.stats.faces_too_small += 1
+                chosen = None
+            if chosen is None:
+                previous = None
+                continue
+            track_id += 0 if continues else 1
+            positions.append(position)
+            boxes.append(chosen)
+            track_ids.append(track_id)
+            previous = chosen
+        landmarks = self.landmarker.landmarks_many([frames[p] for p in positions], np.asarray(boxes).reshape(-1, 4))
+        positions, track_ids = np.asarray(positions, int), np.asarray(track_ids)
+        return [(positions[track_ids == i], landmarks[track_ids == i]) for i in range(track_id + 1)]
 
     @staticmethod
     def _close(tracks, current):

@@ -61,3 +61,19 @@ def test_fan_backend_loads_cached_weights_and_runs_the_stages(random_fan_cache):
 def test_fan_config_is_validated():
     with pytest.raises(ValueError, match="device"):
         dataclasses.replace(PreprocessConfig(), device="tpu")
+
+
+def test_batched_fan_matches_face_alignment_per_image(random_fan_cache):
+    """landmarks_many (one network run over many crops) against the library's per-image call."""
+    import decord
+
+    from pipelines.landmarks import FanLandmarker
+
+    torch.set_num_threads(1)
+    fan = FanLandmarker(device="cpu", face_detector="dlib", batch_size=3)
+    frames = decord.VideoReader(str(SAMPLE / "id10014" / "vretalk1" / "00001.mp4")).get_batch([0, 5, 10, 15]).asnumpy()
+    boxes = np.array([[200.0, 150.0, 480.0, 470.0], [210, 140, 470, 460], [190, 160, 500, 480], [205, 150, 475, 465]])
+    batched = fan.landmarks_many(list(frames), boxes)
+    single = np.stack([fan.landmarks(frame, box[None])[0] for frame, box in zip(frames, boxes)])
+    assert batched.shape == (4, 68, 2)
+    assert batched == pytest.approx(single, abs=1e-3)
