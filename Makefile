@@ -12,6 +12,8 @@ export CEST_ASSETS_MIRROR ?= $(if $(wildcard ../shared/assets/SHA256SUMS),$(absp
 
 INPUT ?= ../shared/assets/voxceleb_sample
 OUTPUT ?= data/clips
+# Extra options for `make preprocess`, e.g. PREPROCESS_ARGS="--num-cpus 4 --max-frames 300"
+PREPROCESS_ARGS ?=
 
 .PHONY: setup test demo preprocess bench clean
 
@@ -31,7 +33,7 @@ demo: setup
 	$(PY) -m cest.demo --output demo/face.png
 
 preprocess: setup
-	$(PY) -m pipelines.preprocess --input $(INPUT) --output $(OUTPUT)
+	$(PY) -m pipelines.preprocess --input $(INPUT) --output $(OUTPUT) $(PREPROCESS_ARGS)
 
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_render.py

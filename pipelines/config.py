@@ -1,0 +1,73 @@
+"""All tunables of the preprocessing pipeline, with their defaults, in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    # Decode
+    frame_stride: int = 1  # keep every K-th source frame
+    max_frames: int = 0  # keep at most this many frames per video (0: no limit)
+    max_side: int = 512  # working frames: longer side bounded to this many pixels before detection
+    min_side: int = 64  # videos whose shorter side is below this are rejected as too small
+    decode_timeout_s: float = 120.0  # bound on wall time per video; decord can hang on damaged files
+    decode_batch: int = 32  # frames per decord.get_batch call
+    truncation_tolerance: float = 0.1  # reject as truncated when more than this fraction of frames is missing
+    grayscale_tolerance: float = 2.0  # mean |R-G|+|G-B| (8-bit levels) below this means a grayscale video
+    # Landmarks
+    detector: str = "dlib"  # dlib | fan
+    device: str = "auto"  # fan only: auto | cpu | cuda
+    fan_face_detector: str = "sfd"  # face_alignment's detector module used by the fan backend
+    dlib_upsample: int = 1  # HOG pyramid upsampling: 1 finds faces down to ~40 px in the working frame
+    tracking: bool = True
+    verify_every: int = 2  # tracked frames between local detector runs that confirm and re-anchor the track
+    min_face_size: float = 40.0  # faces whose detector box side is below this (working pixels) are too small
+    max_scale_jump: float = 1.25  # frame-to-frame face scale change above this breaks the track
+    # Segments
+    primary_face_only: bool = True  # drop tracks of other people than the longest track's (dlib face ResNet)
+    identity_threshold: float = 0.6  # descriptor distance below which two tracks show the same person
+    min_segment_frames: int = 8  # shorter face tracks are dropped; no usable track at all rejects the input
+    max_segment_frames: int = 256  # longer tracks are cut so rows stay a few MB
+    # Crop
+    crop_size: int = 224
+    crop_zoom: float = 1.0  # >1 zooms in (tighter crop)
+    smooth_sigma: float = 2.0  # Gaussian smoothing of crop transforms over time, in kept frames
+    jpeg_quality: int = 92
+    # Mask
+    mask_backend: str = "skin"  # landmark face region x per-frame skin colour model
+    skin_threshold: float = 9.21  # squared Mahalanobis distance in CrCb (chi2, 2 dof, 99%)
+    # Output
+    rows_per_file: int = 64  # clip rows bundled per Parquet file (rows are ~1-5 MB)
+
+    def __post_init__(self):
+        checks = {
+            "frame_stride must be >= 1": self.frame_stride >= 1,
+            "max_frames must be >= 0": self.max_frames >= 0,
+            "max_side must be >= 64": self.max_side >= 64,
+            "decode_timeout_s must be > 0": self.decode_timeout_s > 0,
+            "detector must be dlib or fan": self.detector in ("dlib", "fan"),
+            "device must be auto, cpu or cuda[:N]": self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+            "min_segment_frames must be >= 1": self.min_segment_frames >= 1,
+            "max_segment_frames must be >= min_segment_frames": self.max_segment_frames >= self.min_segment_frames,
+            "crop_size must be >= 32": self.crop_size >= 32,
+            "jpeg_quality must be in 1..100": 1 <= self.jpeg_quality <= 100,
+            "mask_backend must be skin": self.mask_backend in ("skin",),
+            "rows_per_file must be >= 1": self.rows_per_file >= 1,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError("; ".join(failed))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def output_settings(self) -> dict:
+        """Settings that change what is written; a resumed run must match them."""
+        settings = dataclasses.asdict(self)
+        for runtime_only in ("decode_timeout_s", "rows_per_file", "device"):
+            settings.pop(runtime_only)
+        return settings

@@ -1,0 +1,196 @@
+"""Stage 2b: one face track per clip. Detect once, then let each frame's landmarks place the next
+frame's search box; re-detect when the track weakens. A break in the track splits the clip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.align import alignment_frame
+from pipelines.config import PreprocessConfig
+from pipelines.decode import Reject
+from pipelines.landmarks import FaceLandmarker, box_iou
+
+
+def landmark_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """(centre, scale) of a 68-point shape from eyes and mouth (as the crop, see align.py): the scale is
+    the larger of 2 x eye distance and 1.8 x eye-to-mouth distance, which changes little as the head turns."""
+    frame = alignment_frame(landmarks[None])[0]
+    return frame[:2], float(np.linalg.norm(frame[2:]))
+
+
+@dataclass
+class BoxModel:
+    """Where the detector put its box relative to the landmarks at the last detection (the anchor).
+    Tracked boxes keep the anchor box's size and follow the landmark centre, so that they look like
+    detector boxes to the landmark regressor and landmark errors cannot feed back into the box size."""
+
+    offset: np.ndarray  # (2,) box centre - landmark centre, pixels
+    size: np.ndarray  # (2,) box width, height, pixels
+    scale: float  # landmark scale at the anchor
+
+    @classmethod
+    def calibrate(cls, box: np.ndarray, landmarks: np.ndarray) -> "BoxModel":
+        centre, scale = landmark_frame(landmarks)
+        return cls(offset=(box[:2] + box[2:]) / 2 - centre, size=box[2:] - box[:2], scale=scale)
+
+    def box(self, landmarks: np.ndarray, velocity=np.zeros(2)) -> np.ndarray:
+        centre = landmark_frame(landmarks)[0] + self.offset + velocity
+        return np.concatenate([centre - self.size / 2, centre + self.size / 2]).astype(np.float32)
+
+
+@dataclass
+class TrackStats:
+    detections: int = 0  # full-frame detector runs
+    verifications: int = 0  # local detector checks of a tracked face
+    faces_seen: int = 0  # frames where a face was found (any size)
+    faces_too_small: int = 0
+
+
+@dataclass
+class _Track:
+    positions: list = field(default_factory=list)  # indices into the decoded frames
+    landmarks: list = field(default_factory=list)
+
+
+def face_size(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
+def _plausible_step(previous: np.ndarray, current: np.ndarray, model: BoxModel, max_scale_jump: float) -> bool:
+    """The tracked face kept its size (relative to the anchor) and did not jump."""
+    previous_centre = landmark_frame(previous)[0]
+    centre, scale = landmark_frame(current)
+    ratio = scale / model.scale
+    moved = np.linalg.norm(centre - previous_centre) / model.scale
+    return 1 / max_scale_jump <= ratio <= max_scale_jump and moved < 0.5
+
+
+class FaceTracker:
+    def __init__(self, landmarker: FaceLandmarker, cfg: PreprocessConfig):
+        self.landmarker = landmarker
+        self.cfg = cfg
+
+    def _track_step(self, frame, history, model, since_check):
+        """(landmarks, box model) for this frame from the previous frame's landmarks; (None, model) when
+        the track weakened. Every `verify_every` frames a detector run on the region around the face
+        confirms the track and re-anchors it on the detector's box, so landmark drift cannot build up."""
+        previous = history[-1]
+        # Constant-velocity guess of where the face is now, then a second pass centred on the result.
+        velocity = landmark_frame(previous)[0] - landmark_frame(history[-2])[0] if len(history) > 1 else np.zeros(2)
+        landmarks = self.landmarker.landmarks(frame, model.box(previous, velocity)[None])[0]
+        landmarks = self.landmarker.landmarks(frame, model.box(landmarks)[None])[0]
+        if not _plausible_step(previous, landmarks, model, self.cfg.max_scale_jump):
+            return None, model
+        if since_check >= self.cfg.verify_every:
+            self.stats.verifications += 1
+            box = self.landmarker.detect_near(frame, model.box(landmarks))
+            if box is None:
+                return None, model
+            landmarks = self.landmarker.landmarks(frame, box[None])[0]
+            model = BoxModel.calibrate(box, landmarks)
+        return landmarks, model
+
+    def _detect_step(self, frame, previous_box):
+        """(box, landmarks) of the face to follow: the one continuing the track, else the largest."""
+        self.stats.detections += 1
+        boxes = self.landmarker.detect(frame)
+        if len(boxes) == 0:
+            return None, None, False
+        continues = False
+        chosen = boxes[0]
+        if previous_box is not None:
+            overlaps = [box_iou(box, previous_box) for box in boxes]
+            best = int(np.argmax(overlaps))
+            if overlaps[best] > 0.3:
+                chosen, continues = boxes[best], True
+        return chosen, self.landmarker.landmarks(frame, chosen[None])[0], continues
+
+    def track(self, frames: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], TrackStats]:
+        """Face tracks as (positions (n,), landmarks (n, 68, 2)), in frame order, before length filtering."""
+        self.stats = TrackStats()
+        if not self.cfg.tracking:
+            return self._track_by_detection(frames), self.stats
+        tracks, current, model, since_check = [], None, None, 0
+        for position, frame in enumerate(frames):
+            landmarks = None
+            if current is not None and self.cfg.tracking:
+                landmarks, model = self._track_step(frame, current.landmarks[-2:], model, since_check)
+                since_check = 0 if since_check >= self.cfg.verify_every else since_check + 1
+            if landmarks is None:
+                previous_box = model.box(current.landmarks[-1]) if current is not None else None
+                box, landmarks, continues = self._detect_step(frame, previous_box)
+                if box is not None:
+                    self.stats.faces_seen += 1
+                    if face_size(box) < self.cfg.min_face_size:
+                        self.stats.faces_too_small += 1
+                        box = None
+                if box is None:
+                    current = self._close(tracks, current)
+                    continue
+                if not continues:
+                    current = self._close(tracks, current)
+                model, since_check = BoxModel.calibrate(box, landmarks), 0
+            if current is None:
+                current = _Track()
+            current.positions.append(position)
+            current.landmarks.append(landmarks)
+        self._close(tracks, current)
+        return tracks, self.stats
+
+    def _track_by_detection(self, frames: np.ndarray) -> list:
+        """Without tracking: detect on every frame, link boxes that overlap the previous frame's box,
+        then run the landmark regressor on all chosen boxes at once (batched where the backend can)."""
+        positions, boxes, track_ids = [], [], []
+        previous, track_id = None, -1
+        for position, frame in enumerate(frames):
+            self.stats.detections += 1
+            found = self.landmarker.detect(frame)
+            if len(found):
+                self.stats.faces_seen += 1
+            chosen, continues = (found[0], False) if len(found) else (None, False)
+            if len(found) and previous is not None:
+                overlaps = [box_iou(box, previous) for box in found]
+                if max(overlaps) > 0.3:
+                    chosen, continues = found[int(np.argmax(overlaps))], True
+            if chosen is not None and face_size(chosen) < self.cfg.min_face_size:
+                self.stats.faces_too_small += 1
+                chosen = None
+            if chosen is None:
+                previous = None
+                continue
+            track_id += 0 if continues else 1
+            positions.append(position)
+            boxes.append(chosen)
+            track_ids.append(track_id)
+            previous = chosen
+        landmarks = self.landmarker.landmarks_many([frames[p] for p in positions], np.asarray(boxes).reshape(-1, 4))
+        positions, track_ids = np.asarray(positions, int), np.asarray(track_ids)
+        return [(positions[track_ids == i], landmarks[track_ids == i]) for i in range(track_id + 1)]
+
+    @staticmethod
+    def _close(tracks, current):
+        if current is not None and current.positions:
+            tracks.append((np.asarray(current.positions), np.stack(current.landmarks).astype(np.float32)))
+        return None
+
+
+def split_segments(tracks, cfg: PreprocessConfig, stats: TrackStats):
+    """Tracks long enough to keep, cut into near-equal pieces of at most max_segment_frames.
+    Raises Reject when none is usable (no face / too small / too short)."""
+    segments = []
+    for positions, landmarks in tracks:
+        if len(positions) < cfg.min_segment_frames:
+            continue
+        pieces = -(-len(positions) // cfg.max_segment_frames)
+        for part in np.array_split(np.arange(len(positions)), pieces):
+            segments.append((positions[part], landmarks[part]))
+    if segments:
+        return segments
+    if stats.faces_seen == 0:
+        raise Reject("landmarks", "no_face", "no face detected in any frame")
+    if stats.faces_too_small == stats.faces_seen:
+        raise Reject("landmarks", "too_small", f"every face is smaller than {cfg.min_face_size} px")
+    longest = max((len(positions) for positions, _ in tracks), default=0)
+    raise Reject("landmarks", "too_short", f"longest face track {longest} < {cfg.min_segment_frames} frames")

@@ -1,0 +1,45 @@
+"""A two-node Ray cluster on one machine writes the same clips as a single node."""
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.preprocess import run
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "assets" / "voxceleb_sample"
+VIDEOS = sorted(SAMPLE.glob("*/*/*.mp4"))[::5]  # 6 clips of different speakers and sizes
+
+
+def clip_rows(output: Path) -> dict[str, tuple]:
+    table = pq.read_table([str(path) for path in (output / "clips").glob("part-*.parquet")])
+    return {
+        row["segment_key"]: (row["num_frames"], tuple(row["frame_indices"]))
+        for row in table.select(["segment_key", "num_frames", "frame_indices"]).to_pylist()
+    }
+
+
+@pytest.mark.slow
+def test_two_nodes_write_the_same_clips_as_one(tmp_path, monkeypatch):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the nodes' workers import this checkout's pipelines
+    manifest = tmp_path / "videos.csv"
+    manifest.write_text("path\n" + "".join(f"{video}\n" for video in VIDEOS))
+    args = ["--input", str(manifest), "--max-frames", "12", "--rows-per-file", "2"]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        ray.init(address=cluster.address)
+        assert run(args + ["--output", str(tmp_path / "one")]) == 0
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        assert len([node for node in ray.nodes() if node["Alive"]]) == 2
+        assert run(args + ["--output", str(tmp_path / "two")]) == 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    one, two = clip_rows(tmp_path / "one"), clip_rows(tmp_path / "two")
+    assert len(one) == len(VIDEOS)
+    assert one == two

@@ -1,0 +1,238 @@
+"""The Ray Data job end to end on the real sample: rows for every clip, schema round trip, masks,
+bad inputs, resume after a kill, and the command line's errors."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import PreprocessConfig
+from pipelines.inputs import discover_inputs
+from pipelines.output import Output
+from pipelines.preprocess import run
+from pipelines.schema import decode_clip_row, validate_rejects, validate_table
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "assets" / "voxceleb_sample"
+FAST = ["--max-frames", "16", "--rows-per-file", "8"]
+# id10006/pcavs00002 turns to profile in frames 4-23, where dlib's frontal detector finds no face.
+SAMPLE_ARGS = ["--max-frames", "40", "--rows-per-file", "8"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    yield
+    ray.shutdown()
+
+
+def read_all(directory: Path, kind: str):
+    files = sorted((directory / kind).glob("part-*.parquet"))
+    return pq.read_table([str(path) for path in files]) if files else None
+
+
+@pytest.fixture(scope="module")
+def sample_output(local_ray, tmp_path_factory):
+    output = tmp_path_factory.mktemp("sample_clips")
+    assert run(["--input", str(SAMPLE), "--output", str(output)] + SAMPLE_ARGS) == 0
+    return output
+
+
+def test_every_sample_clip_yields_rows(sample_output):
+    summary = json.loads((sample_output / "summary.json").read_text())
+    assert summary["inputs"] == summary["accepted_inputs"] == 28
+    assert summary["rejected_inputs"] == 0 and summary["balanced"]
+    clips = read_all(sample_output, "clips")
+    expected = {item.input_id for item in discover_inputs(str(SAMPLE))}
+    assert set(clips.column("input_id").to_pylist()) == expected
+    assert summary["frames"] == sum(clips.column("num_frames").to_pylist()) >= 27 * 40
+
+
+def test_parquet_round_trip_through_the_schema(sample_output):
+    clips = read_all(sample_output, "clips")
+    validate_table(clips)
+    for row in clips.slice(0, 4).to_pylist():
+        clip = decode_clip_row(row)
+        count = clip["num_frames"]
+        assert clip["frames"].shape == (count, 224, 224, 3) and clip["frames"].dtype == np.uint8
+        assert clip["masks"].shape == (count, 224, 224) and set(np.unique(clip["masks"])) <= {0, 1}
+        assert clip["landmarks"].shape == (count, 68, 2) and clip["landmarks"].dtype == np.float32
+        assert clip["crop_transforms"].shape == (count, 2, 3)
+        assert np.all(np.diff(clip["frame_indices"]) > 0)
+        assert clip["settings"]["max_frames"] == 40 and clip["landmark_backend"] == "dlib"
+        # The face sits in the middle of the crop, eyes level.
+        eyes = clip["landmarks"][:, 36:48].mean(axis=1)
+        assert np.all(np.abs(eyes - [112, 100]) < 40)
+
+
+def test_masks_cover_the_face_centre_and_exclude_background_corners(sample_output):
+    centre_cover, corner_cover = [], []
+    for row in read_all(sample_output, "clips").to_pylist():
+        clip = decode_clip_row(row)
+        for mask, points in zip(clip["masks"], clip["landmarks"]):
+            # Around the nose (between the nose bridge and the nostrils).
+            x, y = np.round(points[[28, 29, 30, 33]] - 0.5).astype(int).T
+            centre_cover.append(mask[y, x].mean())
+            corner_cover.append(np.mean([mask[:20, :20].mean(), mask[:20, -20:].mean(), mask[-20:, :20].mean(), mask[-20:, -20:].mean()]))
+    assert np.mean(centre_cover) > 0.97
+    assert np.mean(corner_cover) < 0.01
+
+
+def write_video(path: Path, frames: np.ndarray, color: bool = True) -> Path:
+    height, width = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (width, height), color)
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if color else frame)
+    writer.release()
+    return path
+
+
+def make_bad_inputs(directory: Path) -> dict[str, str]:
+    """Bad videos made from real sample frames -> the reject reason each must get."""
+    import decord
+
+    frames = decord.VideoReader(str(SAMPLE / "id10019" / "lpd0" / "00001.mp4")).get_batch(list(range(30))).asnumpy()
+    (directory / "zero.mp4").write_bytes(b"")
+    (directory / "text.mp4").write_text("not a video\n" * 50)
+    whole = write_video(directory / "whole.mp4", frames).read_bytes()
+    (directory / "whole.mp4").unlink()
+    (directory / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    # No face: the background strip above the head, scaled up.
+    write_video(directory / "noface.mp4", np.stack([cv2.resize(f[:60, :200], (320, 96)) for f in frames]))
+    write_video(directory / "tiny.mp4", np.stack([cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA) for f in frames]))
+    write_video(directory / "gray.mp4", np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]), color=False)
+    return {
+        "zero": "empty",
+        "text": "unreadable",
+        "truncated": "truncated",
+        "noface": "no_face",
+        "tiny": "too_small",
+        "gray": "grayscale",
+        "missing": "unreadable",
+    }
+
+
+def test_bad_inputs_are_rejected_with_their_reason_and_the_run_completes(local_ray, tmp_path):
+    expected = make_bad_inputs(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "speaker_id"])
+        writer.writerow([str(SAMPLE / "id10002" / "pcavs00086" / "00001.mp4"), "good"])
+        for name in expected:
+            writer.writerow([f"{name}.mp4", "bad"])  # relative to the manifest
+    output = tmp_path / "out"
+    assert run(["--input", str(manifest), "--output", str(output)] + FAST) == 0
+    rejects = read_all(output, "rejects")
+    validate_rejects(rejects)
+    found = {Path(row["source_path"]).stem: row["reason"] for row in rejects.to_pylist()}
+    assert found == expected
+    summary = json.loads((output / "summary.json").read_text())
+    assert (summary["inputs"], summary["accepted_inputs"], summary["rejected_inputs"]) == (8, 1, 7)
+    assert summary["rejects_by_reason"] == {"empty": 1, "grayscale": 1, "no_face": 1, "too_small": 1, "truncated": 1, "unreadable": 2}
+    assert read_all(output, "clips").column("speaker_id").to_pylist() == ["good"]
+
+
+def write_manifest(path: Path, videos: list[Path]) -> Path:
+    path.write_text("path\n" + "".join(f"{video}\n" for video in videos))
+    return path
+
+
+SUBSET = sorted(SAMPLE.glob("*/*/*.mp4"))[:6]
+
+
+def test_resumed_run_processes_only_the_rest(local_ray, tmp_path):
+    output = tmp_path / "out"
+    assert run(["--input", str(write_manifest(tmp_path / "a.csv", SUBSET[:3])), "--output", str(output)] + FAST) == 0
+    assert run(["--input", str(write_manifest(tmp_path / "b.csv", SUBSET)), "--output", str(output)] + FAST) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["run"]["inputs_skipped"] == 3 and summary["run"]["inputs_processed"] == 3
+    keys = read_all(output, "clips").column("segment_key").to_pylist()
+    assert len(keys) == len(set(keys)) == 6
+
+
+def test_input_with_missing_segments_is_redone_without_duplicates(local_ray, tmp_path):
+    output = tmp_path / "out"
+    args = ["--input", str(write_manifest(tmp_path / "m.csv", SUBSET[:2])), "--output", str(output)]
+    args += FAST + ["--max-segment-frames", "8"]
+    assert run(args) == 0
+    clips = read_all(output, "clips")
+    assert clips.num_rows == 4  # 2 inputs x 2 segments of 8 frames
+    # As if the run died after writing only one of an input's segments.
+    (part,) = (output / "clips").glob("part-*.parquet")
+    kept = clips.filter(np.array([key != clips.column("segment_key")[0].as_py() for key in clips.column("segment_key").to_pylist()]))
+    part.unlink()
+    Output(str(output)).write_part("clip", kept)
+    assert run(args) == 0
+    keys = read_all(output, "clips").column("segment_key").to_pylist()
+    assert sorted(keys) == sorted(clips.column("segment_key").to_pylist())
+
+
+def test_landmark_actor_pool_writes_the_same_clips_as_fused_tasks(local_ray, tmp_path):
+    """The GPU layout (decode tasks -> landmark actors -> crop tasks), here on CPU actors."""
+    manifest = write_manifest(tmp_path / "a.csv", SUBSET[:3])
+    rows = {}
+    for layout, extra in (("fused", []), ("actors", ["--landmark-actors", "1"])):
+        assert run(["--input", str(manifest), "--output", str(tmp_path / layout)] + FAST + extra) == 0
+        table = read_all(tmp_path / layout, "clips").sort_by("segment_key")
+        rows[layout] = table.select(["segment_key", "frame_indices", "landmarks"]).to_pylist()
+    assert rows["fused"] == rows["actors"]
+
+
+def test_killed_run_resumes_without_duplicates(local_ray, tmp_path):
+    output = tmp_path / "out"
+    args = ["--input", str(write_manifest(tmp_path / "k.csv", SUBSET)), "--output", str(output)] + FAST
+    command = [sys.executable, "-m", "pipelines.preprocess"] + args + ["--num-cpus", "1", "--rows-per-file", "1"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((output / "clips").glob("part-*.parquet")):
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    process.wait()
+    written = len(list((output / "clips").glob("part-*.parquet")))
+    assert written >= 1
+    assert run(args) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["balanced"] and summary["inputs"] == 6 and summary["duplicate_clip_rows"] == 0
+    keys = read_all(output, "clips").column("segment_key").to_pylist()
+    assert len(keys) == len(set(keys)) == 6
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.preprocess", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "/no/such/dir", "--output", "OUT"], "input not found: /no/such/dir"),
+        (["--input", str(SAMPLE), "--output", "OUT", "--frame-stride", "0"], "frame_stride must be >= 1"),
+        (["--input", str(SAMPLE), "--output", "OUT", "--detector", "hog"], "invalid choice: 'hog'"),
+        (["--output", "OUT"], "required: --input"),
+    ],
+)
+def test_bad_configuration_is_one_error_line(tmp_path, args, message):
+    result = run_cli(*[str(tmp_path / "out") if arg == "OUT" else arg for arg in args])
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_output_written_with_other_settings_is_refused(tmp_path):
+    output = tmp_path / "out"
+    Output(str(output)).check_settings(PreprocessConfig(frame_stride=2).output_settings())
+    result = run_cli("--input", str(SAMPLE), "--output", str(output))
+    assert result.returncode == 2 and "other settings (frame_stride);" in result.stderr
