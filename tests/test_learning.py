@@ -1,12 +1,15 @@
-"""Short training runs on real frames (8 VoxCeleb-sample clips, 64 x 64, 4 clips x 2 frames per batch).
+"""Short training runs on real frames (8 VoxCeleb-sample clips through the preprocessing pipeline, 64 x 64,
+4 clips x 2 frames per batch).
 
 Evaluation uses all 32 frames with the plain photometric term (no symmetry/consistency), before and after.
-Measured on a 2-core CPU (120 steps, 20-60 s per run), seeds 0 / 1 / 2:
-- CEST with symmetry and consistency: photometric 0.414 -> 0.095 / 0.416 -> 0.084 / 0.299 -> 0.090;
-  landmark (fraction of the image size) 0.113 -> 0.040 / 0.112 -> 0.035 / 0.113 -> 0.039.
+Measured on a 2-core CPU (120 steps, 15-60 s per run), seed 0:
+- CEST with symmetry and consistency: photometric 0.413 -> 0.081; landmark (fraction of the image size)
+  0.116 -> 0.032.
 - Degeneracy (paper Sec. 3.3, Fig. 4e): with both constraints off the shading is nearly flat, its std over the
-  face 0.017 / 0.014 / 0.015 against 0.055 / 0.056 / 0.064 with the constraints, and the reflectance copies the
-  unwrapped image more closely: correlation 0.932 / 0.942 / 0.938 against 0.875 / 0.907 / 0.888.
+  face 0.015 against 0.058 with the constraints, and the reflectance copies the unwrapped image more closely:
+  correlation 0.921 against 0.847.
+(With the earlier stand-in frames, seeds 0 / 1 / 2 gave photometric drops 0.41 -> 0.095 / 0.42 -> 0.084 /
+0.30 -> 0.090 and shading std 0.017 / 0.014 / 0.015 unconstrained against 0.055 / 0.056 / 0.064.)
 """
 
 import pytest
