@@ -20,9 +20,9 @@ from cest.train_local import FrameSet, save_frames
 from pipelines.schema import SchemaError, decode_clip_row, validate_table
 
 
-def read_clip_rows(clips_dir: str | Path) -> Iterator[dict]:
-    """Decoded rows (see `pipelines.schema.decode_clip_row`) of every clips Parquet file in a directory."""
-    dataset = ds.dataset(str(clips_dir), format="parquet")
+def read_clip_rows(output_dir: str | Path) -> Iterator[dict]:
+    """Decoded rows (see `pipelines.schema.decode_clip_row`) of every clip file of a preprocess output."""
+    dataset = ds.dataset(str(Path(output_dir) / "clips"), format="parquet")
     for fragment in dataset.get_fragments():
         table = fragment.to_table()
         validate_table(table)
@@ -61,13 +61,13 @@ def frames_from_rows(rows: Iterable[dict], size: int, frames_per_clip: int) -> F
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, required=True, help="the clips/ directory of a preprocess output")
+    parser.add_argument("--clips", type=Path, required=True, help="the output directory of `make preprocess`")
     parser.add_argument("--output", type=Path, required=True, help="the .npz to write")
     parser.add_argument("--size", type=int, default=224, help="image size to train at (crops are 224)")
     parser.add_argument("--frames-per-clip", type=int, default=16)
     args = parser.parse_args(argv)
-    if not args.clips.is_dir():
-        print(f"error: {args.clips} is not a directory (run `make preprocess` first)", file=sys.stderr)
+    if not (args.clips / "clips").is_dir():
+        print(f"error: {args.clips} holds no clips/ directory (run `make preprocess` first)", file=sys.stderr)
         return 2
     try:
         frames = frames_from_rows(read_clip_rows(args.clips), args.size, args.frames_per_clip)
