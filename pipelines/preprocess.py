@@ -258,7 +258,7 @@ def run(argv: list[str] | None = None) -> int:
         print(f"preprocess: error: {error}", file=sys.stderr)
         return 2
     done = output.prepare_resume()
-    todo = [item for item in items if item.input_id not in done]
+    todo = _largest_first([item for item in items if item.input_id not in done])
     before = set(output.part_files("clip"))
     try:
         startup, seconds = _execute(todo, cfg, args) if todo else (0.0, 0.0)
@@ -280,6 +280,19 @@ def run(argv: list[str] | None = None) -> int:
     output.write_summary(summary)
     print(format_summary(summary))
     return 0 if summary["balanced"] and not summary["duplicate_clip_rows"] else 1
+
+
+def _largest_first(items: list[VideoInput]) -> list[VideoInput]:
+    """Local files biggest first, so that long videos do not start last and finish alone (the tasks
+    are whole videos); other inputs keep their order after them."""
+
+    def size(item: VideoInput) -> int:
+        try:
+            return os.path.getsize(item.path) if "://" not in item.path else -1
+        except OSError:
+            return -1
+
+    return sorted(items, key=lambda item: -size(item))
 
 
 def _execute(todo: list[VideoInput], cfg: PreprocessConfig, args: argparse.Namespace) -> tuple[float, float]:
