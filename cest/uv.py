@@ -39,6 +39,8 @@ class UVMapper(torch.nn.Module):
         self.register_buffer("triangles", triangles.clone(), persistent=False)
         self.register_buffer("texel_triangle", fragments.triangle_id[0], persistent=False)
         self.register_buffer("texel_barycentrics", fragments.barycentrics[0].to(uv.dtype), persistent=False)
+        # The three vertices of each texel's triangle (triangle 0 outside the layout, where weights are 0).
+        self.register_buffer("texel_vertices", triangles[self.texel_triangle.clamp(min=0)], persistent=False)
 
     @property
     def covered(self) -> torch.Tensor:
@@ -47,8 +49,7 @@ class UVMapper(torch.nn.Module):
 
     def texel_positions(self, points: torch.Tensor) -> torch.Tensor:
         """Where each texel lies given per-vertex positions (B, N, D) -> (B, S, S, D); 0 outside the layout."""
-        triangle = self.texel_triangle.clamp(min=0)
-        corners = points[:, self.triangles[triangle]]  # (B, S, S, 3, D)
+        corners = points[:, self.texel_vertices]  # (B, S, S, 3, D)
         weights = self.texel_barycentrics * self.covered[..., None]
         return (corners * weights[None, ..., None]).sum(-2)
 
