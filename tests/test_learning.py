@@ -21,7 +21,6 @@ from cest.model import CESTModel
 from cest.morphable import load_sfm
 from cest.train_local import clip_batches, train
 
-from sample_frames import sample_frames  # noqa: F401  (session fixture)
 
 STEPS = 120
 SMALL = dict(image_size=64, uv_size=64, encoder_widths=(16, 32, 64, 64, 64, 64), unet_widths=(16, 32, 32, 64, 64))

@@ -17,7 +17,6 @@ from cest.model import CESTModel
 from cest.morphable import load_sfm
 from cest.uv import flip_uv
 
-from sample_frames import sample_frames  # noqa: F401  (session fixture)
 
 SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
 

@@ -7,7 +7,6 @@ from cest.morphable import load_sfm
 from cest.step import Batch, NonFiniteLossError, make_optimizer, train_step
 from cest.train_local import FrameSet, clip_batches, main, save_frames, train
 
-from sample_frames import sample_frames  # noqa: F401  (session fixture)
 
 SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
 
