@@ -1,0 +1,52 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from cest.checkpoint import (CheckpointError, load_checkpoint, load_model, rng_state, save_checkpoint,
+                             set_rng_state)
+from cest.config import Config, ModelConfig
+from cest.model import CESTModel
+from cest.morphable import load_sfm
+from cest.step import make_optimizer
+
+SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+
+
+def test_checkpoint_round_trip_restores_weights_config_optimizer_and_rng(tmp_path):
+    morphable = load_sfm()
+    config = Config(model=ModelConfig(variant="iest", **SMALL))
+    torch.manual_seed(0)
+    model = CESTModel(config.model, morphable)
+    optimizer = make_optimizer(model, config.optim)
+    model(torch.rand(2, 3, 64, 64)).reflectance.mean().backward()
+    optimizer.step()
+    state = rng_state()
+    save_checkpoint(tmp_path, model, config, step=7, optimizer=optimizer, rng=state, mlflow_run_id="abc")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+
+    loaded, loaded_config, payload = load_model(tmp_path, morphable=morphable)
+    assert loaded_config == config and loaded_config.model.variant == "iest"
+    assert payload["step"] == 7 and payload["mlflow_run_id"] == "abc"
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+    restored = make_optimizer(loaded, config.optim)
+    restored.load_state_dict(payload["optimizer"])
+    states = restored.state_dict()["state"]
+    assert states and all(float(s["step"]) == 1 for s in states.values())
+    assert torch.equal(states[min(states)]["exp_avg"], optimizer.state_dict()["state"][min(states)]["exp_avg"])
+    set_rng_state(payload["rng"])
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+def test_missing_and_foreign_checkpoints_are_one_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="not a CEST checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
