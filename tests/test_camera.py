@@ -96,3 +96,34 @@ def test_canonical_crop_is_differentiable_in_the_viewpoint():
     crop = canonical_crop(image, viewpoint, 16)
     crop.sum().backward()
     assert torch.isfinite(viewpoint.grad).all() and viewpoint.grad[:, [0, 3, 4, 5]].abs().sum() > 0
+
+
+def _projected_up_angle(viewpoint: torch.Tensor) -> torch.Tensor:
+    """Reference: project the model's chin-to-forehead segment and measure its angle from the image's up."""
+    ends = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=viewpoint.dtype).expand(viewpoint.shape[0], -1, -1)
+    pixels = project(ends, viewpoint, 100)
+    dx, dy = (pixels[:, 1, :2] - pixels[:, 0, :2]).unbind(-1)
+    return torch.atan2(-dx, -dy)  # pixel y points down; counter-clockwise from up in NDC
+
+
+def _crop_angle(viewpoint: torch.Tensor) -> torch.Tensor:
+    affine = canonical_to_image_affine(viewpoint, 0.6)
+    return torch.atan2(affine[:, 1, 0], affine[:, 0, 0])
+
+
+@pytest.mark.parametrize("order", ["zy", "xy", "yz", "yx"])  # tilt (roll or nod) before or after the yaw
+def test_crop_rotation_follows_the_projected_up_axis_at_every_yaw(order):
+    # Issue 10, fix 1: the old x-axis angle gave a 63 degree crop rotation for a 10 degree nod at yaw 85.
+    yaws = np.radians(np.arange(-85, 86, 5))
+    tilt = np.radians(10)
+    angles = [(tilt, yaw) if order[0] != "y" else (yaw, tilt) for yaw in yaws]
+    rotvecs = torch.tensor(Rotation.from_euler(order, angles).as_rotvec(), dtype=torch.float64, requires_grad=True)
+    viewpoint = torch.cat([torch.full((len(yaws), 1), 0.6, dtype=torch.float64), rotvecs,
+                           torch.zeros(len(yaws), 3, dtype=torch.float64)], 1)
+    crop_angle = _crop_angle(viewpoint)
+    difference = torch.rad2deg(torch.remainder(crop_angle - _projected_up_angle(viewpoint.detach()) + np.pi,
+                                               2 * np.pi) - np.pi)
+    assert difference.abs().max() < 2
+    assert torch.rad2deg(crop_angle).abs().max() < 10.5  # never more than the tilt itself
+    (gradient,) = torch.autograd.grad(crop_angle.sum(), rotvecs)
+    assert torch.isfinite(gradient).all() and gradient.norm(dim=-1).max() < 3
