@@ -9,7 +9,7 @@ Measures, with the default widths and loss settings unless stated:
 Within each size the settings take turns step by step (the machine may be shared); each reports its median.
 Inputs are random images with a full mask and the mean face's landmarks: the step's cost depends on the
 predicted geometry (the mean face at initialisation), not on the pixels. UV size is 4/7 of the image size
-rounded to a multiple of 32 (128 at 224, 64 at 112), the ModelConfig default ratio.
+rounded to a multiple of 64 (128 at 224, 64 at 112), the ModelConfig default ratio.
 """
 
 import argparse
@@ -29,7 +29,7 @@ from cest.step import Batch, make_optimizer, train_step
 
 
 def uv_size_for(image_size: int) -> int:
-    return max(32, round(image_size * 4 / 7 / 32) * 32)
+    return max(64, round(image_size * 4 / 7 / 64) * 64)
 
 
 def make_batch(morphable, image_size: int, data: DataConfig, generator: torch.Generator) -> Batch:

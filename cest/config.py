@@ -18,10 +18,10 @@ DISTANCES = ("l21", "l1")
 CONSISTENCY_MODES = ("pairing", "clip_average")
 
 
-def _multiple_of_32(name: str, value: int) -> None:
-    # Five stride-2 levels in every network: the U-Net must halve the map five times and add the skips back.
-    if value <= 0 or value % 32:
-        raise ValueError(f"{name} must be a positive multiple of 32, got {value}")
+def _multiple_of_64(name: str, value: int) -> None:
+    # The U-Net (Table 2) halves the map six times (skips at 1/2..1/32, bottom at 1/64) and adds the skips back.
+    if value <= 0 or value % 64:
+        raise ValueError(f"{name} must be a positive multiple of 64, got {value}")
 
 
 @dataclass
@@ -33,11 +33,12 @@ class ModelConfig:
     image_size: int = 224
     # UV maps (illuminated texture and reflectance). 128 at 224 input: a frontal face spans about 120-150
     # pixels of a 224 crop, so 128 texels across the (mirror-symmetric) UV layout keep roughly the image's
-    # detail without upsampling noise, at a third of the cost of a 224 UV U-Net. Must be a multiple of 32.
+    # detail without upsampling noise, at a third of the cost of a 224 UV U-Net. Must be a multiple of 64.
     uv_size: int = 128
     # Channels of the six stride-2 stages of the viewpoint, shape and illumination encoders (App. B.1 Table 1).
     encoder_widths: tuple[int, ...] = (32, 64, 128, 256, 256, 256)
-    # Channels of the five U-Net levels of the reflectance network (App. B.1 Table 2); the first is full size.
+    # Channels of the five U-Net encoder levels of the reflectance network at 1/2 .. 1/32 of the UV size, each
+    # added to the decoder as a skip; the bottom (1/64) repeats the last width (App. B.1 Table 2).
     unet_widths: tuple[int, ...] = (32, 64, 128, 256, 256)
     # Viewpoint parameterisation: scale = init_scale * exp(out_0), rotation vector = out_1:4 (radians),
     # translation = out_4:7 (NDC); also the canonical crop's scale. 0.6 is the pipeline's framing: the SFM
@@ -53,11 +54,11 @@ class ModelConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32, got {self.image_size}")
-        _multiple_of_32("uv_size", self.uv_size)
+        _multiple_of_64("uv_size", self.uv_size)
         self.encoder_widths = tuple(int(w) for w in self.encoder_widths)
         self.unet_widths = tuple(int(w) for w in self.unet_widths)
         if len(self.unet_widths) != 5:
-            raise ValueError(f"unet_widths needs 5 levels (UV size / 32 at the bottom), got {self.unet_widths}")
+            raise ValueError(f"unet_widths needs 5 levels (skips at 1/2 .. 1/32), got {self.unet_widths}")
         if len(self.encoder_widths) < 1:
             raise ValueError("encoder_widths needs at least one stage")
 

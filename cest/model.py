@@ -1,14 +1,19 @@
 """The CEST model: four estimators chained by conditioning (paper Sec. 3.2), or independent (IEST).
 
 CEST (Eq. 3-4):  V = f_v(I);  S = f_s(I_c) with I_c the canonical-view crop of I under V;  project S with V
-and unwrap I into the UV illuminated texture T;  R = f_r(T);  L = f_l(I, T, R), the three brought to the UV
-resolution and stacked as channels. Gradients flow through the crop, the projection and the unwrapping.
-IEST: V = f_v(I), S = f_s(I), R = f_r(I resized to the UV size), L = f_l(I); T is still unwrapped, for
-diagnostics only (nothing is conditioned on it).
+and unwrap I into the UV illuminated texture T with its validity mask M (texels the camera sees);
+R = f_r([T, M]);  L = f_l(I, T, R), the three at the UV resolution and stacked as channels. Gradients flow
+through the crop, the projection and the unwrapping. Unseen texels of T are 0; M tells f_r which zeros are
+missing data rather than black skin, so it can fill them from the seen side (symmetry) instead of copying 0.
+IEST, the fair ablation: the same four networks, each on the image alone at the resolution its CEST
+counterpart sees: V = f_v(I), S = f_s(I), R = f_r(I at the UV size) through the U-Net's layers without its
+skips (the image is not aligned with the UV map, so additive skips would add unrelated positions), and
+L = f_l(I at the UV size). T is still unwrapped, for diagnostics only.
 
 Raw network outputs are turned into estimates with offsets that start training at a sensible face: scale =
 init_scale * exp(out), rotation vector and translation = out, SH = ambient light (shading 1) + out,
-shape coefficients = out (units of standard deviations), reflectance = (tanh + 1) / 2 in [0, 1].
+shape coefficients = out in units of the prior's standard deviations (expression: see
+`expression_standard_deviations`), reflectance = (tanh + 1) / 2 in [0, 1].
 """
 
 from dataclasses import dataclass
@@ -54,7 +59,9 @@ class CESTModel(nn.Module):
         n_shape = morphable.n_identity + morphable.n_expression
         self.viewpoint_net = Encoder(3, VIEWPOINT_SIZE, widths, std)
         self.shape_net = ResidualEncoder(3, n_shape, widths, std)
-        self.reflectance_net = ReflectanceUNet(3, 3, config.unet_widths)
+        # CEST: illuminated texture and its validity mask; IEST: the image, without the (misaligned) skips.
+        self.reflectance_net = ReflectanceUNet(4 if self.conditional else 3, 3, config.unet_widths,
+                                               skips=self.conditional)
         # CEST lights from image, illuminated texture and reflectance stacked; IEST from the image alone.
         self.illumination_net = Encoder(9 if self.conditional else 3, SH_SIZE, widths, std)
         self.register_buffer("ambient_sh", ambient_sh(1)[0], persistent=False)
@@ -93,11 +100,11 @@ class CESTModel(nn.Module):
         small_images = F.interpolate(images, size=(uv_size, uv_size), mode="bilinear", align_corners=False,
                                      antialias=True)
         if self.conditional:
-            reflectance = (self.reflectance_net(_centred(texture)) + 1) / 2
+            reflectance = (self.reflectance_net(torch.cat([_centred(texture), valid], 1)) + 1) / 2
             light_input = torch.cat([small_images, texture, reflectance], 1)
         else:
             reflectance = (self.reflectance_net(_centred(small_images)) + 1) / 2
-            light_input = images
+            light_input = small_images
         sh = self.ambient_sh + self.illumination_net(_centred(light_input))
 
         landmarks = faces.pixels[:, self.morphable.landmark_indices, :2]

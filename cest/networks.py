@@ -4,8 +4,9 @@
   padding 1, each followed by BatchNorm and ReLU, then global average pooling and a last (1x1) convolution
   without activation. Pooling makes every input size work (the paper's last convolution sees a fixed size).
 - `ResidualEncoder`: the shape network; the same stages, each followed by a residual block.
-- `ReflectanceUNet`: U-Net whose skip connections are added (not concatenated), bilinear upsampling and a
-  tanh output; input and output are aligned UV maps of the same size (a multiple of 32).
+- `ReflectanceUNet`: U-Net whose skip connections are added (not concatenated), from 1/2 to 1/32 of the map
+  (none at full size, Table 2), bilinear upsampling and a tanh output; input and output are UV maps of the
+  same size (a multiple of 64).
 
 The networks return raw numbers; cest/model.py turns them into viewpoints, coefficients and maps.
 """
@@ -81,32 +82,47 @@ class ResidualEncoder(Encoder):
 
 
 class ReflectanceUNet(nn.Module):
-    """UV map (B, C_in, S, S) -> UV map (B, C_out, S, S) in [-1, 1]; S a multiple of 2 ** len(widths)."""
+    """UV map (B, C_in, S, S) -> UV map (B, C_out, S, S) in [-1, 1]; S a multiple of 2 ** (len(widths) + 1).
 
-    def __init__(self, in_channels: int, out_channels: int, widths: tuple[int, ...]):
+    Table 2 of the paper: the first convolution already has stride 2, so the encoder's five levels (`widths`)
+    sit at 1/2, 1/4, ..., 1/32 of the map, each a pair of convolutions whose output is added to the decoder's
+    map of the same size (`skips=True`); a bottom pair at 1/64; six bilinear upsamplings back to full size,
+    then a convolution and the tanh output convolution. No encoder map at full resolution reaches the
+    decoder: a full-resolution additive skip would make copying the illuminated texture into the
+    reflectance (the degenerate solution of Sec. 3.3) one identity away. `skips=False` gives the same layers
+    as a plain encoder-decoder (additive skips have no parameters): IEST's image-to-UV network, whose input is
+    not aligned with its output.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, widths: tuple[int, ...], skips: bool = True):
         super().__init__()
         self.levels = len(widths)
-        self.stem = conv_bn_relu(in_channels, widths[0], 1)
+        self.skips = skips
+        inputs = (in_channels, *widths[:-1])
         self.down = nn.ModuleList(
-            nn.Sequential(conv_bn_relu(widths[i - 1], widths[i], 2), conv_bn_relu(widths[i], widths[i], 1))
-            for i in range(1, len(widths))
+            nn.Sequential(conv_bn_relu(inputs[i], widths[i], 2), conv_bn_relu(widths[i], widths[i], 1))
+            for i in range(len(widths))
         )
         self.bottom = nn.Sequential(conv_bn_relu(widths[-1], widths[-1], 2), conv_bn_relu(widths[-1], widths[-1], 1))
-        # Decoder level i: upsample, conv to widths[i], add the encoder map of level i, conv.
-        inputs = list(widths[1:]) + [widths[-1]]
-        self.up_in = nn.ModuleList(conv_bn_relu(inputs[i], widths[i], 1) for i in range(len(widths)))
+        # Decoder level i (at the size of encoder level i): upsample, conv to widths[i], add the skip, conv.
+        below = list(widths[1:]) + [widths[-1]]
+        self.up_in = nn.ModuleList(conv_bn_relu(below[i], widths[i], 1) for i in range(len(widths)))
         self.up_out = nn.ModuleList(conv_bn_relu(widths[i], widths[i], 1) for i in range(len(widths)))
+        self.full = conv_bn_relu(widths[0], widths[0], 1)
         self.out = nn.Conv2d(widths[0], out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        factor = 2**self.levels
+        factor = 2 ** (self.levels + 1)
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(f"UV map size must be a multiple of {factor}, got {tuple(x.shape[-2:])}")
-        skips = [self.stem(x)]
+        encoded = []
         for down in self.down:
-            skips.append(down(skips[-1]))
-        y = self.bottom(skips[-1])
+            encoded.append(down(encoded[-1] if encoded else x))
+        y = self.bottom(encoded[-1])
         for level in reversed(range(self.levels)):
-            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
-            y = self.up_out[level](self.up_in[level](y) + skips[level])
+            y = self.up_in[level](F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
+            if self.skips:
+                y = y + encoded[level]
+            y = self.up_out[level](y)
+        y = self.full(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
         return torch.tanh(self.out(y))

@@ -116,3 +116,44 @@ def test_works_at_112_pixels(morphable, sample_frames, variant):
     estimate = model(images)
     assert estimate.reflectance.shape == (2, 3, 64, 64)
     assert model.render(estimate).shape == (2, 3, 112, 112)
+
+
+def _inputs_of(model: CESTModel, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    captured = {}
+    hooks = [getattr(model, name).register_forward_hook(lambda m, args, out, _n=name: captured.update({_n: args[0]}))
+             for name in ("reflectance_net", "illumination_net")]
+    try:
+        with torch.no_grad():
+            estimate = model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    captured["estimate"] = estimate
+    return captured
+
+
+def test_cest_reflectance_net_sees_the_validity_mask(morphable, sample_frames):
+    # Issue 10, fix 6: unseen texels are 0 in T; the mask channel says which zeros are missing data.
+    seen = _inputs_of(small_model(morphable, "cest").eval(), sample_frames.images[:2])
+    assert seen["reflectance_net"].shape[1] == 4
+    assert torch.equal(seen["reflectance_net"][:, 3:], seen["estimate"].texture_valid)
+    assert 0.1 < seen["estimate"].texture_valid.mean() < 0.9  # both kinds of texel present
+
+
+def test_iest_is_a_fair_ablation(morphable, sample_frames):
+    # Issue 10, fix 2: each IEST estimator sees the image at the resolution its CEST counterpart sees, with
+    # the same layers; the U-Net's additive skips (no parameters) are off as the image is not UV-aligned.
+    cest, iest = small_model(morphable, "cest").eval(), small_model(morphable, "iest").eval()
+    images = sample_frames.images[:2]
+    seen = {variant: _inputs_of(model, images) for variant, model in (("cest", cest), ("iest", iest))}
+    uv = cest.config.uv_size
+    for variant in ("cest", "iest"):
+        assert seen[variant]["illumination_net"].shape[-2:] == (uv, uv)
+        assert seen[variant]["reflectance_net"].shape[-2:] == (uv, uv)
+    assert cest.reflectance_net.skips and not iest.reflectance_net.skips
+    for name in NETWORKS:
+        counts = [sum(p.numel() for p in getattr(m, name).parameters()) for m in (cest, iest)]
+        # Only the first convolution differs where CEST stacks more input channels.
+        first = next(m for m in getattr(cest, name).modules() if isinstance(m, torch.nn.Conv2d))
+        extra = (first.in_channels - 3) * first.out_channels * 9
+        assert counts[0] - counts[1] == extra

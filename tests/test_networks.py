@@ -15,7 +15,7 @@ def test_encoders_work_at_every_multiple_of_32_and_112(size):
     assert ResidualEncoder(3, 69, WIDTHS, 1e-3)(image).shape == (2, 69)
 
 
-@pytest.mark.parametrize("size", [32, 64, 128])
+@pytest.mark.parametrize("size", [64, 128])
 def test_unet_keeps_the_uv_size_and_outputs_tanh_range(size):
     torch.manual_seed(0)
     net = ReflectanceUNet(3, 3, (8, 8, 16, 16, 16))
@@ -24,9 +24,39 @@ def test_unet_keeps_the_uv_size_and_outputs_tanh_range(size):
     assert out.abs().max() <= 1
 
 
-def test_unet_rejects_a_size_it_cannot_halve_five_times():
-    with pytest.raises(ValueError, match="multiple of 32"):
-        ReflectanceUNet(3, 3, (8, 8, 8, 8, 8))(torch.rand(1, 3, 48, 48))
+def test_unet_rejects_a_size_it_cannot_halve_six_times():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        ReflectanceUNet(3, 3, (8, 8, 8, 8, 8))(torch.rand(1, 3, 96, 96))
+
+
+def _skip_sizes(net: ReflectanceUNet, size: int) -> list[int]:
+    """Sizes of the encoder maps the decoder adds, recorded by hooks on the real forward pass."""
+    sizes = []
+    hooks = [stage.register_forward_hook(lambda m, a, out: sizes.append(out.shape[-1])) for stage in net.down]
+    try:
+        net.eval()(torch.rand(1, 3, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sizes if net.skips else []
+
+
+def test_unet_skips_run_from_half_to_one_32nd_with_none_at_full_size():
+    # Issue 10, fix 3 (App. B.1 Table 2): the first convolution has stride 2; a full-size skip would let the
+    # network copy the illuminated texture into the reflectance.
+    net = ReflectanceUNet(3, 3, (8, 8, 16, 16, 16)).eval()
+    assert _skip_sizes(net, 128) == [64, 32, 16, 8, 4]
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.stride == (2, 2)
+
+
+def test_unet_without_skips_has_the_same_parameters_and_ignores_fine_detail_routes():
+    with_skips, without = ReflectanceUNet(3, 3, (8, 8, 16, 16, 16)), ReflectanceUNet(3, 3, (8, 8, 16, 16, 16), False)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(with_skips) == count(without)
+    without.load_state_dict(with_skips.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    assert not torch.allclose(with_skips.eval()(x), without.eval()(x))
 
 
 def test_unet_skips_are_added_not_concatenated():
@@ -34,6 +64,7 @@ def test_unet_skips_are_added_not_concatenated():
     # With concatenation the decoder convolutions would take 2x the channels.
     for level, conv in enumerate(net.up_out):
         assert conv[0].in_channels == (8, 16, 16, 32, 32)[level]
+    assert _skip_sizes(net, 64) == [32, 16, 8, 4, 2]
 
 
 def test_unet_output_is_spatially_aligned_with_its_input():
@@ -74,8 +105,8 @@ def test_config_defaults_follow_the_paper():
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="variant"):
         ModelConfig(variant="joint")
-    with pytest.raises(ValueError, match="multiple of 32"):
-        ModelConfig(uv_size=100)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        ModelConfig(uv_size=96)
     with pytest.raises(ValueError, match="at least 32"):
         ModelConfig(image_size=16)
     with pytest.raises(ValueError, match="unknown fields"):
