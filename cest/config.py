@@ -72,8 +72,9 @@ class LossConfig:
     # Eq. 7-8 extra reconstruction terms; off/off is the degenerate ablation of Fig. 4(e).
     symmetry: bool = True
     consistency: bool = True
-    # "pairing": frame i re-rendered with the reflectance of a random other frame of its clip (the paper's
-    # stochastic strategy); "clip_average": with the mean reflectance of its clip (FML-style, App. B.2).
+    # "pairing": frame i also re-rendered with the reflectance of a random other frame of its clip (the paper's
+    # stochastic strategy); "clip_average": the mean reflectance of its clip replaces frame i's own in the
+    # reconstruction, no extra term (FML-style, App. B.2).
     consistency_mode: str = "pairing"
     # Landmark term: mean Euclidean distance between projected model landmarks and detected ones, divided
     # by the image size. 1.0 makes a 1% (2 px at 224) landmark error cost as much as a 0.01 photometric

@@ -4,9 +4,12 @@
   the rendered face covers it: elsewhere the renderer has no prediction to compare).
 - symmetry, consistency (Eq. 7-8): extra reconstruction terms, not regularisers: frame i is re-rendered with
   its own shape, viewpoint and light but with its horizontally flipped reflectance (symmetry) and with the
-  reflectance of a random other frame of its clip (consistency, `cest.pairing`) or, in "clip_average" mode,
-  with the mean reflectance of its clip (FML-style, App. B.2). Each is measured like the photometric term,
-  on frame i's image and mask. Per frame: 1 + symmetry + consistency shading passes over one rasterization.
+  reflectance of a random other frame of its clip (consistency, `cest.pairing`). Each is measured like the
+  photometric term, on frame i's image and mask. Per frame: 1 + symmetry + consistency shading passes over
+  one rasterization.
+- "clip_average" consistency mode (FML-style, App. B.2): the mean reflectance of the clip replaces each
+  frame's reflectance in the reconstruction (photometric and symmetry terms); there is no separate
+  consistency term.
 - landmark: projected model landmarks against the detected 68, mean Euclidean distance / image size.
 - regulariser: mean squared shape coefficient (the coefficients are in units of standard deviations).
 total = photometric + symmetry + consistency + w_landmark * landmark + w_regulariser * regulariser.
@@ -52,15 +55,18 @@ def shape_regulariser(alpha_identity: torch.Tensor, alpha_expression: torch.Tens
 def reflectance_variants(
     reflectance: torch.Tensor, clip_ids: torch.Tensor, config: LossConfig, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
-    """The other reflectances each frame is re-rendered with: {"symmetry": ..., "consistency": ...} as enabled."""
-    variants = {}
+    """The reflectance each reconstruction term renders frame i with, by term name.
+
+    "photometric": the frame's own (or, in clip_average mode, its clip's mean); "symmetry": that one flipped;
+    "consistency" (pairing mode): a random other frame's of the same clip.
+    """
+    averaged = config.consistency and config.consistency_mode == "clip_average"
+    own = clip_average(reflectance, clip_ids) if averaged else reflectance
+    variants = {"photometric": own}
     if config.symmetry:
-        variants["symmetry"] = flip_uv(reflectance)
-    if config.consistency:
-        if config.consistency_mode == "pairing":
-            variants["consistency"] = reflectance[partner_indices(clip_ids, generator)]
-        else:
-            variants["consistency"] = clip_average(reflectance, clip_ids)
+        variants["symmetry"] = flip_uv(own)
+    if config.consistency and not averaged:
+        variants["consistency"] = reflectance[partner_indices(clip_ids, generator)]
     return variants
 
 
@@ -76,7 +82,7 @@ def objective(
 ) -> dict[str, torch.Tensor]:
     """Every loss term and their weighted sum "total" (scalars)."""
     mask = masks * estimate.faces.face_mask
-    terms = {"photometric": photometric_loss(images, model.render(estimate), mask, config.distance)}
+    terms = {}
     for name, reflectance in reflectance_variants(estimate.reflectance, clip_ids.to(images.device), config,
                                                   generator).items():
         terms[name] = photometric_loss(images, model.render(estimate, reflectance), mask, config.distance)

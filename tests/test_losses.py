@@ -96,10 +96,13 @@ def test_consistency_uses_a_partner_of_the_same_clip_or_the_clip_average():
     reflectance = torch.arange(6.0)[:, None, None, None].expand(6, 3, 4, 4)  # frame index as value
     paired = reflectance_variants(reflectance, clip_ids, LossConfig(symmetry=False), torch.Generator().manual_seed(0))
     partners = paired["consistency"][:, 0, 0, 0].long()
-    assert set(paired) == {"consistency"}
+    assert set(paired) == {"photometric", "consistency"}
+    assert torch.equal(paired["photometric"], reflectance)
     assert torch.equal(clip_ids[partners], clip_ids) and (partners != torch.arange(6)).all()
-    averaged = reflectance_variants(reflectance, clip_ids, LossConfig(symmetry=False, consistency_mode="clip_average"))
-    assert averaged["consistency"][:, 0, 0, 0].tolist() == pytest.approx([2, 2, 3, 3, 3, 2])
+    # Issue 10, fix 5 (App. B.2, FML-style): the clip mean replaces each frame's own reflectance; no extra term.
+    averaged = reflectance_variants(reflectance, clip_ids, LossConfig(consistency_mode="clip_average"))
+    assert set(averaged) == {"photometric", "symmetry"}
+    assert averaged["photometric"][:, 0, 0, 0].tolist() == pytest.approx([2, 2, 3, 3, 3, 2])
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +132,23 @@ def test_one_rasterization_and_linear_shading_passes_per_frame(
     assert len(calls["shade"]) == expected
     assert {"photometric", "landmark", "regulariser", "total"} <= set(terms)
     assert ("symmetry" in terms) == symmetry and ("consistency" in terms) == consistency
+
+
+def test_clip_average_mode_reconstructs_every_frame_with_its_clip_mean(small_model, sample_frames):
+    frames = sample_frames
+    config = LossConfig(symmetry=False, consistency_mode="clip_average")
+    with torch.no_grad():
+        estimate = small_model(frames.images)
+        terms = objective(small_model, estimate, frames.images, frames.masks, frames.landmarks, frames.clip_ids,
+                          config)
+        mean = torch.stack([estimate.reflectance[frames.clip_ids == c].mean(0) for c in frames.clip_ids])
+        expected = photometric_loss(frames.images, small_model.render(estimate, mean),
+                                    frames.masks * estimate.faces.face_mask, config.distance)
+    assert "consistency" not in terms
+    assert terms["photometric"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["total"].item() == pytest.approx(
+        (terms["photometric"] + config.w_landmark * terms["landmark"]
+         + config.w_regulariser * terms["regulariser"]).item(), rel=1e-6)
 
 
 def test_total_is_the_weighted_sum(small_model, sample_frames):
