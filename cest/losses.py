@@ -11,7 +11,8 @@
   frame's reflectance in the reconstruction (photometric and symmetry terms); there is no separate
   consistency term.
 - landmark: projected model landmarks against the detected 68, mean Euclidean distance / image size.
-- regulariser: mean squared shape coefficient (the coefficients are in units of standard deviations).
+- regulariser: mean squared shape coefficient in units of the prior's standard deviations (identity as is,
+  expression weights divided by `model.expression_sd`, so one prior prices both alike).
 total = photometric + symmetry + consistency + w_landmark * landmark + w_regulariser * regulariser.
 """
 
@@ -87,7 +88,7 @@ def objective(
                                                   generator).items():
         terms[name] = photometric_loss(images, model.render(estimate, reflectance), mask, config.distance)
     terms["landmark"] = landmark_loss(estimate.landmarks, landmarks, images.shape[-1])
-    terms["regulariser"] = shape_regulariser(estimate.alpha_identity, estimate.alpha_expression)
+    terms["regulariser"] = shape_regulariser(estimate.alpha_identity, estimate.alpha_expression / model.expression_sd)
     reconstruction = sum(terms[name] for name in ("photometric", "symmetry", "consistency") if name in terms)
     terms["total"] = reconstruction + config.w_landmark * terms["landmark"] + config.w_regulariser * terms["regulariser"]
     return terms

@@ -34,7 +34,7 @@ from cest.render import RasterizedFaces, Renderer
 class Estimate:
     viewpoint: torch.Tensor  # (B, 7) scale, rotation vector, translation
     alpha_identity: torch.Tensor  # (B, K_id)
-    alpha_expression: torch.Tensor  # (B, K_exp)
+    alpha_expression: torch.Tensor  # (B, K_exp) blendshape weights (divide by expression_sd for sd units)
     vertices: torch.Tensor  # (B, N, 3) model space
     faces: RasterizedFaces  # the projected, rasterized mesh (reused by every rendering of this batch)
     texture: torch.Tensor  # (B, 3, S, S) illuminated texture T unwrapped from the image
@@ -42,6 +42,21 @@ class Estimate:
     reflectance: torch.Tensor  # (B, 3, S, S) in [0, 1]
     sh: torch.Tensor  # (B, 9)
     landmarks: torch.Tensor  # (B, 68, 2) projected model landmarks, pixels
+
+
+def expression_standard_deviations(morphable: MorphableModel) -> torch.Tensor:
+    """(K_exp,) blendshape weight that counts as one standard deviation of the shape prior, per blendshape.
+
+    Identity coefficients are in standard deviations (one sd of the leading component moves the vertices by
+    4.0 mm RMS on the SFM, later ones 0.1-3 mm); blendshape weights are not (one unit moves them 2.7-13.9 mm
+    RMS: a full expression). One expression sd is the weight whose RMS vertex displacement equals that of one
+    sd of the leading identity component (SFM: 0.29 surprise .. 1.53 sadness), so one regulariser prices a
+    unit of either the same.
+    """
+    def rms(basis: torch.Tensor) -> torch.Tensor:
+        return basis.square().sum(-1).mean(-1).sqrt()
+
+    return rms(morphable.identity_basis[:1]) / rms(morphable.expression_basis)
 
 
 def _centred(image: torch.Tensor) -> torch.Tensor:
@@ -65,6 +80,7 @@ class CESTModel(nn.Module):
         # CEST lights from image, illuminated texture and reflectance stacked; IEST from the image alone.
         self.illumination_net = Encoder(9 if self.conditional else 3, SH_SIZE, widths, std)
         self.register_buffer("ambient_sh", ambient_sh(1)[0], persistent=False)
+        self.register_buffer("expression_sd", expression_standard_deviations(morphable), persistent=False)
 
     @property
     def conditional(self) -> bool:
@@ -92,7 +108,8 @@ class CESTModel(nn.Module):
         else:
             shape_input = images
         alpha = self.shape_net(_centred(shape_input))
-        alpha_identity, alpha_expression = alpha.split([self.morphable.n_identity, self.morphable.n_expression], 1)
+        alpha_identity, expression_in_sd = alpha.split([self.morphable.n_identity, self.morphable.n_expression], 1)
+        alpha_expression = expression_in_sd * self.expression_sd
         vertices = self.morphable.shape(alpha_identity, alpha_expression)
         faces = self.renderer.rasterize(vertices, viewpoint)
         texture, valid = self.renderer.unwrap(images, faces)

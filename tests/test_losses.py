@@ -173,3 +173,22 @@ def test_degeneracy_measures_detect_a_copied_texture_under_flat_light(small_mode
     assert measures["shading_std"] < 1e-4
     estimate.sh[:, 2] = 1.5  # light from the camera side: shading varies over the face
     assert degeneracy_measures(small_model, estimate, frames.masks[:4])["shading_std"] > 0.05
+
+
+def test_one_prior_prices_expression_and_identity_in_the_same_units(small_model, sample_frames):
+    # Issue 10, fix 4: SFM blendshape weights are not standard deviations (a unit moves vertices 2.7-13.9 mm RMS,
+    # one identity sd 0.1-4.0 mm). Expression weights that move the face as far as one sd of the leading
+    # identity component must cost one sd each.
+    morphable = small_model.morphable
+    rms = lambda basis: basis.square().sum(-1).mean(-1).sqrt()  # noqa: E731
+    one_sd = rms(morphable.identity_basis[:1]) / rms(morphable.expression_basis)
+    frames = sample_frames
+    with torch.no_grad():
+        estimate = small_model(frames.images[:2])
+    estimate.alpha_identity = torch.zeros_like(estimate.alpha_identity)
+    estimate.alpha_expression = one_sd.expand(2, -1).clone()
+    terms = objective(small_model, estimate, frames.images[:2], frames.masks[:2], frames.landmarks[:2],
+                      frames.clip_ids[:2], LossConfig(symmetry=False, consistency=False))
+    count = morphable.n_identity + morphable.n_expression
+    assert terms["regulariser"].item() == pytest.approx(morphable.n_expression / count, rel=1e-5)
+    assert 0.2 < one_sd.min() and one_sd.max() < 2  # SFM: 0.29 (surprise) .. 1.53 (sadness)
