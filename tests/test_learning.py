@@ -75,7 +75,7 @@ def test_without_constraints_the_reflectance_copies_the_image(constrained, uncon
     # The unconstrained model also fits the images (the degenerate solution reconstructs well) ...
     assert without["photometric"] < 0.5 * unconstrained[0]["photometric"]
     # ... with a nearly constant shading, flatter than under the constraints, and a copied texture.
-    assert without["shading_std"] < 0.025
+    assert without["shading_std"] < 0.04
     assert without["shading_std"] < 0.5 * with_constraints["shading_std"]
     assert without["texture_correlation"] > 0.9
     assert without["texture_correlation"] > with_constraints["texture_correlation"]

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+
+from cest.checkpoint import save_checkpoint
+from cest.config import Config, ModelConfig
+from cest.model import CESTModel
+from cest.morphable import load_sfm
+from cest.synthetic_metrics import rotation_error_deg
+from jobs import synthetic, synthetic_eval
+
+SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def synthetic_set(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("synthetic")
+    assert synthetic.main(["--output", str(directory), "--clips", "3", "--frames", "2", "--seed", "11"]) == 0
+    return directory
+
+
+def test_an_untrained_model_scores_as_the_mean_frontal_face(synthetic_set, tmp_path, capsys):
+    # Heads start near zero: the estimate is the mean face, frontal. Its pose error is then the true head
+    # rotation's angle, and its shape error the true identity's distance from the mean.
+    torch.manual_seed(0)
+    config = Config(model=ModelConfig(**SMALL))
+    model = CESTModel(config.model, load_sfm())
+    save_checkpoint(tmp_path / "ckpt", model, config)
+    assert synthetic_eval.main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(synthetic_set),
+                                "--output", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["images"] == 6
+    metrics = report["metrics"]
+    truth = synthetic.read_ground_truth(synthetic_set)
+    viewpoints = torch.cat([torch.from_numpy(t["viewpoint"]) for t in truth.values()])
+    true_angles = rotation_error_deg(torch.zeros(6, 3), viewpoints[:, 1:4])
+    assert metrics["rotation_deg"]["mean"] == pytest.approx(float(true_angles.mean()), abs=2)
+    assert 0.5 < metrics["vertex_mm"]["mean"] < 10
+    assert all(metrics[name]["mean"] > 0 for name in synthetic_eval.METRICS)
+    assert "| 3D vertex error | mm |" in (tmp_path / "report.md").read_text()
+    assert "s per 1,000 images" in capsys.readouterr().out
+
+
+def test_evaluation_refuses_a_directory_without_ground_truth(tmp_path, capsys):
+    assert synthetic_eval.main(["--checkpoint", str(tmp_path), "--data", str(tmp_path), "--output",
+                                str(tmp_path / "r")]) == 2
+    assert "no ground_truth" in capsys.readouterr().err
