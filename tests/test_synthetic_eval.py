@@ -46,3 +46,26 @@ def test_evaluation_refuses_a_directory_without_ground_truth(tmp_path, capsys):
     assert synthetic_eval.main(["--checkpoint", str(tmp_path), "--data", str(tmp_path), "--output",
                                 str(tmp_path / "r")]) == 2
     assert "no ground_truth" in capsys.readouterr().err
+
+
+def test_the_experiment_trains_variants_scores_them_and_resumes(synthetic_set, tmp_path):
+    from cest.config import DataConfig, save_config
+    from jobs import synthetic_experiment
+
+    save_config(Config(model=ModelConfig(**SMALL), data=DataConfig(clips_per_batch=2, frames_per_clip=2)),
+                tmp_path / "small.yaml")
+    arguments = ["--train", str(synthetic_set), "--test", str(synthetic_set), "--output", str(tmp_path / "runs"),
+                 "--config", str(tmp_path / "small.yaml"), "--steps", "2", "--seeds", "0", "1",
+                 "--variants", "cest", "iest"]
+    assert synthetic_experiment.main(arguments) == 0
+    results = json.loads((tmp_path / "runs" / "results.json").read_text())
+    assert set(results["runs"]) == {"cest", "iest"}
+    vertex = results["runs"]["iest"]["vertex_mm"]
+    assert len(vertex["seeds"]) == 2 and vertex["mean"] == pytest.approx(sum(vertex["seeds"]) / 2)
+    report = json.loads((tmp_path / "runs" / "iest" / "seed1" / "report.json").read_text())
+    assert report["training"]["steps"] == 2 and report["metrics"]["vertex_mm"]["mean"] == vertex["seeds"][1]
+    checkpoint = tmp_path / "runs" / "cest" / "seed0" / "checkpoint.pt"
+    written = checkpoint.stat().st_mtime_ns
+    assert synthetic_experiment.main(arguments) == 0  # finished runs are read back, not retrained
+    assert checkpoint.stat().st_mtime_ns == written
+    assert "| cest |" in (tmp_path / "runs" / "results.md").read_text()
