@@ -164,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     if (args.output / "clips").is_dir() and any((args.output / "clips").iterdir()):
         print(f"error: {args.output} already holds clips; choose an empty directory", file=sys.stderr)
         return 2
-    summary = generate(args.output, args.clips, args.frames, args.seed)
+    from cest.assets import AssetError
+
+    try:
+        summary = generate(args.output, args.clips, args.frames, args.seed)
+    except AssetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {summary['images']} images in {summary['clips']} clips to {args.output} "
           f"({summary['images'] / summary['seconds']:.1f} images/s)")
     return 0
