@@ -2,14 +2,14 @@
 4 clips x 2 frames per batch).
 
 Evaluation uses all 32 frames with the plain photometric term (no symmetry/consistency), before and after.
-Measured on a 2-core CPU (120 steps, 15-60 s per run), seed 0:
-- CEST with symmetry and consistency: photometric 0.413 -> 0.081; landmark (fraction of the image size)
-  0.116 -> 0.032.
+Measured on a 2-core CPU (120 steps, 15-60 s per run on a quiet machine), seed 0, with the reflectance U-Net of
+the paper's Table 2 (no full-resolution skip) and the validity mask as its fourth input (issue 10):
+- CEST with symmetry and consistency: photometric 0.342 -> 0.085; landmark (fraction of the image size)
+  0.116 -> 0.030.
 - Degeneracy (paper Sec. 3.3, Fig. 4e): with both constraints off the shading is nearly flat, its std over the
-  face 0.015 against 0.058 with the constraints, and the reflectance copies the unwrapped image more closely:
-  correlation 0.921 against 0.847.
-(With the earlier stand-in frames, seeds 0 / 1 / 2 gave photometric drops 0.41 -> 0.095 / 0.42 -> 0.084 /
-0.30 -> 0.090 and shading std 0.017 / 0.014 / 0.015 unconstrained against 0.055 / 0.056 / 0.064.)
+  face 0.029 against 0.070 with the constraints, and the reflectance copies the unwrapped image more closely:
+  correlation 0.903 against 0.757. (With the earlier U-Net, which had a full-resolution skip: 0.015 against
+  0.058, correlation 0.921 against 0.847; the unconstrained bound was 0.025 then, 0.04 now.)
 """
 
 import pytest
