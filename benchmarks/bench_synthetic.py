@@ -40,7 +40,7 @@ def main() -> None:
     count = args.clips * args.frames
     start = time.perf_counter()
     for index in range(args.clips):
-        clip_rows(faces.clip(args.frames, clip_generator(0, index)), f"bench/s/{index:06d}/000", 0, "{}")
+        clip_rows(faces.clip(args.frames, clip_generator(0, index)), f"bench/s/{index:06d}/000", "{}")
     results["generator_images_per_s_224"] = round(count / (time.perf_counter() - start), 2)
 
     with tempfile.TemporaryDirectory() as directory:

@@ -67,7 +67,7 @@ def decode_reflectance(data: bytes) -> np.ndarray:
     return (cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 65535).transpose(2, 0, 1)
 
 
-def clip_rows(clip, key: str, seed: int, settings: str) -> tuple[dict, dict]:
+def clip_rows(clip, key: str, settings: str) -> tuple[dict, dict]:
     """The clip row (CLIP_SCHEMA) and the ground-truth row of one `cest.synthetic.SyntheticClip`."""
     frames, size = clip.images.shape[0], clip.images.shape[-1]
     images = (clip.images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
@@ -133,7 +133,7 @@ def generate(output: Path, clips: int, frames: int, seed: int, log=print) -> dic
         rows, truths = [], []
         for index in range(first, min(first + CLIPS_PER_FILE, clips)):
             clip = faces.clip(frames, clip_generator(seed, index))
-            row, truth = clip_rows(clip, segment_key(seed, index), seed, settings)
+            row, truth = clip_rows(clip, segment_key(seed, index), settings)
             rows.append(row)
             truths.append(truth)
         table = pa.Table.from_pylist(rows, schema=CLIP_SCHEMA)

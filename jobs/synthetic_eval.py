@@ -74,8 +74,8 @@ def _truth_tensors(truths: list[dict]) -> dict[str, torch.Tensor]:
                                                            for t, n in zip(truths, frames)])),
         "alpha_expression": torch.from_numpy(np.concatenate([t["alpha_expression"] for t in truths])),
         "sh": torch.from_numpy(np.concatenate([t["sh"] for t in truths])),
-        "reflectance": torch.from_numpy(np.stack([t["reflectance"] for t, n in zip(truths, frames)
-                                                  for _ in range(n)])),
+        "reflectance": torch.from_numpy(np.stack([t["reflectance"] for t, count in zip(truths, frames)
+                                                  for _ in range(count)])),
     }
 
 
