@@ -3,13 +3,15 @@
 
 Evaluation uses all 32 frames with the plain photometric term (no symmetry/consistency), before and after.
 Measured on a 2-core CPU (120 steps, 15-60 s per run on a quiet machine), seed 0, with the reflectance U-Net of
-the paper's Table 2 (no full-resolution skip) and the validity mask as its fourth input (issue 10):
-- CEST with symmetry and consistency: photometric 0.342 -> 0.085; landmark (fraction of the image size)
-  0.116 -> 0.030.
+the paper's Table 2 (no full-resolution skip), the validity mask as its fourth input and the loss defaults of
+the issue 10 sweep (L1 photometric distance, w_landmark 10):
+- CEST with symmetry and consistency: photometric (L1) 0.170 -> 0.048; landmark (fraction of the image size)
+  0.116 -> 0.029.
 - Degeneracy (paper Sec. 3.3, Fig. 4e): with both constraints off the shading is nearly flat, its std over the
-  face 0.029 against 0.070 with the constraints, and the reflectance copies the unwrapped image more closely:
-  correlation 0.903 against 0.757. (With the earlier U-Net, which had a full-resolution skip: 0.015 against
-  0.058, correlation 0.921 against 0.847; the unconstrained bound was 0.025 then, 0.04 now.)
+  face 0.030 against 0.079 with the constraints, and the reflectance copies the unwrapped image more closely:
+  correlation 0.911 against 0.799. (With the earlier U-Net, which had a full-resolution skip, and L2,1 with
+  w_landmark 1: 0.015 against 0.058, correlation 0.921 against 0.847; the unconstrained bound was 0.025 then,
+  0.04 now.)
 """
 
 import pytest
