@@ -3,6 +3,7 @@
     python -m jobs.synthetic_experiment --train data/synth_train --test data/synth_test --output runs/synth \
         --steps 150 --seeds 0 1 2 [--variants cest iest ...] [--config jobs/configs/synthetic_cpu.yaml]
     python -m jobs.synthetic_experiment ... --sweep    # issue 10 fix 7: CEST under several loss settings
+    python -m jobs.synthetic_experiment ... --steps 0 --variants cest --output runs/untrained   # the baseline
 
 Each run: `cest.train_local.train` (the shared `cest.step.train_step`) on batches of clips x frames drawn from
 the train set's clip rows (read by `jobs.frames`, resized to the model's image size), a fixed number of steps,
@@ -66,8 +67,9 @@ def run_one(config: Config, frames, test_dir: Path, steps: int, seed: int, direc
     seconds = time.perf_counter() - start
     save_checkpoint(directory, model, config, step=steps)
     report = evaluate(model, test_dir)
-    report["training"] = {"steps": steps, "seconds": round(seconds, 1), "final_loss": history[-1],
-                          "images_per_second": round(steps * config.data.batch_size / seconds, 1)}
+    report["training"] = {"steps": steps, "seconds": round(seconds, 1),
+                          "final_loss": history[-1] if history else None,  # --steps 0: the untrained model
+                          "images_per_second": round(steps * config.data.batch_size / max(seconds, 1e-9), 1)}
     report_path.write_text(json.dumps(report, indent=2))
     log(f"{directory}: trained {steps} steps in {seconds:.0f} s; " + ", ".join(
         f"{name} {report['metrics'][name]['mean']:.4g}" for name in METRICS))
