@@ -63,7 +63,11 @@ def run_one(config: Config, frames, test_dir: Path, steps: int, seed: int, direc
     generator = torch.Generator().manual_seed(seed)
     model = build_model(config.model)
     start = time.perf_counter()
-    history = train(model, config, clip_batches(frames, config.data, generator), steps, generator)
+    def progress(step: int, terms: dict[str, float]) -> None:
+        if (step + 1) % 20 == 0:
+            log(f"{directory}: step {step + 1}/{steps}, loss {terms['total']:.4f}")
+
+    history = train(model, config, clip_batches(frames, config.data, generator), steps, generator, progress)
     seconds = time.perf_counter() - start
     save_checkpoint(directory, model, config, step=steps)
     report = evaluate(model, test_dir)
