@@ -6,3 +6,4 @@ os.environ.setdefault("CEST_ASSETS_MIRROR", str(Path(__file__).resolve().parents
 
 # Real frames through the preprocessing pipeline, shared by the model tests (session fixture).
 from sample_frames import sample_frames  # noqa: E402,F401
+from sample_clips import sample_clips  # noqa: E402,F401
