@@ -14,8 +14,15 @@ INPUT ?= ../shared/assets/voxceleb_sample
 OUTPUT ?= data/clips
 # Extra options for `make preprocess`, e.g. PREPROCESS_ARGS="--num-cpus 4 --max-frames 300"
 PREPROCESS_ARGS ?=
+# Training: `make train` / `make ablations` on the clips of `make preprocess` (see jobs/train.py --help).
+DATA ?= $(OUTPUT)
+TRAIN_CONFIG ?= jobs/configs/cpu_demo.yaml
+NAME ?= demo
+TRAIN_ARGS ?=
+ABLATION_ARGS ?=
+MLFLOW_PORT ?= 5000
 
-.PHONY: setup test demo preprocess bench clean
+.PHONY: setup test demo preprocess train ablations mlflow-ui bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +41,16 @@ demo: setup
 
 preprocess: setup
 	$(PY) -m pipelines.preprocess --input $(INPUT) --output $(OUTPUT) $(PREPROCESS_ARGS)
+
+train: setup
+	$(PY) jobs/train.py --data $(DATA) --config $(TRAIN_CONFIG) --name $(NAME) $(TRAIN_ARGS)
+
+ablations: setup
+	$(PY) jobs/ablations.py --data $(DATA) --config $(TRAIN_CONFIG) $(ABLATION_ARGS)
+
+# The MLflow UI on this machine only, over the project's SQLite store (or MLFLOW_TRACKING_URI's).
+mlflow-ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_render.py

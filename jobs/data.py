@@ -38,6 +38,13 @@ KEY_COLUMNS = ["segment_key", "speaker_id", "video_id"]
 # and one decoding task. 16 MiB (about a dozen 100-frame segments) keeps several tasks busy on small data
 # and is still large enough to amortise a task at VoxCeleb scale.
 PARQUET_BIN_BYTES = 16 * 1024 * 1024
+# Every pass over the data starts a new Ray Data execution (seconds of start-up: listing, footer readers, the
+# first decodes). In a small corpus each clip row therefore gives several samples per pass (each with its own
+# random frames), enough for SAMPLES_PER_EXECUTION samples; a corpus of more than SMALL_CORPUS_FILES files
+# gives one sample per clip (its passes are long anyway).
+SAMPLES_PER_EXECUTION = 512
+SMALL_CORPUS_FILES = 64
+MAX_DRAWS_PER_CLIP = 16
 
 
 class DataError(ValueError):
@@ -100,23 +107,29 @@ def _stack_samples(samples: list[dict], frames: int, size: int) -> dict:
             else np.array([s[name] for s in samples], dtype=object) for name in samples[0]}
 
 
-def draw_clip_frames(rows: dict, frames: int, size: int, exclude: frozenset = frozenset(), seed=None) -> dict:
-    """Ray Data map: clip rows (numpy batch of FRAME_COLUMNS + segment_key) -> one sample per usable clip.
+def draw_clip_frames(rows: dict, frames: int, size: int, exclude: frozenset = frozenset(), seed=None,
+                     draws: int = 1) -> dict:
+    """Ray Data map: clip rows (numpy batch of FRAME_COLUMNS + segment_key) -> `draws` samples per usable clip.
 
-    F distinct frames uniformly at random per clip (fresh each call unless `seed`); clips with fewer than F
-    frames, or whose segment_key is in `exclude` (the held-apart clips), give no sample."""
+    Each sample holds F distinct frames of the clip drawn uniformly at random (fresh each call unless `seed`);
+    clips with fewer than F frames, or whose segment_key is in `exclude` (held apart), give no sample."""
     rng = np.random.default_rng(seed)
     samples = []
     for i, key in enumerate(rows["segment_key"]):
         count = int(rows["num_frames"][i])
         if count < frames or key in exclude:
             continue
-        chosen = np.sort(rng.choice(count, frames, replace=False))
-        landmarks = np.asarray(rows["landmarks"][i], np.float32).reshape(count, 68, 2)[chosen]
-        sample = decode_frames([rows["frames_jpeg"][i][c] for c in chosen], [rows["masks_png"][i][c] for c in chosen],
-                               landmarks, int(rows["crop_size"][i]), size)
-        samples.append(sample | {"sample_key": key})
+        for _ in range(draws):
+            samples.append(_draw_one(rows, i, key, count, frames, size, rng))
     return _stack_samples(samples, frames, size)
+
+
+def _draw_one(rows: dict, i: int, key: str, count: int, frames: int, size: int, rng) -> dict:
+    chosen = np.sort(rng.choice(count, frames, replace=False))
+    landmarks = np.asarray(rows["landmarks"][i], np.float32).reshape(count, 68, 2)[chosen]
+    sample = decode_frames([rows["frames_jpeg"][i][c] for c in chosen], [rows["masks_png"][i][c] for c in chosen],
+                           landmarks, int(rows["crop_size"][i]), size)
+    return sample | {"sample_key": key}
 
 
 def cut_to_candidates(rows: dict, frames: int, exclude: frozenset = frozenset(), seed=None) -> dict:
@@ -158,8 +171,20 @@ def draw_video_frames(group: dict, frames: int, size: int, seed=None) -> dict:
     return _stack_samples([sample | {"sample_key": group["video_key"][0]}], frames, size)
 
 
-def training_dataset(data: str, frames: int, size: int, scope: str = "clip", exclude=(), seed: int | None = None):
-    """The Ray Dataset of training samples (see the module doc). Lazy: nothing runs until iterated."""
+def draws_per_clip(fs, files: list[str], minimum_samples: int = SAMPLES_PER_EXECUTION) -> int:
+    """Samples each clip row gives per pass (row counts from the Parquet footers of a small corpus)."""
+    if len(files) > SMALL_CORPUS_FILES or minimum_samples <= 0:
+        return 1
+    rows = sum(pq.read_metadata(file, filesystem=fs).num_rows for file in files)
+    return min(MAX_DRAWS_PER_CLIP, max(1, -(-minimum_samples // max(rows, 1))))
+
+
+def training_dataset(data: str, frames: int, size: int, scope: str = "clip", exclude=(), seed: int | None = None,
+                     minimum_samples: int = SAMPLES_PER_EXECUTION):
+    """The Ray Dataset of training samples (see the module doc). Lazy: nothing runs until iterated.
+
+    In a small corpus each clip gives `draws_per_clip` samples per pass (clip scope), each with its own frames;
+    the workers' local shuffle buffers spread them over batches."""
     import ray.data
     from ray.data import FileShuffleConfig
 
@@ -171,7 +196,8 @@ def training_dataset(data: str, frames: int, size: int, scope: str = "clip", exc
     rows = ray.data.read_parquet(files, filesystem=fs, shuffle=shuffle).select_columns(KEY_COLUMNS + FRAME_COLUMNS)
     if scope == "clip":
         return rows.map_batches(draw_clip_frames, batch_size=8, batch_format="numpy",
-                                fn_kwargs={"frames": frames, "size": size, "exclude": exclude})
+                                fn_kwargs={"frames": frames, "size": size, "exclude": exclude,
+                                           "draws": draws_per_clip(fs, files, minimum_samples)})
     if scope == "video":
         candidates = rows.map_batches(cut_to_candidates, batch_size=8, batch_format="numpy",
                                       fn_kwargs={"frames": frames, "exclude": exclude})
