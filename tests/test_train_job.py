@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import torch
@@ -103,11 +102,12 @@ def test_two_workers_train_checkpoint_resume_and_track_one_mlflow_run(ray_addres
     assert [m.step for m in client.get_metric_history(run.info.run_id, "total")][-1] == 10
     resumed = load_checkpoint(latest_checkpoint(str(store / "runs" / "two"))[0])
     assert resumed["step"] == 10
-    # Training went on from step 8's weights, not from scratch.
+    # Training went on from step 8's weights, not from scratch: two Adam steps (lr 1e-3) move each weight by
+    # at most about 2e-3 (BatchNorm running statistics are not weights).
     before = torch.load(Path(directory) / "checkpoint.pt", weights_only=True)["model"]
-    moved = [float((resumed["model"][k].float() - before[k].float()).abs().max()) for k in before
-             if before[k].is_floating_point()]
-    assert 0 < max(moved) < 0.1
+    moved = [float((resumed["model"][k] - before[k]).abs().max()) for k in before
+             if before[k].is_floating_point() and "running_" not in k]
+    assert 0 < max(moved) < 5e-3
 
     # A fresh start under a used name needs --fresh.
     assert main(args + ["--steps", "10"]) == 0
