@@ -80,9 +80,9 @@ def parent_run(args) -> str:
     if fs.get_file_info(record).type == pyarrow.fs.FileType.File:
         with fs.open_input_stream(record) as stream:
             return json.loads(stream.read())["mlflow_run_id"]
-    client = MlflowClient(tracking.tracking_uri())
-    experiment = client.get_experiment_by_name(args.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(args.experiment)
+    uri = tracking.tracking_uri()
+    client = MlflowClient(uri)
+    experiment_id = tracking.experiment_id(client, uri, args.experiment)
     run = client.create_run(experiment_id, run_name=args.name, tags={tracking.ROLE_TAG: tracking.ABLATIONS_ROLE})
     fs.create_dir(root, recursive=True)
     with fs.open_output_stream(record) as stream:

@@ -340,8 +340,7 @@ def open_mlflow_run(args, config: Config, run_dir: str, uri: str) -> str:
     if recorded is not None:
         return recorded["mlflow_run_id"]
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(args.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(args.experiment)
+    experiment_id = tracking.experiment_id(client, uri, args.experiment)
     tags = {tracking.VARIANT_TAG: config.model.variant, tracking.ABLATION_TAG: args.ablation,
             tracking.DATASET_TAG: args.data.rstrip("/").rsplit("/", 1)[-1], tracking.COMMIT_TAG: _git_commit(),
             "cest.storage": run_dir}

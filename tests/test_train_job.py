@@ -195,3 +195,86 @@ def test_a_small_corpus_gives_several_samples_per_clip_and_pass(sample_clips):
     assert draws_per_clip(fs, files, minimum_samples=len(rows) + 1) == 2
     assert draws_per_clip(fs, files, minimum_samples=10 * len(rows)) == 10
     assert draws_per_clip(fs, files, minimum_samples=10_000) == 16  # bounded
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop_processes_mentioning(marker: str) -> None:
+    """SIGKILL every process whose command line names `marker` (the head's temp dir), and its descendants."""
+    started = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+    processes = set(started)
+    for process in started:
+        try:
+            processes.update(process.children(recursive=True))
+        except psutil.Error:
+            pass
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(list(processes), timeout=20)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_training_job(sample_clips, store):
+    import tempfile
+
+    data, _ = sample_clips
+    # Token authentication is on for a new local cluster once this machine holds a token; the test's head
+    # and its job client agree on "disabled" explicitly instead.
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    ray = str(Path(sys.executable).with_name("ray"))
+    dashboard = _free_port()
+    try:
+        # Every port chosen free: the defaults (the dashboard agent's 52365, ...) may be held by another Ray
+        # instance on this machine, and then the job agent never comes up.
+        ports = {option: _free_port() for option in ("--port", "--ray-client-server-port",
+                                                     "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                                     "--runtime-env-agent-port", "--metrics-export-port")}
+        subprocess.run([ray, "start", "--head", f"--temp-dir={temp_dir}", f"--dashboard-port={dashboard}",
+                        "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats",
+                        *[f"{option}={port}" for option, port in ports.items()]],
+                       env=env, check=True, capture_output=True, timeout=180)
+        runtime_env = ('{"env_vars": {"MLFLOW_TRACKING_URI": "sqlite:///%s", "CEST_ASSETS_MIRROR": "%s"}}'
+                       % (store / "mlflow.db", os.environ["CEST_ASSETS_MIRROR"]))
+        submit = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT),
+                  "--runtime-env-json", runtime_env, "--", sys.executable, "jobs/train.py", "--data", str(data),
+                  *SMALL, "--steps", "2", "--workers", "1", "--cpus-per-worker", "0.5", "--name", "submitted",
+                  "--storage", str(store / "runs")]
+        for _ in range(20):  # `ray start` returns before the dashboard's job agent accepts jobs
+            job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400)
+            if "No available agent to submit job" not in job.stderr:
+                break
+            time.sleep(2)
+    finally:
+        _stop_processes_mentioning(temp_dir)
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    assert "succeeded" in job.stdout + job.stderr and "done: submitted at step 2" in job.stdout
+    assert latest_checkpoint(str(store / "runs" / "submitted"))[1] == 2
+    _, runs = _runs(store)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    # Artifacts beside the database, not in ./mlruns of the job's temporary working directory.
+    assert runs[0].info.artifact_uri.startswith((store / "mlartifacts").as_uri())
+    assert not [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
+
+
+@pytest.mark.slow
+def test_single_images_train_in_this_process_without_consistency(ray_address, sample_clips, store, capsys):
+    data, _ = sample_clips
+    args = ["--data", str(data), *SMALL, "--workers", "0", "--name", "images", "--storage", str(store / "runs"),
+            "--steps", "2", "--set", "data.frames_per_clip=1", "--set", "loss.consistency=false",
+            "--set", "data.clips_per_batch=4"]
+    assert main(args) == 0
+    assert "rank 0: 1 worker(s), 4 images per step" in capsys.readouterr().out
+    client, runs = _runs(store)
+    assert "consistency" not in runs[0].data.metrics and "symmetry" in runs[0].data.metrics
+    assert latest_checkpoint(str(store / "runs" / "images"))[1] == 2
