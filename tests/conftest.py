@@ -1,8 +1,5 @@
-import os
-from pathlib import Path
-
-# Tests read third-party assets from the local mirror beside the checkout unless one is configured.
-os.environ.setdefault("CEST_ASSETS_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "assets"))
+# Third-party assets come through the registry (tests/sample_assets.py): from the mirror named by
+# CEST_ASSETS_MIRROR (the Makefile sets it when ../shared/assets exists), else downloaded from upstream.
 
 # Real frames through the preprocessing pipeline, shared by the model tests (session fixture).
-from sample_frames import sample_frames  # noqa: E402,F401
+from sample_frames import sample_frames  # noqa: F401
