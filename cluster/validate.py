@@ -1,6 +1,8 @@
 """Check the cluster definitions offline, before `ray up` or `kubectl apply`.
 
-    python cluster/validate.py [FILE ...]      (default: every definition in cluster/; exit 1 on any error)
+    python -m cluster.validate [FILE ...]      (from the repository root)
+
+Checks every definition in cluster/ when no file is named; prints one line per error and exits 1 on any.
 
 - Ray cluster-launcher YAMLs (aws.yaml, gcp.yaml): Ray's own `prepare_config` (merges the provider's
   defaults) then `validate_config` (ray/autoscaler/ray-schema.json: unknown keys, integer resource counts).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import sys
 from pathlib import Path
 
@@ -111,8 +114,8 @@ def _operator_errors(kind: str, spec: dict) -> list[str]:
     for index, group in enumerate(cluster.get("workerGroupSpecs") or []):
         where = f"{prefix}/workerGroupSpecs/{index}"
         errors += _start_param_errors(where, group.get("rayStartParams"))
-        low, high, replicas = group.get("minReplicas", 0), group.get("maxReplicas", 0), group.get("replicas")
-        if all(isinstance(value, int) for value in (low, high)):
+        low, high, replicas = group.get("minReplicas"), group.get("maxReplicas"), group.get("replicas")
+        if all(isinstance(value, int) for value in (low, high)):  # missing ones are schema errors already
             if low > high:
                 errors.append(f"{where}: minReplicas {low} > maxReplicas {high}")
             elif isinstance(replicas, int) and not low <= replicas <= high:
@@ -150,6 +153,7 @@ def definitions() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # prepare_config's notes on filled-in defaults
     paths = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)] or definitions()
     try:
         errors = [error for path in paths for error in file_errors(path)]
