@@ -18,6 +18,7 @@ It never calls `ray stop`, which would stop every Ray cluster of the user on the
         cluster.wait_for_nodes(2)
         result = cluster.submit(["python", "job.py"], working_dir=directory)
         assert result.returncode == 0, result.stdout
+        cluster.task_nodes()    # {task name: IDs of the nodes its tasks ran on}
 """
 
 from __future__ import annotations
@@ -164,6 +165,19 @@ class RayCluster:
             command.append(f"--runtime-env-json={json.dumps(runtime_env)}")
         return subprocess.run(command + ["--", *entrypoint], env=self.env, capture_output=True, text=True,
                               timeout=timeout_s)
+
+    def task_nodes(self) -> dict[str, set[str]]:
+        """For each task name of every job so far, the IDs of the nodes its tasks ran on (Ray's state API)."""
+        command = [RAY, "list", "tasks", f"--address={self.dashboard_url}", "--format=json", "--detail",
+                   "--limit=10000", "--timeout=120"]  # the API server's maximum
+        result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=180)
+        if result.returncode != 0:
+            raise RuntimeError(f"`ray list tasks` failed:\n{result.stderr[-3000:]}")
+        nodes: dict[str, set[str]] = {}
+        for task in json.loads(result.stdout):
+            if task.get("node_id"):
+                nodes.setdefault(task["name"], set()).add(task["node_id"])
+        return nodes
 
     # Teardown --------------------------------------------------------------------------------------------
     def started_pids(self, processes: list[subprocess.Popen] | None = None) -> list[int]:

@@ -13,8 +13,8 @@ import json, ray
 
 ray.init()
 where = lambda: ray.get_runtime_context().get_node_id()
-on_head = ray.remote(num_cpus=1, resources={"head_node": 0.01})(where)
-on_second = ray.remote(num_cpus=1, resources={"second_node": 0.01})(where)
+on_head = ray.remote(num_cpus=1, resources={"head_node": 0.01})(where).options(name="on_head")
+on_second = ray.remote(num_cpus=1, resources={"second_node": 0.01})(where).options(name="on_second")
 print("RESULT " + json.dumps({
     "driver": where(),
     "head_tasks": sorted(set(ray.get([on_head.remote() for _ in range(4)]))),
@@ -48,6 +48,8 @@ def test_submitted_job_runs_on_both_nodes_and_stop_ends_every_process(two_nodes,
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     ran = json.loads(line.removeprefix("RESULT "))
     assert ran == {"driver": head, "head_tasks": [head], "second_tasks": [second]}
+    task_nodes = two_nodes.task_nodes()  # the same, from Ray's state API, as the lead's jobs will check it
+    assert (task_nodes["on_head"], task_nodes["on_second"]) == ({head}, {second})
 
     started = [psutil.Process(pid) for pid in two_nodes.started_pids()]
     assert len(started) >= 6  # per node at least `ray start` and a raylet; GCS and dashboard on the head
