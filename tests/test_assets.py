@@ -202,6 +202,30 @@ def test_archive_member_is_downloaded_extracted_and_checked(monkeypatch, no_mirr
     assert assets.sha256_of(other) == assets.REGISTRY[ZIPPED_TOO].sha256
 
 
+def test_every_sample_clip_downloads_or_extracts_into_the_cache(monkeypatch, tmp_path):
+    """The whole sample without a mirror: 14 clips downloaded, 14 extracted from their 3 archives, all checked."""
+    served = tmp_path / "served"
+    sources = [entry for entry in assets.REGISTRY.values() if entry.url and entry.name.startswith(("voxceleb_sample/", "archives/"))]
+    for entry in sources:
+        (served / entry.name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(asset(entry.name), served / entry.name)
+    monkeypatch.delenv(assets.MIRROR_ENV, raising=False)
+    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for entry in sources:
+            with_fields(monkeypatch, entry.name, url=served_url(server, entry.name))
+        directory = assets.fetch_dir("voxceleb_sample")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert directory == tmp_path / "cache" / "voxceleb_sample"
+    clips = sorted(directory.glob("*/*/00001.mp4"))
+    assert [str(clip.relative_to(directory.parent)) for clip in clips] == assets.names_under("voxceleb_sample")
+    assert all(assets.sha256_of(clip) == assets.REGISTRY[f"voxceleb_sample/{clip.relative_to(directory)}"].sha256 for clip in clips)
+
+
 def test_archive_member_with_wrong_hash_is_refused(monkeypatch, no_mirror, http_server):
     with_fields(monkeypatch, ARCHIVE, url=served_url(http_server, ARCHIVE))
     with_fields(monkeypatch, ZIPPED, sha256=assets.REGISTRY[ZIPPED_TOO].sha256)
