@@ -79,11 +79,17 @@ def _close(node) -> None:
 
 
 @functools.cache
-def crd_schema(kind: str) -> dict:
-    """The strict v1 schema of a KubeRay kind, from the registered KubeRay v1.7.0 CRD."""
+def published_schema(kind: str) -> dict:
+    """The v1 OpenAPI schema of a KubeRay kind as the registered KubeRay v1.7.0 CRD publishes it."""
     crd = yaml.load(fetch(CRD_ASSETS[kind]).read_text(), Loader=YAML_LOADER)
     (version,) = [version for version in crd["spec"]["versions"] if version["name"] == "v1"]
-    return strict(version["schema"]["openAPIV3Schema"])
+    return version["schema"]["openAPIV3Schema"]
+
+
+@functools.cache
+def crd_schema(kind: str) -> dict:
+    """The strict v1 schema of a KubeRay kind (see `strict`)."""
+    return strict(published_schema(kind))
 
 
 def kuberay_errors(manifest: dict) -> list[str]:
