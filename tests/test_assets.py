@@ -1,12 +1,11 @@
 import dataclasses
-import hashlib
 import functools
+import hashlib
 import http.server
 import shutil
 import socket
 import threading
 import zipfile
-from pathlib import Path
 
 import pytest
 

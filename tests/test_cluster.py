@@ -1,7 +1,6 @@
 """cluster/: the launcher YAMLs pass Ray's own validation, the KubeRay manifests the v1.7.0 CRD schemas (strict)
 and the operator's rules; broken definitions fail; the image, Ray and torch pins agree everywhere."""
 
-import copy
 import re
 import shlex
 import subprocess
