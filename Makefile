@@ -10,7 +10,8 @@ TORCH_INDEX ?=
 # checkout (as on CI), else they are downloaded into the user cache; see cest/assets.py.
 export CEST_ASSETS_MIRROR ?= $(if $(wildcard ../shared/assets/SHA256SUMS),$(abspath ../shared/assets))
 
-INPUT ?= ../shared/assets/voxceleb_sample
+# Videos for `make preprocess`; empty: the sample clips, fetched through the asset registry (mirror or download).
+INPUT ?=
 OUTPUT ?= data/clips
 # Extra options for `make preprocess`, e.g. PREPROCESS_ARGS="--num-cpus 4 --max-frames 300"
 PREPROCESS_ARGS ?=
@@ -40,7 +41,9 @@ demo: setup
 	$(PY) -m cest.demo --output demo/face.png
 
 preprocess: setup
-	$(PY) -m pipelines.preprocess --input $(INPUT) --output $(OUTPUT) $(PREPROCESS_ARGS)
+	@input="$(INPUT)"; [ -n "$$input" ] || input=$$($(PY) -m cest.assets dir voxceleb_sample) || exit 1; \
+	echo "$(PY) -m pipelines.preprocess --input $$input --output $(OUTPUT) $(PREPROCESS_ARGS)"; \
+	$(PY) -m pipelines.preprocess --input "$$input" --output $(OUTPUT) $(PREPROCESS_ARGS)
 
 train: setup
 	$(PY) jobs/train.py --data $(DATA) --config $(TRAIN_CONFIG) --name $(NAME) $(TRAIN_ARGS)

@@ -10,7 +10,8 @@ from pipelines.landmarks import make_landmarker
 from pipelines.masks import make_masker
 from pipelines.schema import CLIP_SCHEMA
 from pipelines.stages import process_input
-from sample_frames import CLIPS, PIPELINE, SAMPLE_DIR
+from sample_assets import sample_clip
+from sample_frames import CLIPS, PIPELINE
 
 
 def write_clips(output, clips=CLIPS, rows_per_file: int = 2) -> list[dict]:
@@ -19,7 +20,7 @@ def write_clips(output, clips=CLIPS, rows_per_file: int = 2) -> list[dict]:
     masker = make_masker(PIPELINE.mask_backend, PIPELINE.skin_threshold)
     rows = []
     for clip in clips:
-        produced = process_input(make_input(str(SAMPLE_DIR / clip / "00001.mp4")), PIPELINE, landmarker, masker)
+        produced = process_input(make_input(str(sample_clip(clip))), PIPELINE, landmarker, masker)
         rows += [row for row in produced if row["row_kind"] == "clip"]
     (output / "clips").mkdir(parents=True, exist_ok=True)
     for start in range(0, len(rows), rows_per_file):
