@@ -15,7 +15,14 @@ OUTPUT ?= data/clips
 # Extra options for `make preprocess`, e.g. PREPROCESS_ARGS="--num-cpus 4 --max-frames 300"
 PREPROCESS_ARGS ?=
 
-.PHONY: setup test demo preprocess bench clean
+# `make eval`: the children of the latest ablation run (MLflow tag cest.role=ablations) on AFLW2000-3D (the
+# asset sample unless AFLW2000 names the full 2,000-image folder) and, when `make preprocess` has run, the
+# photometric error on its clips. Results in EVAL_OUTPUT and in each run; see docs/eval.md.
+AFLW2000 ?= $(CEST_ASSETS_MIRROR)/aflw2000_sample
+EVAL_OUTPUT ?= eval
+EVAL_ARGS ?=
+
+.PHONY: setup test demo preprocess eval bench clean
 
 setup: $(VENV)/.installed
 
@@ -35,9 +42,12 @@ demo: setup
 preprocess: setup
 	$(PY) -m pipelines.preprocess --input $(INPUT) --output $(OUTPUT) $(PREPROCESS_ARGS)
 
+eval: setup
+	$(PY) -m jobs.eval --latest-ablations --aflw2000 $(AFLW2000) $(if $(wildcard $(OUTPUT)/clips),--clips $(OUTPUT)) --output $(EVAL_OUTPUT) $(EVAL_ARGS)
+
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_render.py
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_train_step.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo
+	rm -rf $(VENV) .pytest_cache demo $(EVAL_OUTPUT)

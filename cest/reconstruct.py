@@ -289,14 +289,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-frames", type=int, default=0, help="video: reconstruct at most this many frames")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    return run(args, args.checkpoint)
-
-
-def run(args, checkpoint: Path) -> int:
-    """The command line's work once the checkpoint is known (shared with jobs.reconstruct --run-id)."""
     output = args.output or args.path.with_name(args.path.stem + "_cest")
     try:
-        reconstructor = Reconstructor(checkpoint, args.device)
+        reconstructor = Reconstructor(args.checkpoint, args.device)
         summary = reconstruct(args.path, reconstructor, output, args.smooth, args.max_frames)
     except (ReconstructError, CheckpointError, AssetError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -105,6 +105,7 @@ def test_oracle_nme_is_the_model_landmarks_scored_by_hand(checkpoints):
     assert scores["oracle_nme68"][0] == pytest.approx(landmark_nme(in_source, row["gt"]), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_ray_batch_inference_gives_the_local_scores(ray_local, checkpoints):
     path, _ = checkpoints["iest"]
     items = evaluation.aflw2000_items(fetch_dir("aflw2000_sample"))[:4]
