@@ -8,6 +8,9 @@ AFLW2000-3D (a folder of imageNNNNN.jpg + .mat): every image is cropped twice wi
 as 3DDFA's protocol does) and from dlib's detected landmarks (what a user gets; images without a detection
 are counted and left out). The model's 68 projected landmarks are mapped back to the image and scored with
 `cest.metrics` (3DDFA protocol: NME by yaw bin, balanced mean, all 68 and inner 51 points).
+With --bfm-dir (the user's BFM 2009 and 3DDFA expression files, never shipped) also the dense NME of the
+oracle crops (`cest.dense`: the paper's per-vertex metric after ICP, its region, alignment and the ground
+truth's keypoint self-test stated in metrics.json).
 Photometric error (App. B.5): MAE (0-255) between each crop and its overlay, inside the rendered face and
 over the crop, for a folder of photos (detected crops) or a preprocess output's clip frames (its own crops).
 
@@ -30,8 +33,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from scipy.io import loadmat
 
 from cest.checkpoint import CheckpointError
+from cest.dense import METHOD as DENSE_METHOD
+from cest.dense import BFMGroundTruth, dense_nme, densify
 from cest.metrics import INNER, aflw2000_summary, ced_curve, landmark_nme, photometric_error, read_aflw2000_mat
 from cest.reconstruct import (IMAGE_SUFFIXES, CROP_SIZE, Reconstructor, ReconstructError, crop_photo,
                               crop_with_landmarks, invert_affine, model_images, read_image, to_model_pixels)
@@ -83,7 +89,12 @@ def prepare_aflw2000(item: dict) -> dict:
         found = True
     except ReconstructError:
         detected, found = oracle, False
+    mat = loadmat(item["mat_path"])
     return {"name": item["name"], "gt": annotation.landmarks.astype(np.float32), "yaw": annotation.yaw,
+            "height": image.shape[0], "shape_para": mat["Shape_Para"].reshape(-1).astype(np.float64),
+            "exp_para": mat["Exp_Para"].reshape(-1).astype(np.float64),
+            "pose_para": mat["Pose_Para"].reshape(-1).astype(np.float64),
+            "pt3d_68": mat["pt3d_68"].astype(np.float64),
             "oracle_crop": oracle.crops[0], "oracle_matrix": oracle.matrices[0],
             "detected_crop": detected.crops[0], "detected_matrix": detected.matrices[0], "detected_found": found}
 
@@ -126,10 +137,29 @@ def clip_frame_rows(output_dir: Path) -> list[dict]:
 class Scorer:
     """Scores batches of prepared rows (numpy columns) with one model; a Ray Data actor or a plain object."""
 
-    def __init__(self, checkpoint: str, device: str | None = None):
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+    def __init__(self, checkpoint: str, device: str | None = None, bfm_dir: str | None = None):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.reconstructor = Reconstructor(checkpoint, device)
+        self.bfm = BFMGroundTruth.from_dir(bfm_dir) if bfm_dir else None
+
+    def _dense(self, batch: dict, estimate, back: np.ndarray) -> dict:
+        """Dense NME of each image (cest.dense) and the ground truth's keypoint self-test (pixels)."""
+        pixels = estimate.faces.pixels.cpu().double().numpy()
+        triangles = self.reconstructor.model.morphable.triangles.cpu().numpy()
+        landmark_indices = self.reconstructor.model.morphable.landmark_indices.cpu().numpy()
+        nme, selftest = [], []
+        for index in range(len(pixels)):
+            linear, offset = back[index, :, :2], back[index, :, 2]
+            # Into the source image: x, y through the inverse crop; z (pixels, away from the camera) turned
+            # toward the viewer and scaled like x and y.
+            points = np.concatenate([pixels[index, :, :2] @ linear.T + offset,
+                                     -pixels[index, :, 2:] * np.sqrt(abs(np.linalg.det(linear)))], axis=1)
+            mat = {"Shape_Para": batch["shape_para"][index], "Exp_Para": batch["exp_para"][index],
+                   "Pose_Para": batch["pose_para"][index], "pt3d_68": batch["pt3d_68"][index]}
+            truth = self.bfm.image_vertices(mat, int(batch["height"][index]))
+            selftest.append(self.bfm.keypoint_error(truth, mat))
+            nme.append(dense_nme(densify(points, triangles), points[landmark_indices], truth, self.bfm.keypoints))
+        return {"dense_nme": np.asarray(nme), "dense_selftest_px": np.asarray(selftest)}
 
     def _estimate(self, crops: np.ndarray):
         images = model_images(np.asarray(crops, np.uint8), self.reconstructor.image_size).to(self.reconstructor.device)
@@ -156,6 +186,8 @@ class Scorer:
             result[f"{kind}_nme51"] = np.where(valid, landmark_nme(in_source, gt, INNER), np.nan)
             for key, value in self._photometric(images, estimate).items():
                 result[f"{kind}_{key}"] = np.where(valid, value, np.nan)
+            if self.bfm is not None and kind == "oracle":
+                result.update({f"oracle_{key}": value for key, value in self._dense(batch, estimate, back).items()})
         if "gt" in batch:
             result["yaw"] = np.asarray(batch["yaw"], np.float64)
         if "photo_crop" in batch:
@@ -166,19 +198,20 @@ class Scorer:
         return result
 
 
-def score_local(rows: list[dict], checkpoint: Path, batch_size: int) -> dict:
-    scorer = Scorer(str(checkpoint))
+def score_local(rows: list[dict], checkpoint: Path, batch_size: int, bfm_dir: Path | None = None) -> dict:
+    scorer = Scorer(str(checkpoint), bfm_dir=str(bfm_dir) if bfm_dir else None)
     parts = [scorer(stack_rows(rows[start:start + batch_size])) for start in range(0, len(rows), batch_size)]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
-def score_ray(items: list[dict], prepare, checkpoint: Path, batch_size: int) -> dict:
+def score_ray(items: list[dict], prepare, checkpoint: Path, batch_size: int, bfm_dir: Path | None = None) -> dict:
     """The same scoring as Ray Data batch inference: prepare in tasks, the model in actors (GPU when present)."""
     import ray
 
     gpus = int(ray.cluster_resources().get("GPU", 0))
+    arguments = {"checkpoint": str(checkpoint), "bfm_dir": str(bfm_dir) if bfm_dir else None}
     dataset = ray.data.from_items(items).map(prepare).map_batches(
-        Scorer, fn_constructor_kwargs={"checkpoint": str(checkpoint)}, batch_size=batch_size, batch_format="numpy",
+        Scorer, fn_constructor_kwargs=arguments, batch_size=batch_size, batch_format="numpy",
         concurrency=max(1, gpus) if gpus else 1, num_gpus=1 if gpus else 0)
     rows = dataset.take_all()
     return {key: np.asarray([row[key] for row in rows]) for key in rows[0]}
@@ -202,6 +235,10 @@ def summarise(scores: dict) -> dict:
                                             prefix=f"aflw2000_{kind}_nme{points}"))
         metrics[f"aflw2000_{kind}_missed"] = int((~found).sum())
         metrics[f"aflw2000_{kind}_photometric_face"] = float(np.nanmean(scores[f"{kind}_photometric_face"]))
+    if "oracle_dense_nme" in scores:
+        metrics.update(aflw2000_summary(scores["oracle_dense_nme"], scores["yaw"], prefix="aflw2000_oracle_dense_nme"))
+        metrics["aflw2000_dense_selftest_px_max"] = float(scores["oracle_dense_selftest_px"].max())
+        metrics["aflw2000_dense_method"] = DENSE_METHOD
     if "photo_photometric_face" in scores:
         face = scores["photo_photometric_face"]
         metrics["photometric_mae_face"] = float(np.nanmean(face)) if np.isfinite(face).any() else None
@@ -218,6 +255,7 @@ TABLE_COLUMNS = (
     ("aflw2000_oracle_nme68_pct_30_60", "30-60"),
     ("aflw2000_oracle_nme68_pct_60_90", "60-90"),
     ("aflw2000_oracle_nme51_pct_balanced", "NME51 % (oracle)"),
+    ("aflw2000_oracle_dense_nme_pct_balanced", "dense NME % (oracle)"),
     ("aflw2000_detected_nme68_pct_balanced", "NME68 % (detected)"),
     ("aflw2000_detected_missed", "no face"),
     ("photometric_mae_face", "photometric MAE face"),
@@ -297,7 +335,7 @@ def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str
 
 def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = None, images: Path | None = None,
              clips: Path | None = None, use_ray: bool = False, batch_size: int = 16, mlflow: bool = True,
-             limit: int = 0) -> dict:
+             limit: int = 0, bfm_dir: Path | None = None) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     jobs = []  # (items, prepare) per data set; prepared once for every model (local) or per model (Ray)
     if aflw2000:
@@ -316,9 +354,9 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
         merged, grid_crops = {}, None
         for (items, prepare), rows in zip(jobs, prepared):
             if use_ray and prepare is not None:
-                scores = score_ray(items, prepare, candidate.checkpoint, batch_size)
+                scores = score_ray(items, prepare, candidate.checkpoint, batch_size, bfm_dir)
             else:
-                scores = score_local(rows if rows is not None else items, candidate.checkpoint, batch_size)
+                scores = score_local(rows if rows is not None else items, candidate.checkpoint, batch_size, bfm_dir)
             merged.update(scores)
             if grid_crops is None:
                 sample = (rows or [prepare(item) if prepare else item for item in items[:GRID_IMAGES]])[:GRID_IMAGES]
@@ -373,6 +411,8 @@ def main(argv=None) -> int:
     parser.add_argument("--latest-ablations", action="store_true",
                         help="the children of the latest MLflow run tagged cest.role=ablations")
     parser.add_argument("--aflw2000", type=Path, help="AFLW2000-3D folder (imageNNNNN.jpg + .mat)")
+    parser.add_argument("--bfm-dir", type=Path, help="BFM 2009 + 3DDFA expression files for the dense NME "
+                        "(01_MorphableModel.mat, Model_Expression.mat, keypoints, BFM_exp_idx.mat); see docs/eval.md")
     parser.add_argument("--images", type=Path, help="a folder of photos for the photometric error")
     parser.add_argument("--clips", type=Path, help="a preprocess output (clip Parquet) for the photometric error")
     parser.add_argument("--output", type=Path, default=Path("eval"))
@@ -391,11 +431,11 @@ def main(argv=None) -> int:
             ray.init()
         try:
             results = evaluate(candidates, args.output, args.aflw2000, args.images, args.clips, args.ray,
-                               args.batch_size, not args.no_mlflow, args.limit)
+                               args.batch_size, not args.no_mlflow, args.limit, args.bfm_dir)
         finally:
             if args.ray:
                 ray.shutdown()
-    except (ReconstructError, CheckpointError, RunError) as error:
+    except (ReconstructError, CheckpointError, RunError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(comparison_table(results))

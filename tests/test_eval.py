@@ -115,3 +115,35 @@ def test_ray_batch_inference_gives_the_local_scores(ray_local, checkpoints):
     assert distributed["name"][order].tolist() == local["name"].tolist()
     assert np.allclose(distributed["oracle_nme68"][order], local["oracle_nme68"], rtol=1e-5)
     assert np.allclose(distributed["oracle_photometric_face"][order], local["oracle_photometric_face"], rtol=1e-5)
+
+
+def test_dense_nme_of_a_ground_truth_that_is_the_prediction_is_zero(tmp_path, checkpoints):
+    """--bfm-dir plumbing on BFM files the test writes: a 'BFM' whose mean is the model's own prediction of
+    the image (in the 3DDFA frame, frontal unit pose, zero coefficients) scores 0, and its self-test passes."""
+    from scipy.io import savemat
+
+    path, _ = checkpoints["cest"]
+    row = evaluation.prepare_aflw2000(evaluation.aflw2000_items(fetch_dir("aflw2000_sample"))[0])
+    scorer = evaluation.Scorer(str(path))
+    images = evaluation.model_images(row["oracle_crop"][None], 64)
+    estimate = scorer.reconstructor.estimate(images)
+    back = evaluation.invert_affine(evaluation.to_model_pixels(row["oracle_matrix"][None].astype(np.float64), 64))[0]
+    pixels = estimate.faces.pixels[0].double().numpy()
+    image_xy = pixels[:, :2] @ back[:, :2].T + back[:, 2]
+    image_z = -pixels[:, 2] * np.sqrt(abs(np.linalg.det(back[:, :2])))
+    height = row["height"]
+    bfm_frame = np.stack([image_xy[:, 0] + 0.5, height + 0.5 - image_xy[:, 1], image_z], 1)  # undo the image frame
+    savemat(tmp_path / "01_MorphableModel.mat", {"shapeMU": bfm_frame.reshape(-1, 1),
+                                                 "shapePC": np.zeros((bfm_frame.size, 199)), "shapeEV": np.ones((199, 1))})
+    savemat(tmp_path / "Model_Expression.mat", {"w_exp": np.zeros((bfm_frame.size, 29))})
+    landmark_indices = scorer.reconstructor.model.morphable.landmark_indices.numpy()
+    np.savetxt(tmp_path / "keypoints.txt", landmark_indices, fmt="%d")
+    row.update(shape_para=np.zeros(199), exp_para=np.zeros(29), pose_para=np.array([0, 0, 0, 0, 0, 0, 1.0]),
+               pt3d_68=np.concatenate([bfm_frame[landmark_indices].T[:1], bfm_frame[landmark_indices].T[1:2],
+                                       bfm_frame[landmark_indices].T[2:]]))
+    row["pt3d_68"][1] = height + 1 - row["pt3d_68"][1]  # pt3d_68 rows are image rows (1-based), not BFM y
+    scores = evaluation.score_local([row], path, batch_size=1, bfm_dir=tmp_path)
+    assert scores["oracle_dense_selftest_px"][0] < 1e-6
+    assert scores["oracle_dense_nme"][0] < 1e-6
+    metrics = evaluation.summarise(scores)
+    assert metrics["aflw2000_oracle_dense_nme_count_0_30"] == 1 and "ICP" in metrics["aflw2000_dense_method"]
