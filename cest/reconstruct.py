@@ -173,8 +173,8 @@ def smooth_estimate(model, images: torch.Tensor, estimate, sigma: float):
                           sh, landmarks)
 
 
-def _enlarged(image: np.ndarray, rows: int = 1) -> np.ndarray:
-    """Nearest-neighbour enlargement so that each row of panels is at least PREVIEW_MIN_SIZE tall."""
+def enlarged(image: np.ndarray, rows: int = 1) -> np.ndarray:
+    """Nearest-neighbour enlargement so that each of `rows` rows of panels is at least PREVIEW_MIN_SIZE tall."""
     factor = max(1, -(-PREVIEW_MIN_SIZE * rows // image.shape[0]))
     return cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST) if factor > 1 else image
 
@@ -203,9 +203,9 @@ def write_mesh_and_preview(reconstructor: Reconstructor, images: torch.Tensor, e
     write_textured_mesh(output, "face", frame.vertices[0].cpu().numpy(), model.morphable.triangles.cpu().numpy(),
                         model.morphable.uv.cpu().numpy(), to_uint8(frame.reflectance)[0])
     crop = images[index:index + 1].to(reconstructor.device)
-    _write_rgb(output / "overlay.png", _enlarged(np.concatenate(
+    _write_rgb(output / "overlay.png", enlarged(np.concatenate(
         [to_uint8(crop)[0], to_uint8(overlay(model, crop, frame))[0]], axis=1)))
-    _write_rgb(output / "preview.png", _enlarged(panel_grid(face_panels(model, crop, frame))))
+    _write_rgb(output / "preview.png", enlarged(panel_grid(face_panels(model, crop, frame))))
 
 
 def write_parameters_json(path: Path, params: dict, index: int, extra: dict) -> None:
@@ -275,7 +275,7 @@ def reconstruct(path: Path, reconstructor: Reconstructor, output: Path, smooth_s
         overlays = torch.cat([overlay(model, images[s:s + batch_size].to(reconstructor.device),
                                       frames_of(estimate, s, s + batch_size)) for s in range(0, len(images), batch_size)])
         strips = np.concatenate([to_uint8(images), to_uint8(overlays)], axis=2)
-        write_overlay_video(output / "overlay.mp4", np.stack([_enlarged(s) for s in strips]), crops.fps)
+        write_overlay_video(output / "overlay.mp4", np.stack([enlarged(s) for s in strips]), crops.fps)
     return {"frames": len(images), "output": str(output)}
 
 

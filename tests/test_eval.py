@@ -78,8 +78,8 @@ def test_aflw2000_and_photometric_scores_land_in_each_ablation_run(tmp_path, tra
                 metrics["aflw2000_oracle_nme68_count_60_90"]) == (5, 2, 1)
         bins = [metrics[f"aflw2000_oracle_nme68_pct_{b}"] for b in ("0_30", "30_60", "60_90")]
         assert metrics["aflw2000_oracle_nme68_pct_balanced"] == pytest.approx(np.mean(bins))
-        # A barely trained model draws the mean face in the crop's framing: a few percent to ~20 % NME.
-        assert 1.0 < metrics["aflw2000_oracle_nme68_pct_mean"] < 25.0
+        # A barely trained model draws the mean face in the crop's framing, centred near the eyes: about 20 %.
+        assert 5.0 < metrics["aflw2000_oracle_nme68_pct_mean"] < 40.0
         assert 0 < metrics["photometric_mae_face"] < 255 and metrics["photometric_mae_crop"] < metrics["photometric_mae_face"]
         logged = mlflow.MlflowClient().get_run(run_id)
         assert logged.data.metrics["eval.aflw2000_oracle_nme68_pct_balanced"] == pytest.approx(
