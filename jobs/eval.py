@@ -38,7 +38,7 @@ from scipy.io import loadmat
 from cest.checkpoint import CheckpointError
 from cest.dense import METHOD as DENSE_METHOD
 from cest.dense import BFMGroundTruth, dense_nme, densify
-from cest.metrics import INNER, aflw2000_summary, ced_curve, landmark_nme, photometric_error, read_aflw2000_mat
+from cest.metrics import INNER, aflw2000_landmarks, aflw2000_summary, ced_curve, landmark_nme, photometric_error
 from cest.reconstruct import (IMAGE_SUFFIXES, CROP_SIZE, Reconstructor, ReconstructError, crop_photo,
                               crop_with_landmarks, enlarged, invert_affine, model_images, read_image, to_model_pixels)
 from cest.visualize import face_panels, overlay, panel_grid
@@ -82,15 +82,15 @@ def landmarker():
 def prepare_aflw2000(item: dict) -> dict:
     """Oracle and detected crops (224) with their source->crop matrices, the ground truth and the yaw."""
     image = read_image(Path(item["image_path"]))
-    annotation = read_aflw2000_mat(item["mat_path"])
-    oracle = crop_with_landmarks(image, annotation.landmarks)
+    mat = loadmat(item["mat_path"])
+    landmarks, yaw = aflw2000_landmarks(mat["pt3d_68"]), float(mat["Pose_Para"][0][1])
+    oracle = crop_with_landmarks(image, landmarks)
     try:
         detected = crop_photo(image, landmarker())
         found = True
     except ReconstructError:
         detected, found = oracle, False
-    mat = loadmat(item["mat_path"])
-    return {"name": item["name"], "gt": annotation.landmarks.astype(np.float32), "yaw": annotation.yaw,
+    return {"name": item["name"], "gt": landmarks.astype(np.float32), "yaw": yaw,
             "height": image.shape[0], "shape_para": mat["Shape_Para"].reshape(-1).astype(np.float64),
             "exp_para": mat["Exp_Para"].reshape(-1).astype(np.float64),
             "pose_para": mat["Pose_Para"].reshape(-1).astype(np.float64),
@@ -324,7 +324,7 @@ def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str
                                           run_name=f"eval {candidate.checkpoint.name}").info.run_id
         mlflow_client.log_param(run_id, "checkpoint", str(candidate.checkpoint))
     for key, value in metrics.items():
-        if isinstance(value, (int, float)) and value is not None:
+        if isinstance(value, (int, float)):
             mlflow_client.log_metric(run_id, f"eval.{key}", float(value))
     for file in files:
         mlflow_client.log_artifact(run_id, str(file), "eval")
@@ -340,22 +340,22 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
              clips: Path | None = None, use_ray: bool = False, batch_size: int = 16, mlflow: bool = True,
              limit: int = 0, bfm_dir: Path | None = None) -> dict:
     output.mkdir(parents=True, exist_ok=True)
-    jobs = []  # (items, prepare) per data set; prepared once for every model (local) or per model (Ray)
+    datasets = []  # (items, prepare) per data set; prepared once for every model (local) or per model (Ray)
     if aflw2000:
-        jobs.append((aflw2000_items(aflw2000), prepare_aflw2000))
+        datasets.append((aflw2000_items(aflw2000), prepare_aflw2000))
     if images:
-        jobs.append((photo_items(images), prepare_photo))
+        datasets.append((photo_items(images), prepare_photo))
     if clips:
-        jobs.append((clip_frame_rows(clips), None))
-    if not jobs:
+        datasets.append((clip_frame_rows(clips), None))
+    if not datasets:
         raise ReconstructError("nothing to evaluate on: give --aflw2000, --images or --clips")
-    jobs = [(items[:limit] if limit else items, prepare) for items, prepare in jobs]
+    datasets = [(items[:limit] if limit else items, prepare) for items, prepare in datasets]
     prepared = [[prepare(item) if prepare else item for item in progress(items, "preparing")] if not use_ray
-                else None for items, prepare in jobs]
+                else None for items, prepare in datasets]
     results, per_image, grids = {}, {}, {}
     for candidate in candidates:
         merged, grid_crops = {}, None
-        for (items, prepare), rows in zip(jobs, prepared):
+        for (items, prepare), rows in zip(datasets, prepared):
             if use_ray and prepare is not None:
                 scores = score_ray(items, prepare, candidate.checkpoint, batch_size, bfm_dir)
             else:

