@@ -8,7 +8,7 @@ import pytest
 import ray
 import torch
 
-from cest.assets import fetch_dir
+from cest.assets import fetch, fetch_dir
 from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig, save_config
 from cest.metrics import landmark_nme
@@ -147,3 +147,30 @@ def test_dense_nme_of_a_ground_truth_that_is_the_prediction_is_zero(tmp_path, ch
     assert scores["oracle_dense_nme"][0] < 1e-6
     metrics = evaluation.summarise(scores)
     assert metrics["aflw2000_oracle_dense_nme_count_0_30"] == 1 and "ICP" in metrics["aflw2000_dense_method"]
+
+
+def test_photometric_error_over_a_preprocess_output(tmp_path, checkpoints):
+    """--clips: every frame of a real preprocess output, scored on the pipeline's own crops."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.config import PreprocessConfig
+    from pipelines.inputs import make_input
+    from pipelines.landmarks import make_landmarker
+    from pipelines.masks import make_masker
+    from pipelines.schema import CLIP_SCHEMA
+    from pipelines.stages import process_input
+
+    cfg = PreprocessConfig(frame_stride=4, max_frames=12, min_segment_frames=3)
+    video = fetch("voxceleb_sample/id10001/pcavs00015/00001.mp4")
+    rows = process_input(make_input(str(video)), cfg, make_landmarker(cfg), make_masker(cfg.mask_backend,
+                                                                                     cfg.skin_threshold))
+    clips = [{name: row[name] for name in CLIP_SCHEMA.names} for row in rows if row["row_kind"] == "clip"]
+    (tmp_path / "clips").mkdir()
+    pq.write_table(pa.Table.from_pylist(clips, schema=CLIP_SCHEMA), tmp_path / "clips" / "part-0.parquet")
+    frames = evaluation.clip_frame_rows(tmp_path)
+    assert len(frames) == sum(clip["num_frames"] for clip in clips)
+    path, _ = checkpoints["cest"]
+    metrics = evaluation.summarise(evaluation.score_local(frames, path, batch_size=4))
+    assert metrics["photometric_images"] == len(frames) and metrics["photometric_missed"] == 0
+    assert 0 < metrics["photometric_mae_crop"] < metrics["photometric_mae_face"] < 255
