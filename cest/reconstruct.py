@@ -154,6 +154,7 @@ def parameters(estimate, landmark_to_source: np.ndarray) -> dict[str, np.ndarray
     }
 
 
+@torch.no_grad()
 def smooth_estimate(model, images: torch.Tensor, estimate, sigma: float):
     """The estimate with viewpoint, shape, light and reflectance smoothed over time (frames along dim 0).
 
