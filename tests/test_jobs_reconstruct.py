@@ -14,7 +14,7 @@ from cest.config import Config, ModelConfig
 from cest.model import CESTModel
 from cest.morphable import load_sfm
 from cest.reconstruct import Reconstructor, invert_affine, model_images, parameters, to_model_pixels
-from jobs.reconstruct import annotate, clip_frames, main
+from jobs.reconstruct import Annotator, annotate, clip_frames, main, video_frames
 from jobs.tracking import CHECKPOINT_ARTIFACT
 from pipelines.config import PreprocessConfig
 from pipelines.inputs import make_input
@@ -65,21 +65,13 @@ def test_photo_with_the_checkpoint_of_an_mlflow_run(tmp_path, monkeypatch, check
 
 
 @pytest.mark.slow
-def test_annotate_a_preprocess_output_and_a_folder_of_videos_with_ray_data(tmp_path, checkpoint, preprocess_output):
+def test_annotate_a_preprocess_output_with_ray_data(tmp_path, checkpoint, preprocess_output):
     root, clips = preprocess_output
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    (videos / "talk.mp4").symlink_to(fetch("voxceleb_sample/id10019/lpd0/00001.mp4"))
-    (videos / "notes.txt").write_text("not a video")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         count = annotate(root, tmp_path / "params", checkpoint, batch_size=4)
-        video_count = annotate(videos, tmp_path / "video_params", checkpoint, batch_size=4, max_frames=6)
     finally:
         ray.shutdown()
-    video_rows = pq.read_table(tmp_path / "video_params").to_pandas()
-    assert video_count == len(video_rows) == 6 and set(video_rows.segment_key) == {"talk"}
-    assert sorted(video_rows.frame_index) == list(range(6))
     table = pq.read_table(tmp_path / "params").to_pandas().sort_values(["segment_key", "frame_index"])
     assert count == len(table) == sum(clip["num_frames"] for clip in clips)
     # Each row equals the in-process reconstruction of that frame, landmarks mapped back to the source video.
@@ -93,3 +85,15 @@ def test_annotate_a_preprocess_output_and_a_folder_of_videos_with_ray_data(tmp_p
     got = np.stack(first.landmarks_source.to_numpy()).reshape(-1, 68, 2)
     assert np.allclose(got, expected["landmarks_source"], atol=1e-2)
     assert np.stack(first.viewpoint.to_numpy()).shape == (len(frames), 7)
+
+
+def test_a_video_becomes_frame_rows_and_parameter_rows(checkpoint):
+    """The folder-of-videos branch of the job, stage by stage in this process (the Ray plumbing is the
+    preprocess-output test's): the primary face track's crops, then the Annotator's rows."""
+    rows = video_frames({"path": str(fetch("voxceleb_sample/id10019/lpd0/00001.mp4")), "max_frames": 6})
+    assert [row["frame_index"] for row in rows] == list(range(6))
+    assert rows[0]["crop"].shape == (224, 224, 3) and rows[0]["source_to_crop"].shape == (2, 3)
+    batch = {key: np.stack([np.asarray(row[key]) for row in rows]) for key in rows[0]}
+    annotated = Annotator(str(checkpoint))(batch)
+    assert annotated["landmarks_source"].shape == (6, 136) and annotated["viewpoint"].shape == (6, 7)
+    assert video_frames({"path": "/no/such/video.mp4", "max_frames": 6}) == []
