@@ -23,7 +23,14 @@ TRAIN_ARGS ?=
 ABLATION_ARGS ?=
 MLFLOW_PORT ?= 5000
 
-.PHONY: setup test demo preprocess train ablations mlflow-ui bench clean
+# `make eval`: the children of the latest ablation run (MLflow tag cest.role=ablations) on AFLW2000-3D (the
+# asset sample, through the registry, unless AFLW2000 names the full 2,000-image folder) and, when
+# `make preprocess` has run, the photometric error on its clips. Results in EVAL_OUTPUT and in each run.
+AFLW2000 ?=
+EVAL_OUTPUT ?= eval
+EVAL_ARGS ?=
+
+.PHONY: setup test demo preprocess train ablations mlflow-ui eval bench clean
 
 setup: $(VENV)/.installed
 
@@ -55,9 +62,13 @@ ablations: setup
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} --host 127.0.0.1 --port $(MLFLOW_PORT)
 
+eval: setup
+	@aflw="$(AFLW2000)"; [ -n "$$aflw" ] || aflw=$$($(PY) -m cest.assets dir aflw2000_sample) || exit 1; \
+	$(PY) -m jobs.eval --latest-ablations --aflw2000 "$$aflw" $(if $(wildcard $(OUTPUT)/clips),--clips $(OUTPUT)) --output $(EVAL_OUTPUT) $(EVAL_ARGS)
+
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_render.py
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_train_step.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo
+	rm -rf $(VENV) .pytest_cache demo $(EVAL_OUTPUT)

@@ -17,7 +17,7 @@ import torch
 
 from cest.assets import AssetError, fetch, names_under
 from cest.fitting import fit_viewpoint
-from cest.lighting import ambient_sh
+from cest.lighting import ambient_sh, directional_sh
 from cest.morphable import load_sfm
 from cest.render import Renderer
 
@@ -77,14 +77,6 @@ def square_crop(image: np.ndarray, landmarks: np.ndarray, size: int, margin: flo
     cv_affine[:, 2] += 0.5 * (scale - 1)
     crop = cv2.warpAffine(image, cv_affine, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
     return crop, landmarks * scale + affine[:, 2]
-
-
-def directional_sh(direction, strength: float = 0.8) -> torch.Tensor:
-    """Ambient light plus a first-band light from `direction` (unit vector, model/camera frame)."""
-    sh = ambient_sh(1) * (1 - strength / 2)
-    x, y, z = direction
-    sh[0, 1:4] = strength * 2.0 * torch.tensor([y, z, x])
-    return sh
 
 
 def complete_texture(texture: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from cest.config import Config
 from cest.losses import degeneracy_measures
 from cest.step import unwrap_model
-from cest.visualize import estimate_panels, panel_grid
+from cest.visualize import TRAINING_PANELS, face_panels, panel_grid
 from jobs.data import read_frames, to_batch
 
 # psutil samples (CPU, memory, GPU when present) every this many seconds while the run is open.
@@ -86,7 +86,7 @@ class Monitor:
         network.eval()
         estimate = network(batch.images)
         measures = degeneracy_measures(network, estimate, batch.masks)
-        grid = panel_grid(estimate_panels(network, estimate, batch.images))
+        grid = panel_grid(face_panels(network, batch.images, estimate, TRAINING_PANELS))
         network.train()
         mlflow.log_metrics(measures, step=step)
         mlflow.log_image(grid, key="holdout", step=step)
