@@ -276,6 +276,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpus-per-worker", type=float, default=0)
     parser.add_argument("--cpus-per-worker", type=float, default=1,
                         help="CPUs each worker reserves (fractions allowed); Ray Data keeps the rest")
+    parser.add_argument("--placement-strategy", default="PACK", choices=("PACK", "SPREAD", "STRICT_SPREAD"),
+                        help="how Ray places the workers: PACK fills nodes, SPREAD one per node where it can")
     parser.add_argument("--name", required=True, help="run name: checkpoints in STORAGE/NAME; reusing it resumes")
     parser.add_argument("--storage", default=str(DEFAULT_STORAGE), help="absolute directory or URI for runs")
     parser.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT, help="MLflow experiment")
@@ -397,7 +399,8 @@ def fit(job: Job, args, config: Config):
         train_loop_config=job.__dict__,
         scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=args.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": args.cpus_per_worker,
-                                                           **({"GPU": args.gpus_per_worker} if args.gpus_per_worker else {})}),
+                                                           **({"GPU": args.gpus_per_worker} if args.gpus_per_worker else {})},
+                                     placement_strategy=args.placement_strategy),
         run_config=RunConfig(name=args.name, storage_path=args.storage,
                              failure_config=FailureConfig(max_failures=args.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
