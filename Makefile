@@ -44,8 +44,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest
 
+# From the sample videos to trained CEST and IEST models, their evaluation and a textured mesh (jobs/demo.py).
 demo: setup
-	$(PY) -m cest.demo --output demo/face.png
+	$(PY) -m jobs.demo --output demo
 
 preprocess: setup
 	@input="$(INPUT)"; [ -n "$$input" ] || input=$$($(PY) -m cest.assets dir voxceleb_sample) || exit 1; \

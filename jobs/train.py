@@ -443,10 +443,10 @@ def run(argv: list[str] | None = None) -> int:
     elif read_run_file(run_dir) is not None:
         print(f"{args.name}: an earlier attempt left no checkpoint; starting at step 0 in the same MLflow run")
 
-    uri = tracking.tracking_uri()
-    mlflow_run_id = open_mlflow_run(args, config, run_dir, uri)
     start_ray(args)
     check_resources(args)
+    uri = tracking.tracking_uri()
+    mlflow_run_id = open_mlflow_run(args, config, run_dir, uri)
     keys = holdout_keys(args.data, config.train.holdout_clips)
     job = Job(config_to_dict(config), args.data, args.name, run_dir, uri, mlflow_run_id,
               found[0] if found else None, keys, args.workers, args.gpus_per_worker)

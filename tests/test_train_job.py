@@ -176,6 +176,16 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint_and_finishes(ray_addr
     (["--workers", "3"], "does not split over 3 workers"),
 ])
 def test_bad_arguments_fail_in_one_line_before_any_worker(sample_clips, store, capsys, argument, message):
+    _assert_one_line_error(sample_clips, store, capsys, argument, message)
+
+
+def test_workers_that_would_take_every_cpu_from_ray_data_are_refused(ray_address, sample_clips, store, capsys):
+    # The module's Ray has 3 CPUs: 2 workers x 1.5 CPUs would leave Ray Data's decoding tasks none.
+    _assert_one_line_error(sample_clips, store, capsys, ["--workers", "2", "--cpus-per-worker", "1.5"],
+                           "leave Ray Data less than 1 of the cluster's 3 CPUs")
+
+
+def _assert_one_line_error(sample_clips, store, capsys, argument, message):
     data, _ = sample_clips
     args = ["--data", str(data), *SMALL, "--name", "bad", "--storage", str(store / "runs")]
     for i in range(0, len(argument), 2):  # a later --data / --config / --name wins in argparse
