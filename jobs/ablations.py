@@ -23,9 +23,9 @@ if __package__ in (None, ""):
 
 import pyarrow.fs
 
-from cest.config import load_config
 from jobs import tracking
-from jobs.train import DEFAULT_STORAGE, JobError, NAME_PATTERN
+from jobs.data import DataError, clip_files
+from jobs.train import DEFAULT_STORAGE, NAME_PATTERN, JobError, exit_code, load_job_config
 from jobs.train import run as train
 from pipelines.inputs import resolve
 
@@ -107,12 +107,11 @@ def run(argv=None) -> int:
     args = parse_args(argv)
     if not NAME_PATTERN.match(args.name):
         raise JobError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
+    base = load_job_config(args.config, args.overrides)
     try:
-        base = load_config(args.config, args.overrides)
-    except FileNotFoundError:
-        raise JobError(f"config file {args.config} does not exist") from None
-    except (ValueError, TypeError) as error:
-        raise JobError(f"config: {error}") from None
+        clip_files(args.data)
+    except (DataError, OSError) as error:
+        raise JobError(str(error)) from None
     variants = ablations(base.data.batch_size)
     if args.only:
         unknown = set(args.only.split(",")) - set(variants)
@@ -137,11 +136,7 @@ def run(argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    try:
-        return run(argv)
-    except JobError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return exit_code(run, argv)
 
 
 if __name__ == "__main__":

@@ -84,13 +84,9 @@ def run(argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    from jobs.train import JobError
+    from jobs.train import exit_code
 
-    try:
-        return run(argv)
-    except (JobError, assets.AssetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return exit_code(run, argv, (assets.AssetError,))
 
 
 if __name__ == "__main__":

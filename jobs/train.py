@@ -289,14 +289,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
-    """Check every argument and path; returns (config, run_dir). Raises JobError with one line."""
+def load_job_config(path: str | None, overrides: list[str]) -> Config:
+    """The configuration of a job (defaults, YAML file, --set overrides); JobError with one line if it is bad."""
     try:
-        config = load_config(args.config, args.overrides + ([f"train.steps={args.steps}"] if args.steps else []))
+        return load_config(path, overrides)
     except FileNotFoundError:
-        raise JobError(f"config file {args.config} does not exist") from None
+        raise JobError(f"config file {path} does not exist") from None
     except (ValueError, TypeError) as error:
         raise JobError(f"config: {error}") from None
+
+
+def exit_code(run_job, argv, errors: tuple = ()) -> int:
+    """Run a job's command line; a JobError (or one of `errors`) is one `error:` line and exit code 2."""
+    try:
+        return run_job(argv)
+    except (JobError, *errors) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
+    """Check every argument and path; returns (config, run_dir). Raises JobError with one line."""
+    config = load_job_config(args.config, args.overrides + ([f"train.steps={args.steps}"] if args.steps else []))
     if not NAME_PATTERN.match(args.name):
         raise JobError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
     if args.workers < 0 or args.gpus_per_worker < 0 or args.cpus_per_worker <= 0 or args.max_failures < 0:
@@ -467,11 +481,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except JobError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return exit_code(run, argv)
 
 
 if __name__ == "__main__":
