@@ -10,12 +10,27 @@ TORCH_INDEX ?=
 # checkout (as on CI), else they are downloaded into the user cache; see cest/assets.py.
 export CEST_ASSETS_MIRROR ?= $(if $(wildcard ../shared/assets/SHA256SUMS),$(abspath ../shared/assets))
 
-INPUT ?= ../shared/assets/voxceleb_sample
+# Videos for `make preprocess`; empty: the sample clips, fetched through the asset registry (mirror or download).
+INPUT ?=
 OUTPUT ?= data/clips
 # Extra options for `make preprocess`, e.g. PREPROCESS_ARGS="--num-cpus 4 --max-frames 300"
 PREPROCESS_ARGS ?=
+# Training: `make train` / `make ablations` on the clips of `make preprocess` (see jobs/train.py --help).
+DATA ?= $(OUTPUT)
+TRAIN_CONFIG ?= jobs/configs/cpu_demo.yaml
+NAME ?= demo
+TRAIN_ARGS ?=
+ABLATION_ARGS ?=
+MLFLOW_PORT ?= 5000
 
-.PHONY: setup test demo preprocess bench clean
+# `make eval`: the children of the latest ablation run (MLflow tag cest.role=ablations) on AFLW2000-3D (the
+# asset sample, through the registry, unless AFLW2000 names the full 2,000-image folder) and, when
+# `make preprocess` has run, the photometric error on its clips. Results in EVAL_OUTPUT and in each run.
+AFLW2000 ?=
+EVAL_OUTPUT ?= eval
+EVAL_ARGS ?=
+
+.PHONY: setup test demo preprocess train ablations mlflow-ui eval bench clean
 
 setup: $(VENV)/.installed
 
@@ -29,15 +44,32 @@ $(VENV)/.installed: pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest
 
+# From the sample videos to trained CEST and IEST models, their evaluation and a textured mesh (jobs/demo.py).
 demo: setup
-	$(PY) -m cest.demo --output demo/face.png
+	$(PY) -m jobs.demo --output demo
 
 preprocess: setup
-	$(PY) -m pipelines.preprocess --input $(INPUT) --output $(OUTPUT) $(PREPROCESS_ARGS)
+	@input="$(INPUT)"; [ -n "$$input" ] || input=$$($(PY) -m cest.assets dir voxceleb_sample) || exit 1; \
+	echo "$(PY) -m pipelines.preprocess --input $$input --output $(OUTPUT) $(PREPROCESS_ARGS)"; \
+	$(PY) -m pipelines.preprocess --input "$$input" --output $(OUTPUT) $(PREPROCESS_ARGS)
+
+train: setup
+	$(PY) jobs/train.py --data $(DATA) --config $(TRAIN_CONFIG) --name $(NAME) $(TRAIN_ARGS)
+
+ablations: setup
+	$(PY) jobs/ablations.py --data $(DATA) --config $(TRAIN_CONFIG) $(ABLATION_ARGS)
+
+# The MLflow UI on this machine only, over the project's SQLite store (or MLFLOW_TRACKING_URI's).
+mlflow-ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+eval: setup
+	@aflw="$(AFLW2000)"; [ -n "$$aflw" ] || aflw=$$($(PY) -m cest.assets dir aflw2000_sample) || exit 1; \
+	$(PY) -m jobs.eval --latest-ablations --aflw2000 "$$aflw" $(if $(wildcard $(OUTPUT)/clips),--clips $(OUTPUT)) --output $(EVAL_OUTPUT) $(EVAL_ARGS)
 
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_render.py
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_train_step.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo
+	rm -rf $(VENV) .pytest_cache demo $(EVAL_OUTPUT)

@@ -1,6 +1,6 @@
 """End-to-end throughput of `make preprocess` on the real sample, as JSON.
 
-    python benchmarks/bench_preprocess.py [--max-frames 96] [--input ../shared/assets/voxceleb_sample]
+    python benchmarks/bench_preprocess.py [--max-frames 96] [--input DIR]   (default: the registered sample clips)
 
 Runs the job (embedded local Ray, dlib backend) with 1 and 2 CPUs, with and without tracking, plus a
 decode-only job (the same decode stage, nothing after it) as the ceiling. Frames per second count the
@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cest.assets import fetch_dir  # noqa: E402
 from pipelines.config import PreprocessConfig  # noqa: E402
 from pipelines.inputs import discover_inputs  # noqa: E402
 from pipelines.preprocess import run  # noqa: E402
@@ -134,9 +135,10 @@ def decode_only(sample: str, cpus: int, max_frames: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--input", default=str(ROOT.parent / "shared" / "assets" / "voxceleb_sample"))
+    parser.add_argument("--input", help="videos directory (default: the sample clips, through cest.assets)")
     parser.add_argument("--max-frames", type=int, default=96, help="frames per clip (0: all)")
     args = parser.parse_args()
+    args.input = args.input or str(fetch_dir("voxceleb_sample"))
     results = {
         "machine": {"cpus_visible": os.cpu_count(), "load_average_at_start": os.getloadavg(), "python": platform.python_version()},
         "max_frames_per_clip": args.max_frames,

@@ -1,22 +1,24 @@
-"""Registry of the third-party files the project reads (Surrey Face Model, sample clips, test images).
+"""Registry of the third-party files the project reads (Surrey Face Model, sample clips, test images, CRDs).
 
 Each file is named by its path relative to an asset mirror root (e.g. "morphable/sfm/sfm_shape_3448.bin")
-and registered with its upstream URL (a raw GitHub file at a fixed commit) and its SHA256.
+and registered with its SHA256 and where it comes from upstream: a raw GitHub file at a fixed commit, or a
+member of a registered upstream zip archive (the PC-AVS clips exist upstream only inside three archives).
 
 `fetch(name)` resolves a name to a local, hash-checked file:
 - if the environment variable CEST_ASSETS_MIRROR names a directory, the file is read from there
   (a local mirror with the same layout, e.g. ../shared/assets; CI and the tests use one);
 - otherwise pooch downloads it from upstream into the user cache directory
-  (platformdirs.user_cache_dir("cest"), or CEST_CACHE_DIR when set) and checks its hash.
+  (platformdirs.user_cache_dir("cest"), or CEST_CACHE_DIR when set) and checks its hash; an archive member
+  is extracted from its downloaded, hash-checked archive (pooch.Unzip) and checked again.
 
-The PC-AVS sample clips were unpacked from zip archives in their upstream repository; the archives'
-hashes are not recorded here, so those clips can only come from a mirror.
+`python -m cest.assets dir voxceleb_sample` fetches a directory and prints its local path (used by the Makefile).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +30,20 @@ CACHE_ENV = "CEST_CACHE_DIR"
 
 
 class AssetError(RuntimeError):
-    """An asset could not be provided (unknown name, missing from the mirror, bad hash, download failed)."""
+    """An asset could not be provided (unknown name, missing from the mirror, bad hash)."""
+
+
+class AssetUnavailable(AssetError):
+    """No mirror is configured and upstream could not be reached (no network, server error)."""
 
 
 @dataclass(frozen=True)
 class Asset:
     name: str  # path relative to the mirror root
     sha256: str
-    url: str | None  # upstream URL of the file itself; None when it only exists inside an archive
-    archive_urls: tuple[str, ...] = ()  # upstream archives that contain the file (for provenance)
+    url: str | None = None  # upstream URL of the file itself
+    archive: str | None = None  # registered name of the upstream zip archive that holds the file
+    member: str | None = None  # the file's path inside that archive
 
 
 def _github(owner_repo: str, commit: str) -> str:
@@ -50,20 +57,30 @@ _TPSMM = _github("yoyo-nb/Thin-Plate-Spline-Motion-Model", "c616878812c9870ed81a
 _RETALK = _github("OpenTalker/video-retalking", "d32e8e58248255e2d243eeaf3cba545dbe505ca8")
 _LIVEPORTRAIT = _github("KwaiVGI/LivePortrait", "1986663be3b6902605d32200c01f4bfd36cda83d")
 _PCAVS = _github("Hangz-nju-cuhk/Talking-Face_PC-AVS", "201d2b946caa93a2ce7c798dd080be65959d2592")
-_PCAVS_ZIPS = tuple(_PCAVS + f"misc/{zip_name}" for zip_name in ("Audio_Source.zip", "Input.zip", "Pose_Source.zip"))
+_KUBERAY = _github("ray-project/kuberay", "59d663aeec13760646da3db9c1cf8cfe883e30b7")  # tag v1.7.0
+
+# The PC-AVS archives, registered by name (their members below are extracted from them).
+_PCAVS_AUDIO_SOURCE = "archives/pcavs/Audio_Source.zip"
+_PCAVS_INPUT = "archives/pcavs/Input.zip"
+_PCAVS_POSE_SOURCE = "archives/pcavs/Pose_Source.zip"
 
 
 def _raw(name: str, sha256: str, base: str, upstream_path: str) -> Asset:
-    return Asset(name, sha256, base + upstream_path)
+    return Asset(name, sha256, url=base + upstream_path)
 
 
-def _zipped(name: str, sha256: str, archive_urls: tuple[str, ...]) -> Asset:
-    return Asset(name, sha256, None, archive_urls)
+def _zipped(name: str, sha256: str, archive: str, member: str) -> Asset:
+    return Asset(name, sha256, archive=archive, member=member)
 
 
 REGISTRY: dict[str, Asset] = {
     asset.name: asset
     for asset in [
+        _raw(_PCAVS_AUDIO_SOURCE, "c2db3448e2269050e066fc43fc705d29e6638f75c01cdab4b8781b89f1664979", _PCAVS, "misc/Audio_Source.zip"),
+        _raw(_PCAVS_INPUT, "cce17109e931d3b29062a7ec949ff4a2e14dba0d6576cca2751a3de426be9dc3", _PCAVS, "misc/Input.zip"),
+        _raw(_PCAVS_POSE_SOURCE, "80052de6b2e3519be1a9d0a71ecfb51c7c88f48cb0b5dc159def9aef4c668297", _PCAVS, "misc/Pose_Source.zip"),
+        _raw("kuberay/ray.io_rayclusters.yaml", "c44704442eef0c6721ad40c1d66782c8bd3fdab9d3344306a5820910a679baa1", _KUBERAY, "ray-operator/config/crd/bases/ray.io_rayclusters.yaml"),
+        _raw("kuberay/ray.io_rayjobs.yaml", "01a5cf3b17c1769fda44af7e82debcd98722f0c27b9ab84d084681c6649121f5", _KUBERAY, "ray-operator/config/crd/bases/ray.io_rayjobs.yaml"),
         _raw("aflw2000_sample/image00050.jpg", "4e5a757c568212a8e772fb69f001264553701a0a17856ada0b0ce7d06d8aebc6", _PRNET, "TestImages/AFLW2000/image00050.jpg"),
         _raw("aflw2000_sample/image00050.mat", "c3e9744fad5dd9a943141c33e2f702daff316edb8440cd4015056f1503c5fb5b", _PRNET, "TestImages/AFLW2000/image00050.mat"),
         _raw("aflw2000_sample/image00081.jpg", "8faa9008c414ad16c59449b7d6f647768a81403da3e49cfff1c9ef985f494a75", _PRNET, "TestImages/AFLW2000/image00081.jpg"),
@@ -94,20 +111,20 @@ REGISTRY: dict[str, Asset] = {
         _raw("morphable/sfm/sfm_model_contours.json", "c9e69bfa995ab19ac6b27abb07729eb0520a00bb192be12426ca6bce76f3fded", _EOS, "share/sfm_model_contours.json"),
         _raw("morphable/sfm/sfm_reference_symmetry.txt", "d26e02dbb2cf72bfa88bc6bf6f175bf261bae7aff00509cc0ff277675f2fff47", _EOS, "share/sfm_reference_symmetry.txt"),
         _raw("morphable/sfm/sfm_shape_3448.bin", "43750338ae533e7fb981e924b6f67ebde3d292f15ec4fc886ae5af14308ad980", _EOS, "share/sfm_shape_3448.bin"),
-        _zipped("voxceleb_sample/id10001/pcavs00015/00001.mp4", "4759caf337eb8fb469d31847cec22240c8410a021c7e3aff835db3b19a562cd6", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10002/pcavs00086/00001.mp4", "04db65a1ddee7e6d756885c4d37b46e431b88986bd26fa0daef6543025ab0543", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10003/pcavs00373/00001.mp4", "1aefb001d28fcda4bbe7ce379d7ad2f65677940eaa3a3511d3e35b455a5281f2", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10004/pcavs681100216/00001.mp4", "d5e54f0a14931b82c5f5a140dd1ec86314d20d82a7acc04a0afcac3f1d00279a", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10005/pcavs741400104/00001.mp4", "5d20e5ecc5fbb0b9499bbe448ba1e79c5e5caeaad1277ca2d7f538d44d7e1bd7", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10005/pcavs741400163/00001.mp4", "9820bd934aff275ea2ad09439be1768a8cb6b8cc0f752b19b3b9e3184238970d", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10006/pcavs00002/00001.mp4", "278777bf8502239e9168c8bf4c225764c447c83c6dc7550bf5ec678a3835d294", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10006/pcavs517600055/00001.mp4", "72dab7f5ec26e1aae9021207502583d19333f4802ceea05644969e76af70b7ee", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10007/pcavs00010/00001.mp4", "8fdd6e3e657cd11617e2354ebbd00ec5e8592f407f114fb6a95a3c03898929d2", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10008/pcavs00098/00001.mp4", "d4a21368be781e275dd02e8f3b7ad9605063b1bc09ed8e4f71c41d16904a7291", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10009/pcavs00473/00001.mp4", "721d5efe2b68504e98e251c27c93735b9e02402e546b4ba6edf6e0634d694a8b", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10010/pcavs620900105/00001.mp4", "922872bef7c567e162d2c1b92e78ec5a782c0198a2ee8dc40a89dcdc7a2ef4ab", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10011/pcavs731200067/00001.mp4", "c8823334dca7d6d74521cfc42c3d57cc34fef371bba185304a2da2af602afedf", _PCAVS_ZIPS),
-        _zipped("voxceleb_sample/id10012/pcavs796100172/00001.mp4", "3cba1ebee40c50ac2729b7ef60402c812d2b7184f1aa0c5cbb8cb436d2a75660", _PCAVS_ZIPS),
+        _zipped("voxceleb_sample/id10001/pcavs00015/00001.mp4", "4759caf337eb8fb469d31847cec22240c8410a021c7e3aff835db3b19a562cd6", _PCAVS_AUDIO_SOURCE, "Audio_Source/00015.mp4"),
+        _zipped("voxceleb_sample/id10002/pcavs00086/00001.mp4", "04db65a1ddee7e6d756885c4d37b46e431b88986bd26fa0daef6543025ab0543", _PCAVS_AUDIO_SOURCE, "Audio_Source/00086.mp4"),
+        _zipped("voxceleb_sample/id10003/pcavs00373/00001.mp4", "1aefb001d28fcda4bbe7ce379d7ad2f65677940eaa3a3511d3e35b455a5281f2", _PCAVS_AUDIO_SOURCE, "Audio_Source/00373.mp4"),
+        _zipped("voxceleb_sample/id10004/pcavs681100216/00001.mp4", "d5e54f0a14931b82c5f5a140dd1ec86314d20d82a7acc04a0afcac3f1d00279a", _PCAVS_AUDIO_SOURCE, "Audio_Source/681100216.mp4"),
+        _zipped("voxceleb_sample/id10005/pcavs741400104/00001.mp4", "5d20e5ecc5fbb0b9499bbe448ba1e79c5e5caeaad1277ca2d7f538d44d7e1bd7", _PCAVS_AUDIO_SOURCE, "Audio_Source/741400104.mp4"),
+        _zipped("voxceleb_sample/id10005/pcavs741400163/00001.mp4", "9820bd934aff275ea2ad09439be1768a8cb6b8cc0f752b19b3b9e3184238970d", _PCAVS_POSE_SOURCE, "Pose_Source/741400163.mp4"),
+        _zipped("voxceleb_sample/id10006/pcavs00002/00001.mp4", "278777bf8502239e9168c8bf4c225764c447c83c6dc7550bf5ec678a3835d294", _PCAVS_INPUT, "Input/00002.mp4"),
+        _zipped("voxceleb_sample/id10006/pcavs517600055/00001.mp4", "72dab7f5ec26e1aae9021207502583d19333f4802ceea05644969e76af70b7ee", _PCAVS_POSE_SOURCE, "Pose_Source/517600055.mp4"),
+        _zipped("voxceleb_sample/id10007/pcavs00010/00001.mp4", "8fdd6e3e657cd11617e2354ebbd00ec5e8592f407f114fb6a95a3c03898929d2", _PCAVS_INPUT, "Input/00010.mp4"),
+        _zipped("voxceleb_sample/id10008/pcavs00098/00001.mp4", "d4a21368be781e275dd02e8f3b7ad9605063b1bc09ed8e4f71c41d16904a7291", _PCAVS_INPUT, "Input/00098.mp4"),
+        _zipped("voxceleb_sample/id10009/pcavs00473/00001.mp4", "721d5efe2b68504e98e251c27c93735b9e02402e546b4ba6edf6e0634d694a8b", _PCAVS_POSE_SOURCE, "Pose_Source/00473.mp4"),
+        _zipped("voxceleb_sample/id10010/pcavs620900105/00001.mp4", "922872bef7c567e162d2c1b92e78ec5a782c0198a2ee8dc40a89dcdc7a2ef4ab", _PCAVS_POSE_SOURCE, "Pose_Source/620900105.mp4"),
+        _zipped("voxceleb_sample/id10011/pcavs731200067/00001.mp4", "c8823334dca7d6d74521cfc42c3d57cc34fef371bba185304a2da2af602afedf", _PCAVS_POSE_SOURCE, "Pose_Source/731200067.mp4"),
+        _zipped("voxceleb_sample/id10012/pcavs796100172/00001.mp4", "3cba1ebee40c50ac2729b7ef60402c812d2b7184f1aa0c5cbb8cb436d2a75660", _PCAVS_POSE_SOURCE, "Pose_Source/796100172.mp4"),
         _raw("voxceleb_sample/id10013/tpsmm/00001.mp4", "711df5fceb4ab24bd118d8d97c1935011d46ce9e5c5fb70ac10d46a7276f30b9", _TPSMM, "assets/driving.mp4"),
         _raw("voxceleb_sample/id10014/vretalk1/00001.mp4", "60fb69b90af2edbcec762530bfab8be5be2753bca9f3f897005772b544313f94", _RETALK, "examples/face/1.mp4"),
         _raw("voxceleb_sample/id10015/vretalk2/00001.mp4", "f7d30499bc380f4d18c18b1837fc1f6eb280fa21d79a9f7c6dd66db94296c43c", _RETALK, "examples/face/2.mp4"),
@@ -173,23 +190,44 @@ def _verified_mirror_file(asset: Asset, root: Path) -> Path:
     return path
 
 
-def _downloaded_file(asset: Asset) -> Path:
-    if asset.url is None:
-        raise AssetError(
-            f"asset {asset.name!r} was unpacked from an upstream archive (one of {', '.join(asset.archive_urls)}) "
-            f"and is only available from a local mirror; set {MIRROR_ENV} to a directory that has it"
-        )
+def _retrieve(asset: Asset, processor=None):
+    """pooch.retrieve of a file registered with a URL into the cache, with its hash checked; errors as AssetError."""
     target = cache_dir() / asset.name
     try:
-        downloaded = pooch.retrieve(
-            asset.url, known_hash=f"sha256:{asset.sha256}", fname=target.name, path=target.parent, progressbar=False
+        return pooch.retrieve(
+            asset.url,
+            known_hash=f"sha256:{asset.sha256}",
+            fname=target.name,
+            path=target.parent,
+            processor=processor,
+            progressbar=False,
         )
-    except Exception as error:  # network errors come in many types (requests, OSError, ValueError on hash)
-        raise AssetError(
+    except ValueError as error:  # pooch's hash mismatch
+        raise AssetError(f"could not download asset {asset.name!r} from {asset.url}: {error}") from error
+    except Exception as error:  # network errors come in many types (requests, OSError)
+        raise AssetUnavailable(
             f"could not download asset {asset.name!r} from {asset.url}: {error}. "
             f"Without internet access, set {MIRROR_ENV} to a local mirror directory."
         ) from error
-    return Path(downloaded)
+
+
+def _extracted_file(asset: Asset) -> Path:
+    """The archive member `asset`, extracted once from its downloaded archive into the cache and hash-checked."""
+    target = cache_dir() / asset.name
+    if target.is_file() and sha256_of(target) == asset.sha256:
+        return target
+    archive = REGISTRY[asset.archive]
+    extracted = _retrieve(archive, processor=pooch.Unzip(members=[asset.member]))
+    if len(extracted) != 1:
+        raise AssetError(f"archive {archive.name!r} from {archive.url} has no member {asset.member!r}")
+    actual = sha256_of(Path(extracted[0]))
+    if actual != asset.sha256:
+        raise AssetError(
+            f"asset {asset.name!r} ({asset.member} in {archive.url}) has SHA256 {actual}, expected {asset.sha256}"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(extracted[0], target)
+    return target
 
 
 def fetch(name: str) -> Path:
@@ -200,7 +238,9 @@ def fetch(name: str) -> Path:
     root = mirror_root()
     if root is not None:
         return _verified_mirror_file(asset, root)
-    return _downloaded_file(asset)
+    if asset.archive is not None:
+        return _extracted_file(asset)
+    return Path(_retrieve(asset))
 
 
 def names_under(prefix: str) -> list[str]:
@@ -217,3 +257,21 @@ def fetch_dir(prefix: str) -> Path:
     paths = [fetch(name) for name in names]
     depth = len(Path(prefix.strip("/")).parts)
     return paths[0].parents[len(Path(names[0]).parts) - depth - 1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cest.assets dir PREFIX`: fetch a registered directory and print its local path."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "dir":
+        print("usage: python -m cest.assets dir PREFIX   (e.g. voxceleb_sample)", file=sys.stderr)
+        return 2
+    try:
+        print(fetch_dir(args[1]))
+    except AssetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,7 @@ The paper (Sec. 4.1, App. B.1) fixes the batch (32 clips x 4 frames), Adam with 
 kind of each network; its tables lost the layer widths and its text lost the loss weights. The values chosen
 here for those are documented next to each field and in docs/model.md.
 
-`Config` groups the four parts; `load_config` / `save_config` read and write it as YAML, where any field left
+`Config` groups the five parts (model, loss, optim, data, train); `load_config` / `save_config` read and write it as YAML, where any field left
 out keeps its default and an unknown field is an error.
 """
 
@@ -16,6 +16,8 @@ import yaml
 VARIANTS = ("cest", "iest")
 DISTANCES = ("l21", "l1")
 CONSISTENCY_MODES = ("pairing", "clip_average")
+CONSISTENCY_SCOPES = ("clip", "video")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _multiple_of_64(name: str, value: int) -> None:
@@ -111,17 +113,52 @@ class OptimConfig:
 @dataclass
 class DataConfig:
     clips_per_batch: int = 32  # 32 clips x 4 frames = 128 images per batch (Sec. 4.1)
+    # Frames drawn at random from each clip, anew every epoch. 1 is the single-image setting (300W-LP):
+    # each row is its own clip and the consistency term has no partner, so it must be off.
     frames_per_clip: int = 4
+    # What the consistency term pairs across: "clip" = the frames of one clip segment (default, Sec. 4.1);
+    # "video" = frames drawn across all segments and clips of one source video (the Fig. 11 ablation).
+    consistency_scope: str = "clip"
+    # Clips held in the local shuffle buffer of each training worker (on top of the file order, which is
+    # shuffled every epoch): decorrelates neighbouring clips of a file without an all-to-all shuffle.
+    shuffle_buffer_clips: int = 256
 
     def __post_init__(self):
         if self.clips_per_batch < 1:
             raise ValueError(f"clips_per_batch must be >= 1, got {self.clips_per_batch}")
-        if self.frames_per_clip < 2:
-            raise ValueError(f"frames_per_clip must be >= 2 (consistency pairs frames), got {self.frames_per_clip}")
+        if self.frames_per_clip < 1:
+            raise ValueError(f"frames_per_clip must be >= 1, got {self.frames_per_clip}")
+        if self.consistency_scope not in CONSISTENCY_SCOPES:
+            raise ValueError(f"consistency_scope must be one of {CONSISTENCY_SCOPES}, got {self.consistency_scope!r}")
+        if self.shuffle_buffer_clips < 0:
+            raise ValueError(f"shuffle_buffer_clips must be >= 0, got {self.shuffle_buffer_clips}")
 
     @property
     def batch_size(self) -> int:
         return self.clips_per_batch * self.frames_per_clip
+
+
+@dataclass
+class TrainConfig:
+    # Iterations: 50K for the video setting, 20K for single images (Sec. 4.1).
+    steps: int = 50_000
+    # "bf16" autocast on GPUs that have it (no loss scaling needed), "fp16" with a gradient scaler, "fp32".
+    precision: str = "fp32"
+    checkpoint_every: int = 1000  # steps between checkpoints (and what a restarted worker group loses at most)
+    log_every: int = 50  # steps between progress lines and logged metrics
+    # Steps between image grids and degeneracy measures on the held-apart frames (each costs a forward pass).
+    image_every: int = 1000
+    holdout_clips: int = 4  # clips held apart from training for the image grids, one frame each
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("steps", "checkpoint_every", "log_every", "image_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.holdout_clips < 0:
+            raise ValueError(f"holdout_clips must be >= 0, got {self.holdout_clips}")
 
 
 @dataclass
@@ -130,6 +167,12 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.loss.consistency and self.data.frames_per_clip < 2:
+            raise ValueError("loss.consistency needs data.frames_per_clip >= 2 (a frame needs a partner in its "
+                             "clip); set loss.consistency=false for single images")
 
 
 def _from_dict(cls, values: dict):
@@ -159,9 +202,32 @@ def config_to_dict(config: Config) -> dict:
     return values
 
 
-def load_config(path: str | Path) -> Config:
-    with open(path) as f:
-        return config_from_dict(yaml.safe_load(f))
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """The defaults, updated by the YAML file at `path` (if any), then by "section.field=value" overrides."""
+    values = {}
+    if path is not None:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of sections")
+    for assignment in overrides:
+        apply_override(values, assignment)
+    return config_from_dict(values)
+
+
+def apply_override(values: dict, assignment: str) -> None:
+    """Set "section.field=value" in a config dict; the value is read as YAML (true, 0.5, [1, 2], cest)."""
+    key, sep, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ValueError(f"override {assignment!r}: expected section.field=value, e.g. loss.symmetry=false")
+    section, name = parts
+    if section not in {f.name for f in fields(Config)}:
+        raise ValueError(f"override {assignment!r}: unknown section {section!r}")
+    values.setdefault(section, {})
+    if not isinstance(values[section], dict):
+        raise ValueError(f"override {assignment!r}: section {section!r} is not a mapping")
+    values[section][name] = yaml.safe_load(text)
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -55,3 +55,11 @@ def ambient_sh(batch_size: int, dtype=torch.float32, device=None) -> torch.Tenso
     sh = torch.zeros(batch_size, SH_SIZE, dtype=dtype, device=device)
     sh[:, 0] = 1 / _Y0
     return sh
+
+
+def directional_sh(direction, strength: float = 0.8) -> torch.Tensor:
+    """Ambient light plus a first-band light from `direction` (unit vector, model/camera frame)."""
+    sh = ambient_sh(1) * (1 - strength / 2)
+    x, y, z = direction
+    sh[0, 1:4] = strength * 2.0 * torch.tensor([y, z, x])
+    return sh

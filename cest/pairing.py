@@ -25,7 +25,7 @@ def partner_indices(clip_ids: torch.Tensor, generator: torch.Generator | None = 
     """(B,) integer clip ids -> (B,) int64 partner index per frame: same clip, different frame.
 
     Partners are uniform over the other frames of the clip; a frame alone in its clip gets itself.
-    `generator` (on the ids' device) makes the draw reproducible.
+    `generator` (on any device) makes the draw reproducible.
     """
     _check_clip_ids(clip_ids)
     count = clip_ids.numel()
@@ -44,7 +44,9 @@ def partner_indices(clip_ids: torch.Tensor, generator: torch.Generator | None = 
 
     # Uniform k in [0, size - 2], then skip the frame itself: uniform over the other size - 1 frames.
     # float64 keeps floor(u * n) < n for any realistic n.
-    uniform = torch.rand(count, dtype=torch.float64, device=device, generator=generator)
+    # Drawn where the generator lives (a CPU generator may drive CUDA clip ids), then moved to the ids.
+    draw_device = generator.device if generator is not None else device
+    uniform = torch.rand(count, dtype=torch.float64, device=draw_device, generator=generator).to(device)
     others = (size - 1).clamp(min=1)
     k = torch.minimum((uniform * others).long(), others - 1)
     partner_offset = torch.where(size > 1, k + (k >= offset).long(), offset)

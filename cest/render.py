@@ -5,7 +5,8 @@ visibility); `shade` then turns any reflectance map and light into an image, so 
 terms of the objective (flipped and partner reflectance) cost a shading pass each, not a rasterization.
 """
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, fields, is_dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,28 @@ from cest.uv import UVMapper, uv_to_grid
 # Depth slack of the visibility tests, as a fraction of the image size (see vertex_visibility): small
 # against the depth gap between a cheek and the nose in front of it (~0.1 of the image at 224 px).
 VISIBILITY_DEPTH_TOLERANCE = 0.01
+
+
+def _to_fp32(value):
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.float()
+    if is_dataclass(value):
+        return type(value)(**{f.name: _to_fp32(getattr(value, f.name)) for f in fields(value)})
+    return value
+
+
+def full_precision(method):
+    """Run a renderer method in float32 under any autocast: the z-buffer, barycentrics and UV sampling
+    need it (a bf16 pixel position is off by up to half a pixel at 224), and the renderer has no weights
+    that mixed precision would speed up."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        device_type = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        with torch.autocast(device_type, enabled=False):
+            return method(self, *(_to_fp32(a) for a in args))
+
+    return wrapper
 
 
 @dataclass
@@ -50,6 +73,7 @@ class Renderer(torch.nn.Module):
     def triangles(self) -> torch.Tensor:
         return self.uv_mapper.triangles
 
+    @full_precision
     def rasterize(self, vertices: torch.Tensor, viewpoint: torch.Tensor) -> RasterizedFaces:
         pixels = project(vertices, viewpoint, self.image_size)
         fragments = rasterize(pixels, self.triangles, (self.image_size, self.image_size), self.raster_backend)
@@ -64,6 +88,7 @@ class Renderer(torch.nn.Module):
                                     VISIBILITY_DEPTH_TOLERANCE * self.image_size)
         return RasterizedFaces(pixels, fragments, uv_to_grid(pixel_uv), pixel_normals, face_mask, visible)
 
+    @full_precision
     def shade(self, faces: RasterizedFaces, reflectance_uv: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, H, W): reflectance sampled at each pixel's UV times Lambertian SH shading; 0 off-face."""
         albedo = F.grid_sample(reflectance_uv, faces.pixel_uv_grid, mode="bilinear", padding_mode="border",
@@ -71,6 +96,7 @@ class Renderer(torch.nn.Module):
         shading = shade(faces.pixel_normals, sh).permute(0, 3, 1, 2)
         return albedo * shading * faces.face_mask
 
+    @full_precision
     def unwrap(self, image: torch.Tensor, faces: RasterizedFaces) -> tuple[torch.Tensor, torch.Tensor]:
         """The illuminated texture of images (B, 3, H, W) under these faces: (texture, valid) in UV space."""
         return self.uv_mapper.unwrap(image, faces.pixels, faces.fragments, faces.vertex_visible,

@@ -54,13 +54,31 @@ def make_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.O
     return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def make_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler:
+    """The gradient scaler a precision needs: enabled for fp16 only (bf16 has fp32's range)."""
+    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+
+
 def compute_loss(
-    model: torch.nn.Module, batch: Batch, config: LossConfig, generator: torch.Generator | None = None
+    model: torch.nn.Module,
+    batch: Batch,
+    config: LossConfig,
+    generator: torch.Generator | None = None,
+    precision: str = "fp32",
 ) -> dict[str, torch.Tensor]:
-    """Forward pass and every loss term ("total" included), as tensors with gradients."""
-    estimate = model(batch.images)
-    return objective(unwrap_model(model), estimate, batch.images, batch.masks, batch.landmarks, batch.clip_ids,
-                     config, generator)
+    """Forward pass and every loss term ("total" included), as float32 tensors with gradients.
+
+    With precision "bf16" or "fp16" the networks run under autocast; the renderer always runs in float32
+    (cest.render.full_precision)."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    with torch.autocast(batch.images.device.type, dtype=dtype, enabled=dtype is not None):
+        estimate = model(batch.images)
+        terms = objective(unwrap_model(model), estimate, batch.images, batch.masks, batch.landmarks,
+                          batch.clip_ids, config, generator)
+    return {name: value.float() for name, value in terms.items()}
 
 
 def _describe(terms: dict[str, torch.Tensor]) -> str:
@@ -73,16 +91,26 @@ def train_step(
     batch: Batch,
     config: LossConfig,
     generator: torch.Generator | None = None,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
-    """One Adam step on `batch`; returns each loss term as a float. Raises NonFiniteLossError on NaN/inf."""
+    """One Adam step on `batch`; returns each loss term as a float. Raises NonFiniteLossError on NaN/inf.
+
+    With an enabled `scaler` (fp16) an overflowing gradient is the scaler's business: it skips the step and
+    lowers the scale, as mixed precision training expects; only a non-finite loss raises."""
     optimizer.zero_grad(set_to_none=True)
-    terms = compute_loss(model, batch, config, generator)
+    terms = compute_loss(model, batch, config, generator, precision)
     if not all(torch.isfinite(value) for value in terms.values()):
         raise NonFiniteLossError(f"non-finite loss, step skipped: {_describe(terms)}")
-    terms["total"].backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-    if not torch.isfinite(grad_norm):
-        optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteLossError(f"non-finite gradient (norm {float(grad_norm)}), step skipped: {_describe(terms)}")
-    optimizer.step()
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(terms["total"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        terms["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        if not torch.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"non-finite gradient (norm {float(grad_norm)}), step skipped: {_describe(terms)}")
+        optimizer.step()
     return {name: float(value.detach()) for name, value in terms.items()}

@@ -25,3 +25,20 @@ VARIANT_TAG, ABLATION_TAG, DATASET_TAG, COMMIT_TAG = "cest.variant", "cest.ablat
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, or the project's SQLite store as an absolute URI."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite database (mlartifacts/EXPERIMENT), since
+    MLflow's default for a database store is ./mlruns in whatever directory the creating process runs in;
+    None (the server's choice) for a tracking server."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).as_uri()
+
+
+def experiment_id(client, uri: str, name: str) -> str:
+    """The id of experiment `name` in the store at `uri`, created with `artifact_location` if it is new."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(uri, name))

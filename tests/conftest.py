@@ -1,8 +1,21 @@
-import os
-from pathlib import Path
+import pytest
 
-# Tests read third-party assets from the local mirror beside the checkout unless one is configured.
-os.environ.setdefault("CEST_ASSETS_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "assets"))
+from cest.assets import AssetUnavailable
+
+# Third-party assets come through the registry (cest.assets, tests/sample_assets.py): from the mirror named by
+# CEST_ASSETS_MIRROR (the Makefile sets it when ../shared/assets exists), else downloaded from upstream.
 
 # Real frames through the preprocessing pipeline, shared by the model tests (session fixture).
 from sample_frames import sample_frames  # noqa: E402,F401
+from sample_clips import sample_clips  # noqa: E402,F401
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that needs an asset when no mirror is configured and upstream is unreachable is skipped, not
+    failed. Any other asset error (a mirror that lacks a file, a wrong hash) still fails it."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and call.excinfo.errisinstance(AssetUnavailable):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {call.excinfo.value}")

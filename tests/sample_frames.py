@@ -5,7 +5,6 @@ tracking, aligned 224 crop, skin mask; the same code the Ray Data job runs), and
 clip rows into a frame set at the test resolution. `sample_frames` is a session fixture that caches it.
 """
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,8 @@ from pipelines.landmarks import make_landmarker
 from pipelines.masks import make_masker
 from pipelines.schema import decode_clip_row
 from pipelines.stages import process_input
+from sample_assets import sample_clip
 
-# The asset mirror (CEST_ASSETS_MIRROR, as the Makefile sets it), by default ../shared/assets next to the repo.
-ASSETS = Path(os.environ.get("CEST_ASSETS_MIRROR", Path(__file__).resolve().parents[1].parent / "shared" / "assets"))
-SAMPLE_DIR = ASSETS / "voxceleb_sample"
 # Clips used by the tests: one per speaker, mixing the 224 px VoxCeleb crops with larger, harder videos.
 CLIPS = (
     "id10001/pcavs00015",
@@ -43,7 +40,7 @@ def clip_rows(clips: tuple[str, ...]) -> list[dict]:
     masker = make_masker(PIPELINE.mask_backend, PIPELINE.skin_threshold)
     rows = []
     for clip in clips:
-        video = SAMPLE_DIR / clip / "00001.mp4"
+        video = sample_clip(clip)
         produced = [r for r in process_input(make_input(str(video)), PIPELINE, landmarker, masker)
                     if r["row_kind"] == "clip"]
         if not produced:
@@ -55,8 +52,6 @@ def clip_rows(clips: tuple[str, ...]) -> list[dict]:
 def cached_sample(cache_dir: Path, clips=CLIPS, frames_per_clip: int = 4, size: int = 64) -> FrameSet:
     path = cache_dir / f"voxceleb_sample_{len(clips)}x{frames_per_clip}_{size}.npz"
     if not path.exists():
-        if not SAMPLE_DIR.is_dir():
-            raise FileNotFoundError(f"the VoxCeleb sample is not at {SAMPLE_DIR}")
         save_frames(frames_from_rows(clip_rows(clips), size, frames_per_clip), path)
     return load_frames(path)
 

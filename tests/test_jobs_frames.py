@@ -10,8 +10,7 @@ from pipelines.landmarks import make_landmarker
 from pipelines.masks import make_masker
 from pipelines.schema import CLIP_SCHEMA
 from pipelines.stages import process_input
-
-from sample_frames import SAMPLE_DIR
+from sample_assets import sample_clip
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +20,7 @@ def preprocess_output(tmp_path_factory):
     landmarker, masker = make_landmarker(cfg), make_masker(cfg.mask_backend, cfg.skin_threshold)
     rows = []
     for clip in ("id10001/pcavs00015", "id10019/lpd0"):
-        rows += process_input(make_input(str(SAMPLE_DIR / clip / "00001.mp4")), cfg, landmarker, masker)
+        rows += process_input(make_input(str(sample_clip(clip))), cfg, landmarker, masker)
     clips = [{name: row[name] for name in CLIP_SCHEMA.names} for row in rows if row["row_kind"] == "clip"]
     root = tmp_path_factory.mktemp("preprocessed")
     (root / "clips").mkdir()

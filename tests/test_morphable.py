@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +7,7 @@ import torch
 
 from cest import assets, morphable
 from cest.morphable import MorphableModel
+from sample_assets import asset
 
 # iBUG 68 index of each point's mirror image (0-based).
 IBUG_FLIP = (
@@ -20,17 +20,10 @@ IBUG_FLIP = (
 REFLECT_X = torch.tensor([-1.0, 1.0, 1.0])
 
 
-def shared_mirror() -> Path:
-    root = Path(os.environ.get(assets.MIRROR_ENV) or Path(__file__).resolve().parents[1].parent / "shared" / "assets")
-    assert (root / "SHA256SUMS").is_file(), f"asset mirror not found at {root}; set {assets.MIRROR_ENV}"
-    return root
-
-
 @pytest.fixture(scope="module")
 def sfm(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(assets.MIRROR_ENV, str(shared_mirror()))
-        patch.setenv(assets.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
+        patch.setenv(assets.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))  # builds the model, not a cached .npz
         yield morphable.load_sfm()
 
 
@@ -38,7 +31,7 @@ def sfm(tmp_path_factory):
 def eos_sfm():
     import eos
 
-    return eos.morphablemodel.load_model(str(shared_mirror() / "morphable/sfm/sfm_shape_3448.bin"))
+    return eos.morphablemodel.load_model(str(asset("morphable/sfm/sfm_shape_3448.bin")))
 
 
 def test_sfm_sizes(sfm):
@@ -138,7 +131,7 @@ def test_mirror_pairs(sfm):
     mirrored = sfm.mean_shape[mirror] * REFLECT_X
     assert (mirrored - sfm.mean_shape).norm(dim=1).max() < 0.03  # 2.2 mm
     # Agrees with eos's symmetry list of the 845 reference-shape vertices (1-based).
-    lines = (shared_mirror() / "morphable/sfm/sfm_reference_symmetry.txt").read_text().splitlines()
+    lines = asset("morphable/sfm/sfm_reference_symmetry.txt").read_text().splitlines()
     reference = np.array([int(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]) - 1
     np.testing.assert_array_equal(mirror[:845].numpy(), reference)
     # Landmarks are mirror-consistent: the mirror of iBUG point i is the vertex of its mirror point.
@@ -164,7 +157,6 @@ def test_npz_round_trip(sfm, tmp_path):
 
 
 def test_load_sfm_builds_once_and_shows_the_licence_once(monkeypatch, tmp_path, capfd):
-    monkeypatch.setenv(assets.MIRROR_ENV, str(shared_mirror()))
     monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path))
     first = morphable.load_sfm()
     assert "free for use for non-commercial purposes" in capfd.readouterr().err

@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.preprocess import run
+from sample_assets import sample_clip, sample_clip_names
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "assets" / "voxceleb_sample"
-VIDEOS = sorted(SAMPLE.glob("*/*/*.mp4"))[::5]  # 6 clips of different speakers and sizes
+CLIPS = sample_clip_names()[::5]  # 6 clips of different speakers and sizes
 
 
 def clip_rows(output: Path) -> dict[str, tuple]:
@@ -27,7 +27,7 @@ def test_two_nodes_write_the_same_clips_as_one(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the nodes' workers import this checkout's pipelines
     manifest = tmp_path / "videos.csv"
-    manifest.write_text("path\n" + "".join(f"{video}\n" for video in VIDEOS))
+    manifest.write_text("path\n" + "".join(f"{sample_clip(clip)}\n" for clip in CLIPS))
     args = ["--input", str(manifest), "--max-frames", "12", "--rows-per-file", "2"]
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
@@ -41,5 +41,5 @@ def test_two_nodes_write_the_same_clips_as_one(tmp_path, monkeypatch):
         ray.shutdown()
         cluster.shutdown()
     one, two = clip_rows(tmp_path / "one"), clip_rows(tmp_path / "two")
-    assert len(one) == len(VIDEOS)
+    assert len(one) == len(CLIPS)
     assert one == two

@@ -9,10 +9,10 @@ import pytest
 
 from pipelines.config import PreprocessConfig
 from pipelines.decode import Reject, _trim_repeated_tail, decode_video, mp4_truncated
+from sample_assets import sample_clip
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "voxceleb_sample"
-CLIP_512 = SAMPLE / "id10019" / "lpd0" / "00001.mp4"  # 78 frames, 512 x 512, 25 fps
-CLIP_844 = SAMPLE / "id10015" / "vretalk2" / "00001.mp4"  # 125 frames, 844 x 844
+CLIP_512 = "id10019/lpd0"  # 78 frames, 512 x 512, 25 fps
+CLIP_844 = "id10015/vretalk2"  # 125 frames, 844 x 844
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float = 25.0, color: bool = True) -> Path:
@@ -28,12 +28,12 @@ def write_video(path: Path, frames: np.ndarray, fps: float = 25.0, color: bool =
 def real_frames():
     import decord
 
-    return decord.VideoReader(str(CLIP_512)).get_batch(list(range(40))).asnumpy()
+    return decord.VideoReader(str(sample_clip(CLIP_512))).get_batch(list(range(40))).asnumpy()
 
 
 def test_decode_stride_maximum_and_size_bound():
     cfg = PreprocessConfig(frame_stride=3, max_frames=20, max_side=320)
-    video = decode_video(str(CLIP_844), cfg)
+    video = decode_video(str(sample_clip(CLIP_844)), cfg)
     assert video.frames.shape == (20, 320, 320, 3)
     assert video.frame_indices.tolist() == list(range(0, 60, 3))
     assert video.source_size == (844, 844)
@@ -42,7 +42,7 @@ def test_decode_stride_maximum_and_size_bound():
 
 
 def test_decode_whole_clip_has_no_repeated_tail():
-    video = decode_video(str(CLIP_512), PreprocessConfig())
+    video = decode_video(str(sample_clip(CLIP_512)), PreprocessConfig())
     assert len(video.frames) == video.reported_frames == 78
     assert not np.array_equal(video.frames[-1], video.frames[-2])
 
@@ -58,11 +58,11 @@ def test_timeout_bounds_the_time_per_video():
 
     started = time.monotonic()
     with pytest.raises(Reject) as rejected:
-        decode_video(str(SAMPLE / "id10021" / "lpd6" / "00001.mp4"), PreprocessConfig(decode_timeout_s=0.2))
+        decode_video(str(sample_clip("id10021/lpd6")), PreprocessConfig(decode_timeout_s=0.2))
     assert time.monotonic() - started < 5
     assert rejected.value.reason in ("timeout", "truncated")
     # The helper was replaced: the next video decodes normally.
-    assert len(decode_video(str(CLIP_512), PreprocessConfig(max_frames=5)).frames) == 5
+    assert len(decode_video(str(sample_clip(CLIP_512)), PreprocessConfig(max_frames=5)).frames) == 5
 
 
 @pytest.mark.parametrize(
@@ -122,4 +122,4 @@ def test_cut_download_of_an_index_first_mp4_is_truncated(tmp_path, real_frames):
 
 def test_complete_mp4_is_not_truncated(tmp_path, real_frames):
     assert not mp4_truncated(str(write_video(tmp_path / "ok.mp4", real_frames)))
-    assert not mp4_truncated(str(CLIP_512))
+    assert not mp4_truncated(str(sample_clip(CLIP_512)))

@@ -6,7 +6,6 @@ landmark accuracy. Face boxes come from face-alignment's 'dlib' detector module 
 
 import dataclasses
 import os
-from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -17,8 +16,7 @@ from pipelines.config import PreprocessConfig
 from pipelines.inputs import make_input
 from pipelines.masks import make_masker
 from pipelines.stages import process_input
-
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "voxceleb_sample"
+from sample_assets import sample_clip
 
 
 @pytest.fixture
@@ -48,7 +46,7 @@ def test_fan_backend_loads_cached_weights_and_runs_the_stages(random_fan_cache):
     points = fan.landmarks(image, np.array([[50.0, 40.0, 170.0, 180.0]], np.float32))
     assert points.shape == (1, 68, 2) and np.isfinite(points).all()
 
-    item = make_input(str(SAMPLE / "id10002" / "pcavs00086" / "00001.mp4"))
+    item = make_input(str(sample_clip("id10002/pcavs00086")))
     rows = process_input(item, cfg, fan, make_masker("skin", cfg.skin_threshold))
     # Random weights give arbitrary points, so the clip may be accepted or rejected by a later check;
     # either way the input ends as rows, and never as an internal error.
@@ -71,7 +69,7 @@ def test_batched_fan_matches_face_alignment_per_image(random_fan_cache):
 
     torch.set_num_threads(1)
     fan = FanLandmarker(device="cpu", face_detector="dlib", batch_size=3)
-    frames = decord.VideoReader(str(SAMPLE / "id10014" / "vretalk1" / "00001.mp4")).get_batch([0, 5, 10, 15]).asnumpy()
+    frames = decord.VideoReader(str(sample_clip("id10014/vretalk1"))).get_batch([0, 5, 10, 15]).asnumpy()
     boxes = np.array([[200.0, 150.0, 480.0, 470.0], [210, 140, 470, 460], [190, 160, 500, 480], [205, 150, 475, 465]])
     batched = fan.landmarks_many(list(frames), boxes)
     single = np.stack([fan.landmarks(frame, box[None])[0] for frame, box in zip(frames, boxes)])

@@ -1,7 +1,5 @@
 """One primary face per clip: tracks of another person are dropped, a broken track of the same person is kept."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -10,8 +8,7 @@ from pipelines.decode import decode_video
 from pipelines.identity import FaceIdentity, keep_primary_face
 from pipelines.landmarks import DlibLandmarker
 from pipelines.tracking import FaceTracker
-
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "voxceleb_sample"
+from sample_assets import sample_clip
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +17,7 @@ def models():
 
 
 def frames_of(relative: str, count: int) -> np.ndarray:
-    return decode_video(str(SAMPLE / relative / "00001.mp4"), PreprocessConfig(max_frames=count)).frames
+    return decode_video(str(sample_clip(relative)), PreprocessConfig(max_frames=count)).frames
 
 
 def tracks_across_a_cut(first: np.ndarray, second: np.ndarray, landmarker):

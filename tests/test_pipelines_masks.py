@@ -1,7 +1,5 @@
 """Face masks: the landmark region x skin model drops occluders inside the face region."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,14 +9,13 @@ from pipelines.landmarks import DlibLandmarker
 from pipelines.masks import SkinRegionMasker, _mahalanobis2, face_region
 from pipelines.schema import decode_clip_row
 from pipelines.stages import process_input
-
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "voxceleb_sample"
+from sample_assets import sample_clip
 
 
 @pytest.fixture(scope="module")
 def crop_and_landmarks():
     cfg = PreprocessConfig(max_frames=8)
-    item = make_input(str(SAMPLE / "id10024" / "lpd11" / "00001.mp4"))
+    item = make_input(str(sample_clip("id10024/lpd11")))
     (row,) = process_input(item, cfg, DlibLandmarker(), SkinRegionMasker())
     clip = decode_clip_row(row)
     return clip["frames"][0], clip["landmarks"][0]

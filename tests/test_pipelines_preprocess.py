@@ -20,9 +20,9 @@ from pipelines.inputs import discover_inputs
 from pipelines.output import Output
 from pipelines.preprocess import run
 from pipelines.schema import decode_clip_row, validate_rejects, validate_table
+from sample_assets import asset_dir, sample_clip, sample_clip_names
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "assets" / "voxceleb_sample"
 FAST = ["--max-frames", "16", "--rows-per-file", "8"]
 # id10006/pcavs00002 turns to profile in frames 4-23, where dlib's frontal detector finds no face.
 SAMPLE_ARGS = ["--max-frames", "40", "--rows-per-file", "8"]
@@ -37,24 +37,29 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def sample():
+    return asset_dir("voxceleb_sample")
+
+
 def read_all(directory: Path, kind: str):
     files = sorted((directory / kind).glob("part-*.parquet"))
     return pq.read_table([str(path) for path in files]) if files else None
 
 
 @pytest.fixture(scope="module")
-def sample_output(local_ray, tmp_path_factory):
+def sample_output(local_ray, tmp_path_factory, sample):
     output = tmp_path_factory.mktemp("sample_clips")
-    assert run(["--input", str(SAMPLE), "--output", str(output)] + SAMPLE_ARGS) == 0
+    assert run(["--input", str(sample), "--output", str(output)] + SAMPLE_ARGS) == 0
     return output
 
 
-def test_every_sample_clip_yields_rows(sample_output):
+def test_every_sample_clip_yields_rows(sample_output, sample):
     summary = json.loads((sample_output / "summary.json").read_text())
     assert summary["inputs"] == summary["accepted_inputs"] == 28
     assert summary["rejected_inputs"] == 0 and summary["balanced"]
     clips = read_all(sample_output, "clips")
-    expected = {item.input_id for item in discover_inputs(str(SAMPLE))}
+    expected = {item.input_id for item in discover_inputs(str(sample))}
     assert set(clips.column("input_id").to_pylist()) == expected
     assert summary["frames"] == sum(clips.column("num_frames").to_pylist()) >= 27 * 40
 
@@ -102,7 +107,7 @@ def make_bad_inputs(directory: Path) -> dict[str, str]:
     """Bad videos made from real sample frames -> the reject reason each must get."""
     import decord
 
-    frames = decord.VideoReader(str(SAMPLE / "id10019" / "lpd0" / "00001.mp4")).get_batch(list(range(30))).asnumpy()
+    frames = decord.VideoReader(str(sample_clip("id10019/lpd0"))).get_batch(list(range(30))).asnumpy()
     (directory / "zero.mp4").write_bytes(b"")
     (directory / "text.mp4").write_text("not a video\n" * 50)
     whole = write_video(directory / "whole.mp4", frames).read_bytes()
@@ -129,7 +134,7 @@ def test_bad_inputs_are_rejected_with_their_reason_and_the_run_completes(local_r
     with manifest.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "speaker_id"])
-        writer.writerow([str(SAMPLE / "id10002" / "pcavs00086" / "00001.mp4"), "good"])
+        writer.writerow([str(sample_clip("id10002/pcavs00086")), "good"])
         for name in expected:
             writer.writerow([f"{name}.mp4", "bad"])  # relative to the manifest
     output = tmp_path / "out"
@@ -144,12 +149,12 @@ def test_bad_inputs_are_rejected_with_their_reason_and_the_run_completes(local_r
     assert read_all(output, "clips").column("speaker_id").to_pylist() == ["good"]
 
 
-def write_manifest(path: Path, videos: list[Path]) -> Path:
-    path.write_text("path\n" + "".join(f"{video}\n" for video in videos))
+def write_manifest(path: Path, clips: list[str]) -> Path:
+    path.write_text("path\n" + "".join(f"{sample_clip(clip)}\n" for clip in clips))
     return path
 
 
-SUBSET = sorted(SAMPLE.glob("*/*/*.mp4"))[:6]
+SUBSET = sample_clip_names()[:6]
 
 
 def test_resumed_run_processes_only_the_rest(local_ray, tmp_path):
@@ -220,13 +225,16 @@ def run_cli(*args):
     "args, message",
     [
         (["--input", "/no/such/dir", "--output", "OUT"], "input not found: /no/such/dir"),
-        (["--input", str(SAMPLE), "--output", "OUT", "--frame-stride", "0"], "frame_stride must be >= 1"),
-        (["--input", str(SAMPLE), "--output", "OUT", "--detector", "hog"], "invalid choice: 'hog'"),
+        (["--input", "SAMPLE", "--output", "OUT", "--frame-stride", "0"], "frame_stride must be >= 1"),
+        (["--input", "SAMPLE", "--output", "OUT", "--detector", "hog"], "invalid choice: 'hog'"),
         (["--output", "OUT"], "required: --input"),
     ],
 )
 def test_bad_configuration_is_one_error_line(tmp_path, args, message):
-    result = run_cli(*[str(tmp_path / "out") if arg == "OUT" else arg for arg in args])
+    placeholders = {"OUT": str(tmp_path / "out")}
+    if "SAMPLE" in args:
+        placeholders["SAMPLE"] = str(asset_dir("voxceleb_sample"))
+    result = run_cli(*[placeholders.get(arg, arg) for arg in args])
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
 
@@ -234,5 +242,5 @@ def test_bad_configuration_is_one_error_line(tmp_path, args, message):
 def test_output_written_with_other_settings_is_refused(tmp_path):
     output = tmp_path / "out"
     Output(str(output)).check_settings(PreprocessConfig(frame_stride=2).output_settings())
-    result = run_cli("--input", str(SAMPLE), "--output", str(output))
+    result = run_cli("--input", str(asset_dir("voxceleb_sample")), "--output", str(output))
     assert result.returncode == 2 and "other settings (frame_stride);" in result.stderr

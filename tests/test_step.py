@@ -4,7 +4,7 @@ import torch
 from cest.config import Config, DataConfig, LossConfig, ModelConfig, save_config
 from cest.model import CESTModel
 from cest.morphable import load_sfm
-from cest.step import Batch, NonFiniteLossError, make_optimizer, train_step
+from cest.step import Batch, NonFiniteLossError, compute_loss, make_optimizer, train_step
 from cest.train_local import FrameSet, clip_batches, main, save_frames, train
 
 
@@ -108,3 +108,20 @@ def test_train_step_runs_unchanged_under_distributed_data_parallel(morphable, sa
         assert terms["total"] == terms["total"] and "consistency" in terms
     finally:
         dist.destroy_process_group()
+
+
+def test_bf16_autocast_step_matches_fp32_losses_and_trains(morphable, sample_frames):
+    """The networks run in bfloat16, the renderer in float32: the loss terms stay close to float32's."""
+    torch.manual_seed(0)
+    model = CESTModel(ModelConfig(**SMALL), morphable)
+    batch = _batch(sample_frames)
+    exact = compute_loss(model, batch, LossConfig(), torch.Generator().manual_seed(0))
+    mixed = compute_loss(model, batch, LossConfig(), torch.Generator().manual_seed(0), precision="bf16")
+    assert all(value.dtype == torch.float32 for value in mixed.values())
+    for name in exact:
+        assert abs(float(mixed[name]) - float(exact[name])) < 0.02 * abs(float(exact[name])) + 1e-4, name
+    optimizer = make_optimizer(model, Config().optim)
+    first = train_step(model, optimizer, batch, LossConfig(), precision="bf16")
+    for _ in range(5):
+        last = train_step(model, optimizer, batch, LossConfig(), precision="bf16")
+    assert last["total"] < first["total"]

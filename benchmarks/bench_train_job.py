@@ -1,0 +1,72 @@
+"""Training-job throughput: images/s and the share of step time spent waiting for data, end to end through
+jobs/train.py (Ray Data ingest of Parquet clips, Ray Train workers, MLflow), per image size and worker count.
+
+    python benchmarks/bench_train_job.py --data data/clips [--sizes 64 112] [--workers 1 2] [--steps 40]
+
+Each setting is a fresh run of `--steps` steps; the numbers are the medians of its logged windows after the
+first (which holds Ray Data's and the workers' start-up). Prints one JSON object.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs import tracking  # noqa: E402
+from jobs.train import main as train  # noqa: E402
+
+
+def _metric_medians(client, run_id: str, names: list[str]) -> dict[str, float]:
+    medians = {}
+    for name in names:
+        history = sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)[1:]
+        medians[name] = statistics.median(m.value for m in history) if history else float("nan")
+    return medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data/clips", help="output of `make preprocess`")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 112])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--cpus-per-worker", type=float, default=0.5)
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "jobs/configs/cpu_demo.yaml"))
+    args = parser.parse_args()
+
+    from mlflow.tracking import MlflowClient
+
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"
+        client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+        for size in args.sizes:
+            for workers in args.workers:
+                name = f"bench-{size}-{workers}"
+                started = time.perf_counter()
+                code = train(["--data", args.data, "--config", args.config, "--name", name, "--storage",
+                              f"{scratch}/runs", "--steps", str(args.steps), "--workers", str(workers),
+                              "--cpus-per-worker", str(args.cpus_per_worker), "--set", f"model.image_size={size}",
+                              "--set", "train.log_every=5", "--set", f"train.image_every={args.steps}",
+                              "--set", f"train.checkpoint_every={args.steps}"])
+                if code != 0:
+                    raise SystemExit(f"{name}: training exited with {code}")
+                experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+                run = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")[0]
+                medians = _metric_medians(client, run.info.run_id, ["images_per_second", "data_wait_share"])
+                results.append({"image_size": size, "workers": workers, "cpus_per_worker": args.cpus_per_worker,
+                                "steps": args.steps, "images_per_second": round(medians["images_per_second"], 2),
+                                "data_wait_share": round(medians["data_wait_share"], 4),
+                                "wall_seconds_including_startup": round(time.perf_counter() - started, 1)})
+    print(json.dumps({"benchmark": "train_job", "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+                      "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

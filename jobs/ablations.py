@@ -1,0 +1,143 @@
+"""The paper's ablations as child runs of one MLflow parent run: `make ablations` / `python jobs/ablations.py`.
+
+    python jobs/ablations.py --data data/clips --config jobs/configs/cpu_demo.yaml --name ablations
+    ray job submit --working-dir . -- python jobs/ablations.py --data s3://b/clips --config jobs/configs/voxceleb.yaml \\
+        --workers 4 --gpus-per-worker 1 --storage s3://b/runs --parallel --name ablations
+
+Each variant is a training run of jobs/train.py named NAME-VARIANT under the parent run NAME (tag
+cest.role=ablations; the children carry cest.variant and cest.ablation for the UI's compare view). Locally they
+run one after another in this process; with --parallel each is its own driver on the cluster (side by side).
+Re-running the command resumes: the parent run id is kept in STORAGE/NAME/ablations.json and each child
+resumes from its own checkpoints.
+"""
+
+import argparse
+import json
+import posixpath
+import subprocess
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow.fs
+
+from jobs import tracking
+from jobs.data import DataError, clip_files
+from jobs.train import DEFAULT_STORAGE, NAME_PATTERN, JobError, exit_code, load_job_config
+from jobs.train import run as train
+from pipelines.inputs import resolve
+
+FIXED_ABLATIONS = {
+    "cest": [],  # the full model: conditional estimation, symmetry and pairwise consistency (Fig. 4a)
+    "iest": ["model.variant=iest"],  # independent estimation (Fig. 3, Table 1)
+    "symmetry_only": ["loss.consistency=false"],  # Fig. 4c
+    "consistency_only": ["loss.symmetry=false"],  # Fig. 4d
+    "neither": ["loss.symmetry=false", "loss.consistency=false"],  # the degenerate solution, Fig. 4e
+    "video_scope": ["data.consistency_scope=video"],  # consistency across a whole video, Fig. 11
+}
+# FML-style clip averages (App. B.2, Fig. 10): the batch stays fixed while the frames per clip vary.
+CLIP_AVERAGE_FRAMES = (2, 4, 8)
+
+
+def ablations(batch_size: int) -> dict[str, list[str]]:
+    """name -> config overrides of every ablation, for a batch of `batch_size` images."""
+    variants = dict(FIXED_ABLATIONS)
+    for frames in CLIP_AVERAGE_FRAMES:
+        if batch_size % frames == 0:
+            variants[f"clip_average_{frames}"] = ["loss.consistency_mode=clip_average",
+                                                  f"data.frames_per_clip={frames}",
+                                                  f"data.clips_per_batch={batch_size // frames}"]
+    return variants
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--only", help="comma-separated subset of the ablations (default: all)")
+    parser.add_argument("--name", default="ablations", help="parent run name; children are NAME-VARIANT")
+    parser.add_argument("--storage", default=str(DEFAULT_STORAGE))
+    parser.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
+    parser.add_argument("--parallel", action="store_true", help="one driver per variant on the cluster, side by side")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--gpus-per-worker", type=float, default=0)
+    parser.add_argument("--cpus-per-worker", type=float, default=1)
+    parser.add_argument("--address")
+    return parser.parse_args(argv)
+
+
+def parent_run(args) -> str:
+    """The parent MLflow run of this sweep (continued when the sweep is run again)."""
+    from mlflow.tracking import MlflowClient
+
+    fs, root = resolve(posixpath.join(args.storage, args.name) if "://" in args.storage
+                       else str(Path(args.storage, args.name)))
+    record = posixpath.join(root, "ablations.json")
+    if fs.get_file_info(record).type == pyarrow.fs.FileType.File:
+        with fs.open_input_stream(record) as stream:
+            return json.loads(stream.read())["mlflow_run_id"]
+    uri = tracking.tracking_uri()
+    client = MlflowClient(uri)
+    experiment_id = tracking.experiment_id(client, uri, args.experiment)
+    run = client.create_run(experiment_id, run_name=args.name, tags={tracking.ROLE_TAG: tracking.ABLATIONS_ROLE})
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(record) as stream:
+        stream.write(json.dumps({"mlflow_run_id": run.info.run_id}).encode())
+    return run.info.run_id
+
+
+def child_arguments(args, variant: str, overrides: list[str], parent: str) -> list[str]:
+    argv = ["--data", args.data, "--name", f"{args.name}-{variant}", "--storage", args.storage,
+            "--experiment", args.experiment, "--ablation", variant, "--parent-run-id", parent,
+            "--workers", str(args.workers), "--gpus-per-worker", str(args.gpus_per_worker),
+            "--cpus-per-worker", str(args.cpus_per_worker)]
+    for option, value in (("--config", args.config), ("--steps", args.steps), ("--address", args.address)):
+        if value is not None:
+            argv += [option, str(value)]
+    for assignment in args.overrides + overrides:
+        argv += ["--set", assignment]
+    return argv
+
+
+def run(argv=None) -> int:
+    args = parse_args(argv)
+    if not NAME_PATTERN.match(args.name):
+        raise JobError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
+    base = load_job_config(args.config, args.overrides)
+    try:
+        clip_files(args.data)
+    except (DataError, OSError) as error:
+        raise JobError(str(error)) from None
+    variants = ablations(base.data.batch_size)
+    if args.only:
+        unknown = set(args.only.split(",")) - set(variants)
+        if unknown:
+            raise JobError(f"--only: unknown ablations {sorted(unknown)}; known: {', '.join(variants)}")
+        variants = {name: variants[name] for name in args.only.split(",")}
+    parent = parent_run(args)
+    print(f"ablations {args.name} (MLflow parent run {parent}): {', '.join(variants)}", flush=True)
+    if args.parallel:
+        drivers = {name: subprocess.Popen([sys.executable, str(Path(__file__).with_name("train.py")),
+                                           *child_arguments(args, name, overrides, parent)])
+                   for name, overrides in variants.items()}
+        codes = {name: driver.wait() for name, driver in drivers.items()}
+    else:
+        codes = {name: train(child_arguments(args, name, overrides, parent)) for name, overrides in variants.items()}
+    failed = [name for name, code in codes.items() if code != 0]
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking.tracking_uri()).set_terminated(parent, "FAILED" if failed else "FINISHED")
+    print(f"ablations {args.name}: " + (f"failed: {', '.join(failed)}" if failed else f"{len(codes)} runs finished"))
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    return exit_code(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

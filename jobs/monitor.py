@@ -1,0 +1,97 @@
+"""What rank 0 shows and records while training: progress lines and MLflow metrics, image grids, system metrics.
+
+Every `train.log_every` steps: a progress line (step/total, images/s, share of time waiting for data, ETA,
+the loss terms averaged over the window) and the same numbers as MLflow metrics by step. Every
+`train.image_every` steps (and at the last step): the held-apart frames through the model in eval mode, as
+an image grid (input | overlay | reflectance | illuminated texture | shading | normals, cest.visualize)
+logged with key "holdout" and the step, so the MLflow UI's slider shows training progress, plus the
+degeneracy measures (shading std, reflectance-texture correlation; cest.losses.degeneracy_measures).
+"""
+
+import time
+from collections import defaultdict
+
+import mlflow
+import torch
+
+from cest.config import Config
+from cest.losses import degeneracy_measures
+from cest.step import unwrap_model
+from cest.visualize import TRAINING_PANELS, face_panels, panel_grid
+from jobs.data import read_frames, to_batch
+
+# psutil samples (CPU, memory, GPU when present) every this many seconds while the run is open.
+SYSTEM_METRICS_SECONDS = 10
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Monitor:
+    def __init__(self, job, config: Config, world_size: int):
+        self.config, self.total = config, config.train.steps
+        self.images_per_step = config.data.batch_size  # clips_per_batch is global: split over the workers
+        self.window = defaultdict(float)
+        self.window_steps, self.window_seconds, self.window_data_seconds = 0, 0.0, 0.0
+        self.last = time.perf_counter()
+        mlflow.set_tracking_uri(job.tracking_uri)
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_SECONDS)
+        mlflow.start_run(run_id=job.mlflow_run_id, log_system_metrics=True)
+        self.holdout = None
+        if job.holdout_keys:
+            frames = read_frames(job.data, job.holdout_keys, config.model.image_size)
+            samples = {name: value[:, None] for name, value in frames.items()}
+            self.holdout = to_batch(samples)
+        print(f"rank 0: {world_size} worker(s), {self.images_per_step} images per step, "
+              f"{len(job.holdout_keys)} held-apart clips for image grids", flush=True)
+
+    def step_done(self, step: int, terms: dict, data_seconds: float, model) -> None:
+        now = time.perf_counter()
+        self.window_seconds += now - self.last
+        self.window_data_seconds += data_seconds
+        self.last = now
+        self.window_steps += 1
+        for name, value in terms.items():
+            self.window[name] += value
+        schedule = self.config.train
+        if step % schedule.log_every == 0 or step == self.total:
+            self._log_window(step)
+        if step % schedule.image_every == 0 or step == self.total:
+            self._log_holdout(step, model)
+
+    def _log_window(self, step: int) -> None:
+        steps, seconds = self.window_steps, max(self.window_seconds, 1e-9)
+        metrics = {name: value / steps for name, value in self.window.items()}
+        metrics["images_per_second"] = steps * self.images_per_step / seconds
+        metrics["data_wait_share"] = self.window_data_seconds / seconds
+        eta = (self.total - step) * seconds / steps
+        terms = " ".join(f"{name} {value:.4f}" for name, value in metrics.items()
+                         if name not in ("images_per_second", "data_wait_share"))
+        print(f"step {step}/{self.total} | {metrics['images_per_second']:.1f} img/s | data wait "
+              f"{100 * metrics['data_wait_share']:.0f}% | ETA {_duration(eta)} | {terms}", flush=True)
+        mlflow.log_metrics(metrics, step=step)
+        self.window.clear()
+        self.window_steps, self.window_seconds, self.window_data_seconds = 0, 0.0, 0.0
+
+    @torch.no_grad()
+    def _log_holdout(self, step: int, model) -> None:
+        if self.holdout is None:
+            return
+        started = time.perf_counter()
+        network = unwrap_model(model)
+        device = next(network.parameters()).device
+        batch = self.holdout.to(device)
+        network.eval()
+        estimate = network(batch.images)
+        measures = degeneracy_measures(network, estimate, batch.masks)
+        grid = panel_grid(face_panels(network, batch.images, estimate, TRAINING_PANELS))
+        network.train()
+        mlflow.log_metrics(measures, step=step)
+        mlflow.log_image(grid, key="holdout", step=step)
+        # Time spent here is not training time: keep it out of the next window's images/s.
+        self.last += time.perf_counter() - started
+
+    def close(self) -> None:
+        mlflow.end_run()

@@ -1,0 +1,141 @@
+"""Reconstruction with MLflow-named models, and 3D annotation of a whole corpus as a Ray Data job.
+
+One photo or video, the model named by its MLflow training run (same outputs as `python -m cest.reconstruct`):
+    python -m jobs.reconstruct photo.jpg --run-id RUN [--output DIR] [--smooth SIGMA]
+
+A corpus: every frame of a preprocess output (its clip Parquet and 224 crops) or of a folder of videos (the
+primary face track of each, cropped as cest.reconstruct does) gets its parameters:
+    python -m jobs.reconstruct --annotate data/clips --output data/params --run-id RUN | --checkpoint CKPT
+Output: Parquet files in --output, one row per frame: source, segment_key, frame_index, viewpoint (7),
+alpha_identity, alpha_expression, sh (9), landmarks_source (68 x 2, source pixels), source_to_model_input (2 x 3).
+Frames are cropped in Ray tasks and the model runs in actors (`map_batches` with a class; one GPU each when
+the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cest.reconstruct import (VIDEO_SUFFIXES, Reconstructor, ReconstructError, crop_video, invert_affine,
+                              model_images, parameters, to_model_pixels)
+from cest.reconstruct import main as reconstruct_main
+
+CROP_SIZE = 224
+
+
+def video_frames(item: dict) -> list[dict]:
+    """Frame rows of one video: its primary face track cropped by the pipeline's alignment (none: no face)."""
+    try:
+        crops = crop_video(Path(item["path"]), item["max_frames"])
+    except ReconstructError:
+        return []
+    return [{"source": item["path"], "segment_key": Path(item["path"]).stem, "frame_index": int(index),
+             "crop": crop, "source_to_crop": matrix.astype(np.float32)}
+            for crop, matrix, index in zip(crops.crops, crops.matrices, crops.frame_indices)]
+
+
+def clip_frames(row: dict) -> list[dict]:
+    """Frame rows of one preprocess clip row (frames_jpeg, crop_transforms: source -> crop)."""
+    from pipelines.schema import decode_clip_row
+
+    clip = decode_clip_row(row)
+    transforms = np.asarray(clip["crop_transforms"], np.float32).reshape(-1, 2, 3)
+    return [{"source": clip["source_path"], "segment_key": clip["segment_key"], "frame_index": int(index),
+             "crop": frame, "source_to_crop": matrix}
+            for frame, matrix, index in zip(clip["frames"], transforms, clip["frame_indices"])]
+
+
+class Annotator:
+    """Frame rows (numpy batch) -> parameter rows, with one model (a Ray Data actor)."""
+
+    def __init__(self, checkpoint: str):
+        import torch
+
+        self.reconstructor = Reconstructor(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+
+    def __call__(self, batch: dict) -> dict:
+        size = self.reconstructor.image_size
+        crops = np.asarray(batch["crop"], np.uint8)
+        if crops.shape[1] != CROP_SIZE:  # preprocess outputs made with another crop size
+            raise ValueError(f"crops of {crops.shape[1]} px; the model's crops are {CROP_SIZE} px")
+        estimate = self.reconstructor.estimate(model_images(crops, size))
+        to_model = to_model_pixels(np.asarray(batch["source_to_crop"], np.float64), size)
+        values = parameters(estimate, invert_affine(to_model))
+        return {"source": batch["source"], "segment_key": batch["segment_key"], "frame_index": batch["frame_index"],
+                **{name: array.reshape(len(array), -1) for name, array in values.items()},
+                "source_to_model_input": to_model.reshape(len(to_model), -1).astype(np.float32)}
+
+
+def annotate(source: Path, output: Path, checkpoint: Path, batch_size: int = 32, max_frames: int = 0) -> int:
+    """Run the annotation job; returns the number of frames written."""
+    import ray
+
+    if (source / "clips").is_dir():
+        frames = ray.data.read_parquet(str(source / "clips")).flat_map(clip_frames)
+    elif source.is_dir():
+        videos = [{"path": str(p), "max_frames": max_frames} for p in sorted(source.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES]
+        if not videos:
+            raise ReconstructError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) and no clips/ under {source}")
+        frames = ray.data.from_items(videos).flat_map(video_frames)
+    else:
+        raise ReconstructError(f"{source} is neither a preprocess output nor a folder of videos")
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    annotated = frames.map_batches(Annotator, fn_constructor_kwargs={"checkpoint": str(checkpoint)},
+                                   batch_size=batch_size, batch_format="numpy", concurrency=max(1, gpus),
+                                   num_gpus=1 if gpus else 0)
+    annotated.write_parquet(str(output))
+    return ray.data.read_parquet(str(output)).count()
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--annotate" not in argv:
+        return reconstruct_with_run(argv)
+    parser = argparse.ArgumentParser(description="3D-annotate a corpus (Ray Data job)")
+    parser.add_argument("--annotate", type=Path, required=True, help="a preprocess output or a folder of videos")
+    parser.add_argument("--output", type=Path, required=True, help="directory for the parameter Parquet files")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--run-id", help="the MLflow training run whose checkpoint to use")
+    model.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-frames", type=int, default=0, help="videos: at most this many frames each (0: all)")
+    args = parser.parse_args(argv)
+    import ray
+
+    from jobs.runs import RunError, download_checkpoint
+
+    try:
+        checkpoint = args.checkpoint or download_checkpoint(args.run_id)
+        ray.init()
+        try:
+            count = annotate(args.annotate, args.output, checkpoint, args.batch_size, args.max_frames)
+        finally:
+            ray.shutdown()
+    except (ReconstructError, RunError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"annotated {count} frames -> {args.output}")
+    return 0
+
+
+def reconstruct_with_run(argv: list[str]) -> int:
+    """`python -m cest.reconstruct`'s command with --run-id in place of --checkpoint."""
+    if "--run-id" not in argv:
+        return reconstruct_main(argv)
+    from jobs.runs import RunError, download_checkpoint
+
+    at = argv.index("--run-id")
+    run_id = argv[at + 1] if at + 1 < len(argv) else ""
+    rest = argv[:at] + argv[at + 2:]
+    try:
+        checkpoint = download_checkpoint(run_id)
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return reconstruct_main(rest + ["--checkpoint", str(checkpoint)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

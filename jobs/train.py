@@ -1,0 +1,488 @@
+"""Train CEST (or IEST, or an ablation) on the clips of `make preprocess`, with Ray Train, Ray Data and MLflow.
+
+    python jobs/train.py --data data/clips --config jobs/configs/cpu_demo.yaml --steps 200 --name demo
+    ray job submit --working-dir . -- python jobs/train.py --data s3://bucket/clips \\
+        --config jobs/configs/voxceleb.yaml --workers 8 --gpus-per-worker 1 --storage s3://bucket/runs --name cest
+
+The training loop (`train_worker`) is a plain function of the job description and a worker context: Ray
+Train runs it in every worker of a `TorchTrainer` (`--workers N`, DDP: gloo on CPU, NCCL on GPU); with
+`--workers 0` it runs in this process, on the same Ray Data ingest (jobs/data.py). Checkpoints go to
+STORAGE/NAME every `train.checkpoint_every` steps (cest.checkpoint format); a worker that dies restarts the
+group from the last one (`--max-failures`), and the same command with the same --name resumes from it
+("resuming NAME from step N"); `--fresh` starts over under an existing name, deleting its checkpoints.
+
+MLflow (jobs/tracking.py): the driver opens one run per training run before any worker starts and records
+its id in STORAGE/NAME/run.json, so restarts and resumes continue that run; rank 0 logs the loss terms,
+images/s, the share of time spent waiting for data, the degeneracy measures, image grids of held-apart
+frames and system metrics; the driver logs the resolved config and the final checkpoint.
+"""
+
+import argparse
+import json
+import math
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python jobs/train.py`: make the project importable like `python -m jobs.train`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow.fs
+
+from cest.config import Config, config_from_dict, config_to_dict, load_config, save_config
+from jobs import tracking
+from jobs.data import DataError, clip_files, holdout_keys, read_frames, to_batch, training_dataset
+from pipelines.inputs import resolve
+
+DEFAULT_STORAGE = tracking.PROJECT_ROOT / "runs"
+RUN_FILE = "run.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# CPUs left to Ray Data's decoding tasks: with none, the training workers wait forever for batches.
+DATA_CPUS = 1
+
+
+class JobError(ValueError):
+    """A bad argument, path or configuration: reported as one line, before any worker starts."""
+
+
+@dataclass
+class Job:
+    """Everything a worker needs, as plain values (it travels to the Ray workers)."""
+
+    config: dict
+    data: str
+    name: str
+    run_dir: str  # STORAGE/NAME, a local path or URI
+    tracking_uri: str
+    mlflow_run_id: str
+    resume_from: str | None = None  # checkpoint directory to start from when Ray has none for this run
+    holdout_keys: list = field(default_factory=list)
+    workers: int = 0
+    gpus_per_worker: float = 0
+
+
+# ----------------------------------------------------------------------------------------------- storage
+
+
+def _join(root: str, *parts: str) -> str:
+    return posixpath.join(root, *parts) if "://" in root else str(Path(root, *parts))
+
+
+def latest_checkpoint(run_dir: str) -> tuple[str, int] | None:
+    """(checkpoint directory, step) of the newest checkpoint under STORAGE/NAME, or None."""
+    fs, root = resolve(run_dir)
+    if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
+        return None
+    best = None
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root)):
+        meta = posixpath.join(info.path, "meta.json")
+        if info.type != pyarrow.fs.FileType.Directory or fs.get_file_info(meta).type != pyarrow.fs.FileType.File:
+            continue
+        with fs.open_input_stream(meta) as stream:
+            step = json.loads(stream.read())["step"]
+        if best is None or step > best[1]:
+            best = (_join(run_dir, info.base_name), step)
+    return best
+
+
+def read_run_file(run_dir: str) -> dict | None:
+    fs, root = resolve(run_dir)
+    path = posixpath.join(root, RUN_FILE)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return json.loads(stream.read())
+
+
+def write_run_file(run_dir: str, values: dict) -> None:
+    fs, root = resolve(run_dir)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(posixpath.join(root, RUN_FILE)) as stream:
+        stream.write(json.dumps(values, indent=1).encode())
+
+
+def fetch_checkpoint(directory: str, into: str) -> str:
+    """A local copy of a checkpoint directory (local paths are used where they are)."""
+    if "://" not in directory:
+        return directory
+    fs, path = resolve(directory)
+    local = pyarrow.fs.LocalFileSystem()
+    pyarrow.fs.copy_files(path, into, source_filesystem=fs, destination_filesystem=local)
+    return into
+
+
+# ------------------------------------------------------------------------------------------ the worker
+
+
+class LocalContext:
+    """The worker context of a `--workers 0` run: this process, rank 0 of 1, checkpoints kept by hand."""
+
+    rank, world_size = 0, 1
+    keep = 2
+
+    def __init__(self, job: Job, dataset, device: str):
+        self.job, self.dataset, self.device = job, dataset, device
+
+    def batches(self, clips: int, buffer: int):
+        return self.dataset.iter_batches(batch_size=clips, batch_format="numpy", drop_last=True,
+                                         local_shuffle_buffer_size=buffer or None)
+
+    def prepare(self, model):
+        return model.to(self.device)
+
+    def restored_checkpoint(self):
+        return None
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        if checkpoint_dir is None:
+            return
+        target = Path(self.job.run_dir) / f"checkpoint_{metrics['step']:08d}"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(checkpoint_dir, target)
+        old = sorted(Path(self.job.run_dir).glob("checkpoint_*"))[: -self.keep]
+        for directory in old:
+            shutil.rmtree(directory)
+
+
+class RayContext:
+    """The worker context inside Ray Train: rank, device, dataset shard, reports and checkpoints."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        self._train = ray.train
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.shard = ray.train.get_dataset_shard("train")
+
+    def batches(self, clips: int, buffer: int):
+        return self.shard.iter_batches(batch_size=clips, batch_format="numpy", drop_last=True,
+                                       local_shuffle_buffer_size=buffer or None)
+
+    def prepare(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def restored_checkpoint(self):
+        return self._train.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        checkpoint = self._train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self._train.report(metrics, checkpoint=checkpoint)
+
+
+def train_loop_per_worker(job: dict) -> None:
+    """Ray Train's entry point: the plain loop in a Ray worker context."""
+    train_worker(Job(**job), RayContext())
+
+
+def _load_start(context, job: Job, device) -> dict | None:
+    """The checkpoint to start from: Ray's latest for this run (after a restart), else the resume point."""
+    from cest.checkpoint import load_checkpoint
+
+    restored = context.restored_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            return load_checkpoint(directory, map_location=device)
+    if job.resume_from:
+        with tempfile.TemporaryDirectory() as scratch:
+            return load_checkpoint(fetch_checkpoint(job.resume_from, scratch), map_location=device)
+    return None
+
+
+def train_worker(job: Job, context) -> None:
+    """The training loop: the same on every worker and without Ray. Runs until config.train.steps."""
+    import torch
+
+    from cest.checkpoint import rng_state, save_checkpoint, set_rng_state
+    from cest.model import build_model
+    from cest.step import make_optimizer, make_scaler, train_step
+    from jobs.monitor import Monitor
+
+    config = config_from_dict(job.config)
+    schedule, data = config.train, config.data
+    device = torch.device(context.device)
+    torch.manual_seed(schedule.seed)
+    model = build_model(config.model).to(device)
+    optimizer = make_optimizer(model, config.optim)
+    scaler = make_scaler(schedule.precision, device)
+    step = 0
+    start = _load_start(context, job, device)
+    if start is not None:
+        model.load_state_dict(start["model"])
+        optimizer.load_state_dict(start["optimizer"])
+        if start["scaler"] is not None:
+            scaler.load_state_dict(start["scaler"])
+        step = start["step"]
+        if start["rng"] is not None and context.rank == 0:
+            set_rng_state(start["rng"])
+        if context.rank == 0:
+            print(f"rank 0: starting at step {step} from a checkpoint", flush=True)
+    model = context.prepare(model)
+    # The pairing's draws: on the data's device, different per rank, reproducible from the step reached.
+    generator = torch.Generator(device).manual_seed(schedule.seed * 1_000_003 + context.rank * 7919 + step)
+    clips = data.clips_per_batch // context.world_size
+    monitor = Monitor(job, config, context.world_size) if context.rank == 0 else None
+
+    while step < schedule.steps:
+        batches_this_epoch = 0
+        waited = time.perf_counter()
+        for samples in context.batches(clips, data.shuffle_buffer_clips):
+            batch = to_batch(samples, device)
+            data_seconds = time.perf_counter() - waited
+            model.train()
+            terms = train_step(model, optimizer, batch, config.loss, generator, schedule.precision, scaler)
+            step += 1
+            batches_this_epoch += 1
+            if monitor is not None:
+                monitor.step_done(step, terms, data_seconds, model)
+            if step % schedule.checkpoint_every == 0 or step == schedule.steps:
+                with tempfile.TemporaryDirectory() as scratch:
+                    if context.rank == 0:
+                        save_checkpoint(scratch, model, config, step, optimizer, scaler, rng_state(), job.mlflow_run_id)
+                        Path(scratch, "meta.json").write_text(json.dumps({"step": step}))
+                    context.report({"step": step, "total": terms["total"]}, scratch if context.rank == 0 else None)
+            if step >= schedule.steps:
+                break
+            waited = time.perf_counter()
+        if batches_this_epoch == 0:
+            raise RuntimeError(f"an epoch gave no batch of {clips} clips with {data.frames_per_clip} frames each: "
+                               "the data has too few usable clips for clips_per_batch / workers")
+    if monitor is not None:
+        monitor.close()
+
+
+# ------------------------------------------------------------------------------------------- the driver
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="output directory (or URI) of `make preprocess`")
+    parser.add_argument("--config", help="YAML overrides of cest/config.py (jobs/configs/*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one config value, e.g. --set loss.symmetry=false (repeatable)")
+    parser.add_argument("--steps", type=int, help="training steps (default: train.steps of the config)")
+    parser.add_argument("--workers", type=int, default=0, help="Ray Train workers; 0 = train in this process")
+    parser.add_argument("--gpus-per-worker", type=float, default=0)
+    parser.add_argument("--cpus-per-worker", type=float, default=1,
+                        help="CPUs each worker reserves (fractions allowed); Ray Data keeps the rest")
+    parser.add_argument("--placement-strategy", default="PACK", choices=("PACK", "SPREAD", "STRICT_SPREAD"),
+                        help="how Ray places the workers: PACK fills nodes, SPREAD one per node where it can")
+    parser.add_argument("--name", required=True, help="run name: checkpoints in STORAGE/NAME; reusing it resumes")
+    parser.add_argument("--storage", default=str(DEFAULT_STORAGE), help="absolute directory or URI for runs")
+    parser.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT, help="MLflow experiment")
+    parser.add_argument("--fresh", action="store_true", help="start over under an existing name (deletes it)")
+    parser.add_argument("--max-failures", type=int, default=3, help="worker-group restarts before giving up")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--ablation", default="none", help="ablation name tag (jobs/ablations.py sets it)")
+    parser.add_argument("--parent-run-id", help="MLflow parent run (jobs/ablations.py sets it)")
+    return parser.parse_args(argv)
+
+
+def load_job_config(path: str | None, overrides: list[str]) -> Config:
+    """The configuration of a job (defaults, YAML file, --set overrides); JobError with one line if it is bad."""
+    try:
+        return load_config(path, overrides)
+    except FileNotFoundError:
+        raise JobError(f"config file {path} does not exist") from None
+    except (ValueError, TypeError) as error:
+        raise JobError(f"config: {error}") from None
+
+
+def exit_code(run_job, argv, errors: tuple = ()) -> int:
+    """Run a job's command line; a JobError (or one of `errors`) is one `error:` line and exit code 2."""
+    try:
+        return run_job(argv)
+    except (JobError, *errors) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
+    """Check every argument and path; returns (config, run_dir). Raises JobError with one line."""
+    config = load_job_config(args.config, args.overrides + ([f"train.steps={args.steps}"] if args.steps else []))
+    if not NAME_PATTERN.match(args.name):
+        raise JobError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
+    if args.workers < 0 or args.gpus_per_worker < 0 or args.cpus_per_worker <= 0 or args.max_failures < 0:
+        raise JobError("--workers, --gpus-per-worker and --max-failures must be >= 0, --cpus-per-worker > 0")
+    if args.workers == 0 and args.gpus_per_worker > 1:
+        raise JobError("--workers 0 trains in this process on one device: use --workers N for several GPUs")
+    world = max(args.workers, 1)
+    if config.data.clips_per_batch % world:
+        raise JobError(f"data.clips_per_batch={config.data.clips_per_batch} does not split over {world} workers")
+    if "://" not in args.storage and not os.path.isabs(args.storage):
+        raise JobError(f"--storage {args.storage}: give an absolute path or a URI (Ray workers run elsewhere)")
+    try:
+        clip_files(args.data)
+    except (DataError, OSError) as error:
+        raise JobError(str(error)) from None
+    return config, _join(args.storage, args.name)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=tracking.PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def open_mlflow_run(args, config: Config, run_dir: str, uri: str) -> str:
+    """The MLflow run of this training run: the one recorded in STORAGE/NAME/run.json, else a new one."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    recorded = read_run_file(run_dir)
+    if recorded is not None:
+        return recorded["mlflow_run_id"]
+    client = MlflowClient(uri)
+    experiment_id = tracking.experiment_id(client, uri, args.experiment)
+    tags = {tracking.VARIANT_TAG: config.model.variant, tracking.ABLATION_TAG: args.ablation,
+            tracking.DATASET_TAG: args.data.rstrip("/").rsplit("/", 1)[-1], tracking.COMMIT_TAG: _git_commit(),
+            "cest.storage": run_dir}
+    if args.parent_run_id:
+        tags["mlflow.parentRunId"] = args.parent_run_id
+    run = client.create_run(experiment_id, run_name=args.name, tags=tags)
+    params = [mlflow.entities.Param(k, str(v)) for k, v in _flatten(config_to_dict(config)).items()]
+    for start in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[start:start + 100])
+    write_run_file(run_dir, {"mlflow_run_id": run.info.run_id, "tracking_uri": uri, "experiment": args.experiment})
+    return run.info.run_id
+
+
+def start_ray(args) -> None:
+    import ray
+
+    if ray.is_initialized():  # a caller (jobs/ablations.py, a test) already joined a cluster
+        return
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    needed = args.workers * args.cpus_per_worker + DATA_CPUS
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+
+
+def check_resources(args) -> None:
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if args.workers and args.workers * args.cpus_per_worker > cpus - DATA_CPUS:
+        raise JobError(f"{args.workers} workers x {args.cpus_per_worker} CPUs leave Ray Data less than {DATA_CPUS} "
+                       f"of the cluster's {cpus:g} CPUs (training would wait for data forever): lower "
+                       "--cpus-per-worker or --workers")
+
+
+def fit(job: Job, args, config: Config):
+    """Run the training loop (in this process or on Ray Train); returns the final checkpoint directory."""
+    dataset = training_dataset(job.data, config.data.frames_per_clip, config.model.image_size,
+                               config.data.consistency_scope, job.holdout_keys, config.train.seed)
+    if args.workers == 0:
+        import torch
+
+        device = "cuda" if args.gpus_per_worker and torch.cuda.is_available() else "cpu"
+        train_worker(job, LocalContext(job, dataset, device))
+        found = latest_checkpoint(job.run_dir)
+        return found[0] if found else None
+
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=job.__dict__,
+        scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=args.gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": args.cpus_per_worker,
+                                                           **({"GPU": args.gpus_per_worker} if args.gpus_per_worker else {})},
+                                     placement_strategy=args.placement_strategy),
+        run_config=RunConfig(name=args.name, storage_path=args.storage,
+                             failure_config=FailureConfig(max_failures=args.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    return result.checkpoint.path if result.checkpoint is not None else None
+
+
+def log_final(job: Job, config: Config, checkpoint_dir: str | None) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(job.tracking_uri)
+    with tempfile.TemporaryDirectory() as scratch:
+        save_config(config, Path(scratch, tracking.CONFIG_ARTIFACT))
+        client.log_artifact(job.mlflow_run_id, str(Path(scratch, tracking.CONFIG_ARTIFACT)))
+        if checkpoint_dir is not None:
+            local = fetch_checkpoint(checkpoint_dir, str(Path(scratch, "checkpoint")))
+            client.log_artifact(job.mlflow_run_id, str(Path(local, "checkpoint.pt")),
+                                posixpath.dirname(tracking.CHECKPOINT_ARTIFACT))
+    client.set_terminated(job.mlflow_run_id, "FINISHED")
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config, run_dir = resolve_job(args)
+    found = latest_checkpoint(run_dir)
+    if args.fresh:
+        fs, root = resolve(run_dir)
+        if fs.get_file_info(root).type == pyarrow.fs.FileType.Directory:
+            fs.delete_dir(root)
+            print(f"--fresh: deleted the earlier run {run_dir}")
+        found = None
+    elif found is not None:
+        if found[1] >= config.train.steps:
+            print(f"{args.name} is already at step {found[1]} of {config.train.steps}: nothing to do "
+                  f"(raise --steps to train on, or --fresh to start over)")
+            return 0
+        print(f"resuming {args.name} from step {found[1]} ({found[0]})")
+    elif read_run_file(run_dir) is not None:
+        print(f"{args.name}: an earlier attempt left no checkpoint; starting at step 0 in the same MLflow run")
+
+    start_ray(args)
+    check_resources(args)
+    uri = tracking.tracking_uri()
+    mlflow_run_id = open_mlflow_run(args, config, run_dir, uri)
+    keys = holdout_keys(args.data, config.train.holdout_clips)
+    job = Job(config_to_dict(config), args.data, args.name, run_dir, uri, mlflow_run_id,
+              found[0] if found else None, keys, args.workers, args.gpus_per_worker)
+    print(f"training {args.name}: {config.model.variant}, {config.train.steps} steps of "
+          f"{config.data.clips_per_batch} clips x {config.data.frames_per_clip} frames at {config.model.image_size} px, "
+          f"{args.workers or 'no'} Ray Train workers; checkpoints in {run_dir}; MLflow run {mlflow_run_id} at {uri}",
+          flush=True)
+    try:
+        checkpoint = fit(job, args, config)
+    except BaseException:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(uri).set_terminated(mlflow_run_id, "FAILED")
+        raise
+    log_final(job, config, checkpoint)
+    print(f"done: {args.name} at step {config.train.steps}; final checkpoint {checkpoint}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return exit_code(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

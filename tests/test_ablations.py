@@ -1,0 +1,62 @@
+"""jobs/ablations.py: the paper's variants as child runs of one MLflow parent run."""
+
+from pathlib import Path
+
+import pytest
+
+from cest.config import load_config
+from jobs import tracking
+from jobs.ablations import ablations, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_ablation_is_a_valid_config_and_clip_averages_keep_the_batch():
+    variants = ablations(batch_size=32)
+    assert {"cest", "iest", "symmetry_only", "consistency_only", "neither", "video_scope", "clip_average_2",
+            "clip_average_4", "clip_average_8"} == set(variants)
+    configs = {name: load_config(None, overrides) for name, overrides in variants.items()}
+    assert configs["iest"].model.variant == "iest" and configs["cest"].model.variant == "cest"
+    assert (configs["neither"].loss.symmetry, configs["neither"].loss.consistency) == (False, False)
+    assert configs["video_scope"].data.consistency_scope == "video"
+    for frames in (2, 4, 8):
+        config = load_config(None, ["data.clips_per_batch=8"] + variants[f"clip_average_{frames}"])
+        assert config.loss.consistency_mode == "clip_average" and config.data.batch_size == 32
+    assert "clip_average_8" not in ablations(batch_size=12)
+
+
+@pytest.mark.slow
+def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tmp_path, monkeypatch, capsys):
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data, _ = sample_clips
+    args = ["--data", str(data), "--config", str(ROOT / "jobs/configs/cpu_demo.yaml"), "--only", "cest,neither",
+            "--steps", "2", "--name", "sweep", "--storage", str(tmp_path / "runs"),
+            "--set", "model.encoder_widths=[8,16,16,32,32,32]", "--set", "model.unet_widths=[8,16,16,32,32]",
+            "--set", "data.clips_per_batch=2", "--set", "train.holdout_clips=1"]
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        assert main(args) == 0
+        assert main(args) == 0  # again: the parent and both children are reused, nothing is trained twice
+    finally:
+        ray.shutdown()
+    assert capsys.readouterr().out.count("nothing to do") == 2
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == tracking.ABLATIONS_ROLE]
+    children = {r.data.tags[tracking.ABLATION_TAG]: r for r in runs if r is not parent}
+    assert set(children) == {"cest", "neither"} and len(runs) == 3
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
+    assert children["neither"].data.params["loss.symmetry"] == "False"
+    assert "symmetry" not in children["neither"].data.metrics and "symmetry" in children["cest"].data.metrics
+    assert parent.info.status == "FINISHED"
+
+
+def test_unknown_ablations_and_missing_data_are_one_line(sample_clips, tmp_path, capsys):
+    assert main(["--data", str(tmp_path), "--only", "cest"]) == 2
+    assert "holds no clips/ directory" in capsys.readouterr().err
+    assert main(["--data", str(sample_clips[0]), "--only", "cest,everything"]) == 2
+    assert "unknown ablations ['everything']" in capsys.readouterr().err

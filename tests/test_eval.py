@@ -1,0 +1,176 @@
+"""jobs.eval on the AFLW2000 sample and real pipeline frames, with models trained in the test, logged to MLflow."""
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import ray
+import torch
+
+from cest.assets import fetch, fetch_dir
+from cest.checkpoint import save_checkpoint
+from cest.config import Config, ModelConfig, save_config
+from cest.metrics import landmark_nme
+from cest.model import CESTModel
+from cest.morphable import load_sfm
+from cest.step import Batch, make_optimizer, train_step
+from jobs import eval as evaluation
+from jobs.tracking import ABLATION_TAG, ABLATIONS_ROLE, CHECKPOINT_ARTIFACT, CONFIG_ARTIFACT, ROLE_TAG, VARIANT_TAG
+
+SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, sample_frames):
+    """Two small models (CEST and IEST), two training steps each on real pipeline frames."""
+    morphable = load_sfm()
+    paths = {}
+    for variant in ("cest", "iest"):
+        torch.manual_seed(0)
+        config = Config(model=ModelConfig(variant=variant, **SMALL))
+        model = CESTModel(config.model, morphable)
+        optimizer = make_optimizer(model, config.optim)
+        batch = Batch(sample_frames.images[:8], sample_frames.masks[:8], sample_frames.landmarks[:8],
+                      sample_frames.clip_ids[:8])
+        for step in range(2):
+            train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(step))
+        paths[variant] = (save_checkpoint(tmp_path_factory.mktemp(variant), model, config, step=2), config)
+    return paths
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch, checkpoints):
+    """A SQLite MLflow store holding an ablation parent with the two training runs as children, as the
+    training job logs them (jobs/tracking.py: checkpoint/checkpoint.pt, config.yaml, cest.* tags)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("cest", str(tmp_path / "artifacts")))
+    children = {}
+    with mlflow.start_run(run_name="ablations", tags={ROLE_TAG: ABLATIONS_ROLE}) as parent:
+        for variant, (path, config) in checkpoints.items():
+            with mlflow.start_run(run_name=variant, nested=True, tags={VARIANT_TAG: variant, ABLATION_TAG: variant}) as run:
+                mlflow.log_artifact(str(path), artifact_path=CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
+                save_config(config, tmp_path / CONFIG_ARTIFACT)
+                mlflow.log_artifact(str(tmp_path / CONFIG_ARTIFACT))
+                children[variant] = run.info.run_id
+    return parent.info.run_id, children
+
+
+def test_aflw2000_and_photometric_scores_land_in_each_ablation_run(tmp_path, tracking):
+    parent, children = tracking
+    aflw = fetch_dir("aflw2000_sample")
+    output = tmp_path / "eval"
+    assert evaluation.main(["--latest-ablations", "--aflw2000", str(aflw), "--images", str(aflw),
+                            "--output", str(output)]) == 0
+    results = json.loads((output / "metrics.json").read_text())
+    assert set(results) == set(children.values())
+    for run_id, metrics in results.items():
+        # The sample's yaws: five images in 0-30, two in 30-60, one above 60.
+        assert (metrics["aflw2000_oracle_nme68_count_0_30"], metrics["aflw2000_oracle_nme68_count_30_60"],
+                metrics["aflw2000_oracle_nme68_count_60_90"]) == (5, 2, 1)
+        bins = [metrics[f"aflw2000_oracle_nme68_pct_{b}"] for b in ("0_30", "30_60", "60_90")]
+        assert metrics["aflw2000_oracle_nme68_pct_balanced"] == pytest.approx(np.mean(bins))
+        # A barely trained model draws the mean face in the crop's framing, centred near the eyes: about 20 %.
+        assert 5.0 < metrics["aflw2000_oracle_nme68_pct_mean"] < 40.0
+        assert 0 < metrics["photometric_mae_face"] < 255 and metrics["photometric_mae_crop"] < metrics["photometric_mae_face"]
+        logged = mlflow.MlflowClient().get_run(run_id)
+        assert logged.data.metrics["eval.aflw2000_oracle_nme68_pct_balanced"] == pytest.approx(
+            metrics["aflw2000_oracle_nme68_pct_balanced"])
+        artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
+        assert {"eval/metrics.json", "eval/comparison.md", "eval/ced_oracle.png"} <= artifacts
+    table = (output / "comparison.md").read_text()
+    assert all(run_id in table for run_id in children.values())
+    assert (output / "ced_detected.png").stat().st_size > 0
+
+
+def test_oracle_nme_is_the_model_landmarks_scored_by_hand(checkpoints):
+    """The scorer's NME equals cest.metrics on landmarks mapped back by hand from the model's crop."""
+    path, _ = checkpoints["cest"]
+    item = evaluation.aflw2000_items(fetch_dir("aflw2000_sample"))[0]
+    row = evaluation.prepare_aflw2000(item)
+    scores = evaluation.score_local([row], path, batch_size=1)
+    reconstructor = evaluation.Reconstructor(path)
+    images = evaluation.model_images(row["oracle_crop"][None], 64)
+    landmarks = reconstructor.estimate(images).landmarks[0, :, :2].double().numpy()
+    matrix = row["oracle_matrix"].astype(np.float64) * 64 / 224
+    in_source = np.linalg.solve(matrix[:, :2], (landmarks - matrix[:, 2]).T).T
+    assert scores["oracle_nme68"][0] == pytest.approx(landmark_nme(in_source, row["gt"]), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ray_batch_inference_gives_the_local_scores(ray_local, checkpoints):
+    path, _ = checkpoints["iest"]
+    items = evaluation.aflw2000_items(fetch_dir("aflw2000_sample"))[:4]
+    local = evaluation.score_local([evaluation.prepare_aflw2000(i) for i in items], path, batch_size=2)
+    distributed = evaluation.score_ray(items, evaluation.prepare_aflw2000, path, batch_size=2)
+    order = np.argsort(distributed["name"])
+    assert distributed["name"][order].tolist() == local["name"].tolist()
+    assert np.allclose(distributed["oracle_nme68"][order], local["oracle_nme68"], rtol=1e-5)
+    assert np.allclose(distributed["oracle_photometric_face"][order], local["oracle_photometric_face"], rtol=1e-5)
+
+
+def test_dense_nme_of_a_ground_truth_that_is_the_prediction_is_zero(tmp_path, checkpoints):
+    """--bfm-dir plumbing on BFM files the test writes: a 'BFM' whose mean is the model's own prediction of
+    the image (in the 3DDFA frame, frontal unit pose, zero coefficients) scores 0, and its self-test passes."""
+    from scipy.io import savemat
+
+    path, _ = checkpoints["cest"]
+    row = evaluation.prepare_aflw2000(evaluation.aflw2000_items(fetch_dir("aflw2000_sample"))[0])
+    scorer = evaluation.Scorer(str(path))
+    images = evaluation.model_images(row["oracle_crop"][None], 64)
+    estimate = scorer.reconstructor.estimate(images)
+    back = evaluation.invert_affine(evaluation.to_model_pixels(row["oracle_matrix"][None].astype(np.float64), 64))[0]
+    pixels = estimate.faces.pixels[0].double().numpy()
+    image_xy = pixels[:, :2] @ back[:, :2].T + back[:, 2]
+    image_z = -pixels[:, 2] * np.sqrt(abs(np.linalg.det(back[:, :2])))
+    height = row["height"]
+    bfm_frame = np.stack([image_xy[:, 0] + 0.5, height + 0.5 - image_xy[:, 1], image_z], 1)  # undo the image frame
+    savemat(tmp_path / "01_MorphableModel.mat", {"shapeMU": bfm_frame.reshape(-1, 1),
+                                                 "shapePC": np.zeros((bfm_frame.size, 199)), "shapeEV": np.ones((199, 1))})
+    savemat(tmp_path / "Model_Expression.mat", {"w_exp": np.zeros((bfm_frame.size, 29))})
+    landmark_indices = scorer.reconstructor.model.morphable.landmark_indices.numpy()
+    np.savetxt(tmp_path / "keypoints.txt", landmark_indices, fmt="%d")
+    row.update(shape_para=np.zeros(199), exp_para=np.zeros(29), pose_para=np.array([0, 0, 0, 0, 0, 0, 1.0]),
+               pt3d_68=np.concatenate([bfm_frame[landmark_indices].T[:1], bfm_frame[landmark_indices].T[1:2],
+                                       bfm_frame[landmark_indices].T[2:]]))
+    row["pt3d_68"][1] = height + 1 - row["pt3d_68"][1]  # pt3d_68 rows are image rows (1-based), not BFM y
+    scores = evaluation.score_local([row], path, batch_size=1, bfm_dir=tmp_path)
+    assert scores["oracle_dense_selftest_px"][0] < 1e-6
+    assert scores["oracle_dense_nme"][0] < 1e-6
+    metrics = evaluation.summarise(scores)
+    assert metrics["aflw2000_oracle_dense_nme_count_0_30"] == 1 and "ICP" in metrics["aflw2000_dense_method"]
+
+
+def test_photometric_error_over_a_preprocess_output(tmp_path, checkpoints):
+    """--clips: every frame of a real preprocess output, scored on the pipeline's own crops."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.config import PreprocessConfig
+    from pipelines.inputs import make_input
+    from pipelines.landmarks import make_landmarker
+    from pipelines.masks import make_masker
+    from pipelines.schema import CLIP_SCHEMA
+    from pipelines.stages import process_input
+
+    cfg = PreprocessConfig(frame_stride=4, max_frames=12, min_segment_frames=3)
+    video = fetch("voxceleb_sample/id10001/pcavs00015/00001.mp4")
+    rows = process_input(make_input(str(video)), cfg, make_landmarker(cfg), make_masker(cfg.mask_backend,
+                                                                                     cfg.skin_threshold))
+    clips = [{name: row[name] for name in CLIP_SCHEMA.names} for row in rows if row["row_kind"] == "clip"]
+    (tmp_path / "clips").mkdir()
+    pq.write_table(pa.Table.from_pylist(clips, schema=CLIP_SCHEMA), tmp_path / "clips" / "part-0.parquet")
+    frames = evaluation.clip_frame_rows(tmp_path)
+    assert len(frames) == sum(clip["num_frames"] for clip in clips)
+    path, _ = checkpoints["cest"]
+    metrics = evaluation.summarise(evaluation.score_local(frames, path, batch_size=4))
+    assert metrics["photometric_images"] == len(frames) and metrics["photometric_missed"] == 0
+    assert 0 < metrics["photometric_mae_crop"] < metrics["photometric_mae_face"] < 255

