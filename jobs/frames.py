@@ -1,13 +1,11 @@
-"""Clip rows of `make preprocess` -> a frame set for the local training loop.
+"""Clip rows of a preprocess output held in memory: evaluation and small experiments read frames this way.
 
-`python -m jobs.frames --clips data/clips --output frames.npz --size 64` reads every clip segment written by
-the pipeline (validated against `pipelines.schema`), keeps up to `--frames-per-clip` evenly spaced frames of
-each, resizes crops, masks and landmarks to `--size`, and writes the .npz that `python -m cest.train_local
---frames` trains on. Each segment is its own clip id (the unit of the consistency pairing).
+`read_clip_rows` yields every clip segment written by the pipeline (validated against `pipelines.schema`);
+`frames_from_rows` keeps up to `frames_per_clip` evenly spaced frames of each, resized with their masks and
+landmarks, as a `cest.train_local.FrameSet` (each segment its own clip id). Training reads the same Parquet
+through Ray Data instead (jobs/data.py), drawing random frames every epoch.
 """
 
-import argparse
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import numpy as np
 import pyarrow.dataset as ds
 import torch
 
-from cest.train_local import FrameSet, save_frames
-from pipelines.schema import SchemaError, decode_clip_row, validate_table
+from cest.train_local import FrameSet
+from pipelines.schema import decode_clip_row, validate_table
 
 
 def read_clip_rows(output_dir: str | Path) -> Iterator[dict]:
@@ -57,28 +55,3 @@ def frames_from_rows(rows: Iterable[dict], size: int, frames_per_clip: int) -> F
         landmarks=torch.from_numpy(np.stack(landmarks)).float(),
         clip_ids=torch.tensor(clip_ids),
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, required=True, help="the output directory of `make preprocess`")
-    parser.add_argument("--output", type=Path, required=True, help="the .npz to write")
-    parser.add_argument("--size", type=int, default=224, help="image size to train at (crops are 224)")
-    parser.add_argument("--frames-per-clip", type=int, default=16)
-    args = parser.parse_args(argv)
-    if not (args.clips / "clips").is_dir():
-        print(f"error: {args.clips} holds no clips/ directory (run `make preprocess` first)", file=sys.stderr)
-        return 2
-    try:
-        frames = frames_from_rows(read_clip_rows(args.clips), args.size, args.frames_per_clip)
-    except (SchemaError, ValueError) as error:
-        print(f"error: {args.clips}: {error}", file=sys.stderr)
-        return 2
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    save_frames(frames, args.output)
-    print(f"wrote {args.output}: {len(frames)} frames of {int(frames.clip_ids.max()) + 1} clips at {args.size} px")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.frames import evenly_spaced, frames_from_rows, main, read_clip_rows
+from jobs.frames import evenly_spaced, frames_from_rows, read_clip_rows
 from pipelines.config import PreprocessConfig
 from pipelines.inputs import make_input
 from pipelines.landmarks import make_landmarker
@@ -45,11 +45,3 @@ def test_frames_from_rows_resizes_images_masks_and_landmarks(preprocess_output):
     assert np.allclose(frames.landmarks[:3].numpy(), expected, atol=1e-4)
     # The pipeline's mask covers the face centre, not the corners, at the new size too.
     assert frames.masks[:, 0, 28, 28].all() and not frames.masks[:, 0, 0, 0].any()
-
-
-def test_command_line_writes_a_frame_set_and_refuses_a_missing_output(preprocess_output, tmp_path, capsys):
-    assert main(["--clips", str(preprocess_output), "--output", str(tmp_path / "f.npz"), "--size", "32"]) == 0
-    with np.load(tmp_path / "f.npz") as data:
-        assert data["images"].shape[1:] == (3, 32, 32)
-    assert main(["--clips", str(tmp_path / "nothing"), "--output", str(tmp_path / "g.npz")]) == 2
-    assert "make preprocess" in capsys.readouterr().err

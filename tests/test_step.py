@@ -5,7 +5,7 @@ from cest.config import Config, DataConfig, LossConfig, ModelConfig, save_config
 from cest.model import CESTModel
 from cest.morphable import load_sfm
 from cest.step import Batch, NonFiniteLossError, compute_loss, make_optimizer, train_step
-from cest.train_local import FrameSet, clip_batches, main, save_frames, train
+from cest.train_local import FrameSet, clip_batches, train
 
 
 SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
@@ -81,17 +81,6 @@ def test_train_reports_a_history(morphable, sample_frames):
     generator = torch.Generator().manual_seed(0)
     history = train(model, config, clip_batches(sample_frames, config.data, generator), 2, generator)
     assert len(history) == 2 and "total" in history[0]
-
-
-def test_train_local_command_line(sample_frames, tmp_path, capsys):
-    save_frames(sample_frames, tmp_path / "frames.npz")
-    config = Config(model=ModelConfig(**SMALL), data=DataConfig(2, 2))
-    save_config(config, tmp_path / "config.yaml")
-    main(["--frames", str(tmp_path / "frames.npz"), "--config", str(tmp_path / "config.yaml"), "--steps", "2",
-          "--output", str(tmp_path / "run")])
-    out = capsys.readouterr().out
-    assert "step     0 photometric" in out and "total" in out and "images/s" in out
-    assert (tmp_path / "run" / "model.pt").exists() and (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_train_step_runs_unchanged_under_distributed_data_parallel(morphable, sample_frames, tmp_path):
