@@ -18,7 +18,7 @@ from pipelines.identity import keep_primary_face
 from pipelines.inputs import VideoInput
 from pipelines.landmarks import FaceLandmarker
 from pipelines.masks import FaceMasker
-from pipelines.schema import CLIP_SCHEMA, REJECT_SCHEMA, encode_jpeg, encode_mask_png
+from pipelines.schema import CLIP_SCHEMA, REJECT_SCHEMA, TRANSIENT_REASONS, encode_jpeg, encode_mask_png
 from pipelines.tracking import FaceTracker, split_segments
 
 # Clip and reject rows travel together: the union of both schemas plus the row kind.
@@ -134,6 +134,35 @@ def crop_stage(work: Work, cfg: PreprocessConfig, masker: FaceMasker) -> list[di
 
 def rows_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+
+
+# What a task reports to the driver about one input (its rows went to the output directly).
+RESULT_SCHEMA = pa.schema(
+    [
+        ("input_id", pa.string()),
+        ("status", pa.string()),  # clip | reject | retry | done (a batch of inputs found already done)
+        ("reason", pa.string()),
+        ("num_rows", pa.int64()),
+        ("num_frames", pa.int64()),
+        ("done_ids", pa.list_(pa.string())),
+    ]
+)
+
+
+def write_rows(item: VideoInput, rows: list[dict], output) -> dict:
+    """One input's rows -> its file in the output (an `Output`); the result row for the driver."""
+    table = rows_table(rows)
+    kind = rows[0]["row_kind"]
+    reason = rows[0].get("reason") or ""
+    if kind == "reject" and reason in TRANSIENT_REASONS:
+        kind = "retry"
+    output.write_part(kind, item.input_id, table)
+    frames = sum(row["num_frames"] for row in rows) if kind == "clip" else 0
+    return dict(input_id=item.input_id, status=kind, reason=reason, num_rows=len(rows), num_frames=frames, done_ids=[])
+
+
+def results_table(results: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(results, schema=RESULT_SCHEMA)
 
 
 def process_input(

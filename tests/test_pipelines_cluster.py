@@ -28,7 +28,7 @@ def test_two_nodes_write_the_same_clips_as_one(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the nodes' workers import this checkout's pipelines
     manifest = tmp_path / "videos.csv"
     manifest.write_text("path\n" + "".join(f"{video}\n" for video in VIDEOS))
-    args = ["--input", str(manifest), "--max-frames", "12", "--rows-per-file", "2"]
+    args = ["--input", str(manifest), "--max-frames", "12"]
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         ray.init(address=cluster.address)
