@@ -19,7 +19,7 @@ from pipelines.inputs import VideoInput
 from pipelines.landmarks import FaceLandmarker
 from pipelines.masks import FaceMasker
 from pipelines.schema import CLIP_SCHEMA, REJECT_SCHEMA, TRANSIENT_REASONS, encode_jpeg, encode_mask_png
-from pipelines.tracking import FaceTracker, split_segments
+from pipelines.tracking import FaceTracker, split_segments, track_runs
 
 # Clip and reject rows travel together: the union of both schemas plus the row kind.
 ROW_SCHEMA = pa.schema(
@@ -67,7 +67,8 @@ def landmark_stage(work: Work, cfg: PreprocessConfig, landmarker: FaceLandmarker
     """Face tracks -> segments; with `identity` (a FaceIdentity), only the primary person's tracks."""
 
     def run(work):
-        tracks, stats = FaceTracker(landmarker, cfg).track(work.video.frames)
+        runs = work.video.runs(cfg.frame_stride)
+        tracks, stats = track_runs(FaceTracker(landmarker, cfg), work.video.frames, runs)
         if identity is not None:
             tracks = keep_primary_face(tracks, work.video.frames, identity, cfg.identity_threshold)
         work.segments = split_segments(tracks, cfg, stats)
@@ -81,10 +82,13 @@ def crop_segment(video: DecodedVideo, positions, landmarks, cfg: PreprocessConfi
     matrices = crop_matrices(smooth_frames(alignment_frame(landmarks), cfg.smooth_sigma), cfg.crop_size, cfg.crop_zoom)
     crop_landmarks = apply_matrix(matrices, landmarks).astype(np.float32)
     jpegs, pngs = [], []
+    full = np.full(video.frames.shape[1:3], 255, np.uint8)
     for position, matrix, points in zip(positions, matrices, crop_landmarks):
         crop = warp(video.frames[position], matrix, cfg.crop_size)
+        # Crop pixels (partly) outside the source frame are padding, never face.
+        inside = warp(full, matrix, cfg.crop_size) == 255
         jpegs.append(encode_jpeg(crop, cfg.jpeg_quality))
-        pngs.append(encode_mask_png(masker(crop, points)))
+        pngs.append(encode_mask_png(masker(crop, points) & inside))
     return {
         "frames_jpeg": jpegs,
         "masks_png": pngs,

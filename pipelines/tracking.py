@@ -52,6 +52,10 @@ class TrackStats:
 class _Track:
     positions: list = field(default_factory=list)  # indices into the decoded frames
     landmarks: list = field(default_factory=list)
+    confirmed: int = 0  # frames up to the last one a detector run confirmed
+
+    def drop_unconfirmed(self):
+        del self.positions[self.confirmed :], self.landmarks[self.confirmed :]
 
 
 def face_size(box: np.ndarray) -> float:
@@ -73,24 +77,26 @@ class FaceTracker:
         self.cfg = cfg
 
     def _track_step(self, frame, history, model, since_check):
-        """(landmarks, box model) for this frame from the previous frame's landmarks; (None, model) when
-        the track weakened. Every `verify_every` frames a detector run on the region around the face
-        confirms the track and re-anchors it on the detector's box, so landmark drift cannot build up."""
+        """(landmarks, box model, check) for this frame from the previous frame's landmarks, where check
+        is None (not checked), True (confirmed by the detector) or False (the detector found no face:
+        the track is lost and the unconfirmed frames before it are suspect too). landmarks is None when
+        the track weakened or was lost. Every `verify_every` frames a detector run on the region around
+        the face confirms the track and re-anchors it on the detector's box, so drift cannot build up."""
         previous = history[-1]
         # Constant-velocity guess of where the face is now, then a second pass centred on the result.
         velocity = landmark_frame(previous)[0] - landmark_frame(history[-2])[0] if len(history) > 1 else np.zeros(2)
         landmarks = self.landmarker.landmarks(frame, model.box(previous, velocity)[None])[0]
         landmarks = self.landmarker.landmarks(frame, model.box(landmarks)[None])[0]
         if not _plausible_step(previous, landmarks, model, self.cfg.max_scale_jump):
-            return None, model
-        if since_check >= self.cfg.verify_every:
-            self.stats.verifications += 1
-            box = self.landmarker.detect_near(frame, model.box(landmarks))
-            if box is None:
-                return None, model
-            landmarks = self.landmarker.landmarks(frame, box[None])[0]
-            model = BoxModel.calibrate(box, landmarks)
-        return landmarks, model
+            return None, model, None
+        if since_check < self.cfg.verify_every:
+            return landmarks, model, None
+        self.stats.verifications += 1
+        box = self.landmarker.detect_near(frame, model.box(landmarks))
+        if box is None:
+            return None, model, False
+        landmarks = self.landmarker.landmarks(frame, box[None])[0]
+        return landmarks, BoxModel.calibrate(box, landmarks), True
 
     def _detect_step(self, frame, previous_box):
         """(box, landmarks) of the face to follow: the one continuing the track, else the largest."""
@@ -115,9 +121,13 @@ class FaceTracker:
         tracks, current, model, since_check = [], None, None, 0
         for position, frame in enumerate(frames):
             landmarks = None
-            if current is not None and self.cfg.tracking:
-                landmarks, model = self._track_step(frame, current.landmarks[-2:], model, since_check)
+            check = None
+            if current is not None:
+                landmarks, model, check = self._track_step(frame, current.landmarks[-2:], model, since_check)
                 since_check = 0 if since_check >= self.cfg.verify_every else since_check + 1
+                if check is False:  # never keep landmarks that may have left the face
+                    self._recheck_unconfirmed(frames, current, model)
+                    current = self._close(tracks, current)
             if landmarks is None:
                 previous_box = model.box(current.landmarks[-1]) if current is not None else None
                 box, landmarks, continues = self._detect_step(frame, previous_box)
@@ -132,12 +142,28 @@ class FaceTracker:
                 if not continues:
                     current = self._close(tracks, current)
                 model, since_check = BoxModel.calibrate(box, landmarks), 0
+                check = True  # a detection confirms like a verification
             if current is None:
                 current = _Track()
             current.positions.append(position)
             current.landmarks.append(landmarks)
+            if check:
+                current.confirmed = len(current.positions)
         self._close(tracks, current)
         return tracks, self.stats
+
+    def _recheck_unconfirmed(self, frames, current, model):
+        """Redo the frames tracked since the last confirmation with a detector check each: keep those
+        it confirms (with landmarks from its box), drop the rest of the track from the first it does not."""
+        for index in range(current.confirmed, len(current.positions)):
+            self.stats.verifications += 1
+            frame = frames[current.positions[index]]
+            box = self.landmarker.detect_near(frame, model.box(current.landmarks[index]))
+            if box is None:
+                break
+            current.landmarks[index] = self.landmarker.landmarks(frame, box[None])[0]
+            current.confirmed = index + 1
+        current.drop_unconfirmed()
 
     def _track_by_detection(self, frames: np.ndarray) -> list:
         """Without tracking: detect on every frame, link boxes that overlap the previous frame's box,
@@ -174,6 +200,18 @@ class FaceTracker:
         if current is not None and current.positions:
             tracks.append((np.asarray(current.positions), np.stack(current.landmarks).astype(np.float32)))
         return None
+
+
+def track_runs(tracker: FaceTracker, frames: np.ndarray, runs: list[np.ndarray]):
+    """Tracks of each run of consecutive frames (a gap where the decoder lost frames ends every
+    track), positions into `frames`; and the statistics over all runs."""
+    tracks, total = [], TrackStats()
+    for run in runs:
+        found, stats = tracker.track(frames[run])
+        tracks += [(run[positions], landmarks) for positions, landmarks in found]
+        for name in vars(total):
+            setattr(total, name, getattr(total, name) + getattr(stats, name))
+    return tracks, total
 
 
 def split_segments(tracks, cfg: PreprocessConfig, stats: TrackStats):
