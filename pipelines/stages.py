@@ -15,7 +15,7 @@ from pipelines.align import alignment_frame, apply_matrix, crop_matrices, scale_
 from pipelines.config import PreprocessConfig
 from pipelines.decode import DecodedVideo, Reject, decode_video
 from pipelines.identity import keep_primary_face
-from pipelines.inputs import VideoInput
+from pipelines.inputs import VideoInput, is_image
 from pipelines.landmarks import FaceLandmarker
 from pipelines.masks import FaceMasker
 from pipelines.schema import CLIP_SCHEMA, REJECT_SCHEMA, TRANSIENT_REASONS, encode_jpeg, encode_mask_png
@@ -53,7 +53,14 @@ def _guarded(stage: str, work: Work, function):
         work.video = None
 
 
+def input_config(item: VideoInput, cfg: PreprocessConfig) -> PreprocessConfig:
+    """The settings for this input: an image is a clip of one frame (the paper's single-image setting)."""
+    return dataclasses.replace(cfg, min_segment_frames=1) if is_image(item.path) else cfg
+
+
 def decode_stage(work: Work, cfg: PreprocessConfig) -> Work:
+    cfg = input_config(work.item, cfg)
+
     def run(work):
         work.video = decode_video(work.item.path, cfg)
         if len(work.video.frames) < cfg.min_segment_frames:
@@ -65,6 +72,7 @@ def decode_stage(work: Work, cfg: PreprocessConfig) -> Work:
 
 def landmark_stage(work: Work, cfg: PreprocessConfig, landmarker: FaceLandmarker, identity=None) -> Work:
     """Face tracks -> segments; with `identity` (a FaceIdentity), only the primary person's tracks."""
+    cfg = input_config(work.item, cfg)
 
     def run(work):
         runs = work.video.runs(cfg.frame_stride)

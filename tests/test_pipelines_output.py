@@ -101,3 +101,11 @@ def test_tree_listing_visits_each_file_once(tmp_path, loop):
     listed = [path for batch in walk_tree(str(tmp_path)) for path in batch.column("path").to_pylist()]
     assert len(listed) == len(set(listed)) == 12
     assert all(Path(path).is_relative_to(tmp_path) for path in listed)
+
+
+def test_an_image_folder_lists_every_image(tmp_path):
+    for name in ("a.jpg", "b.PNG", "notes.txt"):
+        (tmp_path / "photos" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "photos" / name).write_bytes(b"x")
+    items = discover_inputs(str(tmp_path))
+    assert sorted(item.clip_id for item in items) == ["a.jpg", "b.PNG"]
