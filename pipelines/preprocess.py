@@ -220,7 +220,12 @@ def crop_batch(batch: pa.Table, cfg: PreprocessConfig, output_uri: str) -> pa.Ta
 
 
 def input_dataset(source: InputSource, output_uri: str):
-    """The stream of inputs still to do (one per block), listed and resolved in tasks."""
+    """The stream of inputs still to do, one per block (so that each is its own task)."""
+    return resolved_inputs(source, output_uri).repartition(target_num_rows_per_block=1)
+
+
+def resolved_inputs(source: InputSource, output_uri: str):
+    """The inputs still to do, listed and resolved in tasks, in batches (the driver only plans)."""
     import ray.data
 
     if source.kind == "tree":
@@ -236,15 +241,13 @@ def input_dataset(source: InputSource, output_uri: str):
         listing = raw.map_batches(manifest_batch, batch_format="pyarrow", batch_size=None)
     else:
         listing = ray.data.from_items([{"path": source.location, "speaker_id": "", "video_id": "", "clip_id": ""}])
-    resolved = listing.map_batches(
+    return listing.map_batches(
         resolve_and_skip,
         batch_format="pyarrow",
         batch_size=LISTING_BATCH,
         fn_kwargs={"base": source.base, "output_uri": output_uri},
         num_cpus=0.5,
     )
-    # One input per block, so that each video is its own task (the batches above are of thousands).
-    return resolved.repartition(target_num_rows_per_block=1)
 
 
 def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Namespace):
