@@ -16,7 +16,10 @@ class PreprocessConfig:
     min_side: int = 64  # videos whose shorter side is below this are rejected as too small
     decode_timeout_s: float = 120.0  # bound on wall time per video; decord can hang on damaged files
     decoder: str = "pyav"  # pyav | decord (see decode.py; pyav measured faster and correct on edit lists)
-    decode_batch: int = 32  # frames per message from the decoder process (bounds what is in flight)
+    decode_batch: int = 8  # frames per message from the decoder process (about 3 x this many are in flight)
+    # Frames a task holds between tracking and cropping (0.8 MB each at 512 x 512): a longer video is
+    # decoded a second time for the crops instead. Most VoxCeleb clips (about 8 s) fit.
+    max_buffered_frames: int = 300
     grayscale_tolerance: float = 2.0  # mean |R-G|+|G-B| (8-bit levels) below this means a grayscale video
     # Landmarks
     detector: str = "dlib"  # dlib | fan
@@ -66,6 +69,6 @@ class PreprocessConfig:
     def output_settings(self) -> dict:
         """Settings that change what is written; a resumed run must match them."""
         settings = dataclasses.asdict(self)
-        for runtime_only in ("decode_timeout_s", "device"):
+        for runtime_only in ("decode_timeout_s", "device", "max_buffered_frames"):
             settings.pop(runtime_only)
         return settings

@@ -299,10 +299,10 @@ class ReplayFilter:
         return True
 
 
-def _is_grayscale(frames: np.ndarray, tolerance: float) -> bool:
-    sample = frames[:: max(1, len(frames) // 8)].astype(np.int16)
-    difference = np.abs(sample[..., 0] - sample[..., 1]) + np.abs(sample[..., 1] - sample[..., 2])
-    return float(difference.mean()) < tolerance
+def _colourfulness(frame: np.ndarray) -> float:
+    """Mean |R-G| + |G-B| in 8-bit levels (about 0 for a grayscale frame)."""
+    pixels = frame.astype(np.int16)
+    return float((np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2])).mean())
 
 
 def _local_copy(path: str, directory: str) -> str:
@@ -318,66 +318,102 @@ def _local_copy(path: str, directory: str) -> str:
     return local
 
 
-def decode_video(path: str, cfg: PreprocessConfig) -> DecodedVideo:
-    """Decode `path` with the configured stride, maximum and size bound; raise Reject when unusable."""
-    with tempfile.TemporaryDirectory(prefix="decode-") as directory:
+class VideoStream:
+    """One input's frames, decoded in chunks so that a long video is never held whole. Every call of
+    `frames()` is one decoding pass yielding (source index, frame) after the replay filter; passes give
+    the same frames. After a pass: `info` (fps, source size, header count), `decode_errors`, `replays`.
+    Use as a context manager (a remote input is copied to a local temporary file for the decoders)."""
+
+    GRAYSCALE_SAMPLES = 8  # frames (of the first 8 x 8) the colour check looks at
+
+    def __init__(self, path: str, cfg: PreprocessConfig):
+        self.path, self.cfg = path, cfg
+        self.fps, self.source_size, self.reported_frames = 0.0, (0, 0), 0
+        self.decode_errors = self.replays = 0
+        self._directory = tempfile.TemporaryDirectory(prefix="decode-")
         try:
-            local = _local_copy(path, directory)
-            size = os.path.getsize(local)
+            self.local = _local_copy(path, self._directory.name)
+            size = os.path.getsize(self.local)
         except FileNotFoundError as error:
+            self.close()
             raise Reject("decode", "unreadable", f"cannot read {path}: {error}") from error
         except OSError as error:  # a remote read that failed (network) may work next time
+            self.close()
             raise Reject("decode", "io_error" if "://" in path else "unreadable", f"cannot read {path}: {error}") from error
         if size == 0:
+            self.close()
             raise Reject("decode", "empty", "zero-byte file")
-        return _decode_local(local, cfg)
+
+    def close(self):
+        self._directory.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.close()
+
+    def frames(self):
+        cfg, local = self.cfg, self.local
+        replays, last_index, count, samples, errors, meta = ReplayFilter(), -1, 0, [], 0, None
+        messages = _HELPER.decode(local, cfg, time.monotonic() + cfg.decode_timeout_s)
+        try:
+            for message in messages:
+                kind = message[0]
+                if kind == "open_error":
+                    reason = "truncated" if mp4_truncated(local) else "unreadable"
+                    raise Reject("decode", reason, message[1])
+                if kind == "meta":
+                    meta = message[1:]
+                    self.reported_frames, self.fps, self.source_size = meta[0], meta[1], (meta[2], meta[3])
+                    if min(meta[2], meta[3]) < cfg.min_side:
+                        raise Reject("decode", "too_small", f"{meta[2]}x{meta[3]} < {cfg.min_side} px")
+                elif kind == "frames":
+                    for index, frame in zip(message[1].tolist(), message[2]):
+                        if not replays.keep(frame) or index <= last_index:
+                            continue
+                        if count % 8 == 0 and len(samples) < self.GRAYSCALE_SAMPLES:
+                            samples.append(_colourfulness(frame))  # a number: a frame would hold its chunk
+                            if len(samples) == self.GRAYSCALE_SAMPLES:
+                                self._check_colour(samples)
+                        last_index, count = index, count + 1
+                        yield index, frame
+                elif kind == "decode_error":
+                    errors += 1
+        except TimeoutError:
+            # Never a partial result: which frames survive must not depend on the machine's speed.
+            raise Reject("decode", "timeout", f"not decoded within {cfg.decode_timeout_s} s") from None
+        finally:
+            messages.close()
+        self.decode_errors, self.replays = errors, replays.replays
+        if meta is None:  # the helper died before it could open the file
+            raise Reject("decode", "unreadable", "no answer from the decoder")
+        if not count:
+            if mp4_truncated(local):
+                raise Reject("decode", "truncated", "no frame decodable and the file is shorter than its boxes claim")
+            raise Reject("decode", "empty" if not errors else "unreadable", f"no frame decoded ({errors} decode errors)")
+        if len(samples) < self.GRAYSCALE_SAMPLES:
+            self._check_colour(samples)
+
+    def _check_colour(self, samples):
+        if float(np.mean(samples)) < self.cfg.grayscale_tolerance:
+            raise Reject("decode", "grayscale", "no colour: the skin model and reflectance need RGB")
 
 
-def _decode_local(local: str, cfg: PreprocessConfig) -> DecodedVideo:
-    frames, indices, meta, errors = [], [], None, 0
-    replays = ReplayFilter()
-    messages = _HELPER.decode(local, cfg, time.monotonic() + cfg.decode_timeout_s)
-    try:
-        for message in messages:
-            kind = message[0]
-            if kind == "open_error":
-                reason = "truncated" if mp4_truncated(local) else "unreadable"
-                raise Reject("decode", reason, message[1])
-            if kind == "meta":
-                meta = message[1:]
-                if min(meta[2], meta[3]) < cfg.min_side:
-                    raise Reject("decode", "too_small", f"{meta[2]}x{meta[3]} < {cfg.min_side} px")
-            elif kind == "frames":
-                for index, frame in zip(message[1].tolist(), message[2]):
-                    if replays.keep(frame) and (not indices or index > indices[-1]):
-                        indices.append(index)
-                        frames.append(frame)
-            elif kind == "decode_error":
-                errors += 1
-    except TimeoutError:
-        # Never a partial result: which frames survive must not depend on the machine's speed.
-        raise Reject("decode", "timeout", f"not decoded within {cfg.decode_timeout_s} s") from None
-    finally:
-        messages.close()
-    if meta is None:  # the helper died before it could open the file
-        raise Reject("decode", "unreadable", "no answer from the decoder")
-    if not frames:
-        if mp4_truncated(local):
-            raise Reject("decode", "truncated", "no frame decodable and the file is shorter than its boxes claim")
-        raise Reject("decode", "empty" if not errors else "unreadable", f"no frame decoded ({errors} decode errors)")
-    header, fps, width, height = meta
-    video = DecodedVideo(
-        frames=np.stack(frames),
-        frame_indices=np.asarray(indices, np.int32),
-        fps=fps,
-        source_size=(width, height),
-        reported_frames=header,
-        decode_errors=errors,
-        replays=replays.replays,
-    )
-    if _is_grayscale(video.frames, cfg.grayscale_tolerance):
-        raise Reject("decode", "grayscale", "no colour: the skin model and reflectance need RGB")
-    return video
+def decode_video(path: str, cfg: PreprocessConfig) -> DecodedVideo:
+    """All frames of `path` at once (the stride, maximum and size bound applied); raise Reject when
+    unusable. Holds the whole video: the job streams long videos through `VideoStream` instead."""
+    with VideoStream(path, cfg) as stream:
+        decoded = list(stream.frames())
+        return DecodedVideo(
+            frames=np.stack([frame for _, frame in decoded]),
+            frame_indices=np.asarray([index for index, _ in decoded], np.int32),
+            fps=stream.fps,
+            source_size=stream.source_size,
+            reported_frames=stream.reported_frames,
+            decode_errors=stream.decode_errors,
+            replays=stream.replays,
+        )
 
 
 if __name__ == "__main__":

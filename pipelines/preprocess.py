@@ -42,7 +42,7 @@ from pipelines.stages import (
     crop_stage,
     decode_stage,
     landmark_stage,
-    process_input,
+    input_rows,
     results_table,
     write_rows,
 )
@@ -176,7 +176,7 @@ def process_batch(batch: pa.Table, cfg: PreprocessConfig, output_uri: str) -> pa
             results.append(_done_result(row))
             continue
         item = _item(row)
-        results.append(write_rows(item, process_input(item, cfg, landmarker, masker, identity), _output(output_uri)))
+        results.append(write_rows(item, input_rows(item, cfg, landmarker, masker, identity), _output(output_uri)))
     return results_table(results)
 
 
