@@ -2,8 +2,8 @@
 
 Two backends run in a helper process, so that a file on which a decoder hangs costs at most
 `decode_timeout_s` and the helper is replaced:
-- `pyav` (FFmpeg through PyAV, the default): frames in presentation order, edit lists applied, each
-  frame's source index from its timestamp; stops cleanly at the real end of the stream. A packet that
+- `pyav` (FFmpeg through PyAV, the default): frames in presentation order, edit lists applied; stops
+  cleanly at the real end of the stream. A packet that
   fails to decode (a corrupt block, a cut tail) is skipped together with the frames that depend on it
   (up to the next key frame), so the frames before and after survive as separate runs, the same ones
   on every run and whatever the chunking.
@@ -106,20 +106,21 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
         width, height = stream.codec_context.width, stream.codec_context.height
         connection.send(("meta", int(stream.frames or 0), fps, width, height))
         size = working_size(width, height, max_side)
-        start, count, broken, kept = None, 0, False, 0
+        # A frame's index counts the frames presented before it, and one for each packet that failed
+        # (a video packet holds one frame), so frames lost in a damaged block leave a gap in the
+        # indices. (Timestamps would not do: variable frame rate files have uneven gaps between them.)
+        index, broken, kept = -1, False, 0
         indices, frames = [], []
         for packet in container.demux(stream):
             try:
                 decoded = packet.decode()
             except av.FFmpegError as error:
+                index += 1
                 broken = True  # frames until the next key frame depend on what was lost
                 connection.send(("decode_error", f"{type(error).__name__}: {str(error)[:200]}"))
                 continue
             for frame in decoded:
-                if frame.pts is not None and start is None:
-                    start = frame.pts
-                index = int(round(float((frame.pts - start) * stream.time_base) * fps)) if frame.pts is not None else count
-                count += 1
+                index += 1
                 if frame.is_corrupt:  # the decoder patched it up: its pixels are partly invented
                     broken = True
                 if broken and (frame.is_corrupt or not frame.key_frame):

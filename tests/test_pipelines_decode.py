@@ -18,6 +18,7 @@ BACKENDS = ["pyav", "decord"]
 SMALL = dict(min_side=32)  # the synthetic files are 96 px
 CLIP_512 = SAMPLE / "id10019" / "lpd0" / "00001.mp4"  # 78 frames, 512 x 512, 25 fps
 CLIP_844 = SAMPLE / "id10015" / "vretalk2" / "00001.mp4"  # 125 frames, 844 x 844
+CLIP_VFR = SAMPLE / "id10014" / "vretalk1" / "00001.mp4"  # variable frame rate: uneven timestamp gaps
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float = 25.0, color: bool = True) -> Path:
@@ -47,10 +48,12 @@ def test_decode_stride_maximum_and_size_bound(decoder):
     assert video.fps == pytest.approx(25.0)
 
 
-def test_both_backends_decode_the_same_pixels():
-    pyav = decode_video(str(CLIP_512), PreprocessConfig(decoder="pyav"))
-    decord = decode_video(str(CLIP_512), PreprocessConfig(decoder="decord"))
-    assert len(pyav.frames) == pyav.reported_frames == 78
+@pytest.mark.parametrize("clip, count", [(CLIP_512, 78), (CLIP_VFR, 135)])
+def test_both_backends_decode_the_same_pixels(clip, count):
+    pyav = decode_video(str(clip), PreprocessConfig(decoder="pyav"))
+    decord = decode_video(str(clip), PreprocessConfig(decoder="decord"))
+    assert len(pyav.frames) == pyav.reported_frames == count
+    assert pyav.frame_indices.tolist() == list(range(count))
     assert np.array_equal(pyav.frame_indices, decord.frame_indices)
     assert np.array_equal(pyav.frames, decord.frames)
 
