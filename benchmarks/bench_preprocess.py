@@ -1,6 +1,6 @@
 """Benchmarks of `make preprocess`, as JSON.
 
-    python benchmarks/bench_preprocess.py [--sections decode,end_to_end,long_video,manifest]
+    python benchmarks/bench_preprocess.py [--sections decode,end_to_end,long_video,manifest,masks]
         [--max-frames 96] [--input ../shared/assets/voxceleb_sample] [--manifest-rows 1000000]
 
 - decode: CPU seconds and frames/s of each decoder backend (pyav, decord) decoding the whole sample in
@@ -12,6 +12,7 @@
   video written from the sample's frames, with the default frame buffer and with every frame held.
 - manifest: driver time and memory for a manifest of N rows: planning (before the first task), and
   the listing stage (paths resolved, already-done check) run to the end.
+- masks: frame-to-frame steadiness of the skin masks with and without the skin model's memory.
 
 On a shared machine wall-clock ratios depend on what else runs, so runs report the CPU seconds used by
 this benchmark's process tree and by everything else on the machine meanwhile.
@@ -238,6 +239,52 @@ def manifest(rows: int) -> dict:
     }
 
 
+def mask_stability(sample: str, max_frames: int, memories=(0.0, 0.5, 0.8)) -> list[dict]:
+    """Frame-to-frame steadiness of the skin masks: the sample's crops (tracked and aligned once) are
+    masked again with each skin-model memory; IoU of consecutive masks over the whole mask and over
+    the forehead band (above the brows), and the mask's share of the landmark face region."""
+    from pipelines.landmarks import DlibLandmarker
+    from pipelines.masks import SkinRegionMasker, face_region
+    from pipelines.schema import decode_clip_row
+    from pipelines.stages import input_rows
+
+    cfg = PreprocessConfig(max_frames=max_frames)
+    landmarker, clips = DlibLandmarker(), []
+    for item in discover_inputs(sample):
+        for row in input_rows(item, cfg, landmarker, SkinRegionMasker()):
+            if row["row_kind"] == "clip":
+                clip = decode_clip_row(row)
+                clips.append((clip["frames"], clip["landmarks"]))
+    results = []
+    for memory in memories:
+        whole, forehead, share = [], [], []
+        for frames, landmarks in clips:
+            masker = SkinRegionMasker(memory=memory).for_segment()
+            masks = [masker(frame, points).astype(bool) for frame, points in zip(frames, landmarks)]
+            for index, (mask, points) in enumerate(zip(masks, landmarks)):
+                region = face_region(points, mask.shape).astype(bool)
+                share.append(mask.sum() / max(1, region.sum()))
+                if index == 0:
+                    continue
+                band = np.zeros_like(mask)
+                band[: int(points[17:27, 1].min())] = True
+                for values, area in ((whole, np.ones_like(mask)), (forehead, band)):
+                    a, b = masks[index - 1] & area, mask & area
+                    if (a | b).any():
+                        values.append((a & b).sum() / (a | b).sum())
+        results.append(
+            {
+                "memory": memory,
+                "clips": len(clips),
+                "iou_consecutive": round(float(np.mean(whole)), 4),
+                "iou_consecutive_forehead": round(float(np.mean(forehead)), 4),
+                "forehead_iou_below_0.8_share": round(float(np.mean(np.asarray(forehead) < 0.8)), 4),
+                "mask_share_of_face_region": round(float(np.mean(share)), 4),
+            }
+        )
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", default=str(ROOT.parent / "shared" / "assets" / "voxceleb_sample"))
@@ -264,6 +311,8 @@ def main() -> None:
         results["long_video"] = long_video(args.input, args.long_video_frames)
     if "manifest" in sections:
         results["manifest"] = manifest(args.manifest_rows)
+    if "masks" in sections:
+        results["mask_stability"] = mask_stability(args.input, args.max_frames)
     results["load_average_at_end"] = os.getloadavg()
     print(json.dumps(results, indent=1))
 

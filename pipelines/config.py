@@ -14,7 +14,7 @@ class PreprocessConfig:
     max_frames: int = 0  # keep at most this many frames per video (0: no limit)
     max_side: int = 512  # working frames: longer side bounded to this many pixels before detection
     min_side: int = 64  # videos whose shorter side is below this are rejected as too small
-    decode_timeout_s: float = 120.0  # bound on wall time per video; decord can hang on damaged files
+    decode_timeout_s: float = 120.0  # bound on wall time per decoding pass; decoders can hang on damaged files
     decoder: str = "pyav"  # pyav | decord (see decode.py; pyav measured faster and correct on edit lists)
     decode_batch: int = 8  # frames per message from the decoder process (about 3 x this many are in flight)
     # Frames a task holds between tracking and cropping (0.8 MB each at 512 x 512): a longer video is
@@ -50,6 +50,7 @@ class PreprocessConfig:
             "max_frames must be >= 0": self.max_frames >= 0,
             "max_side must be >= 64": self.max_side >= 64,
             "decode_timeout_s must be > 0": self.decode_timeout_s > 0,
+            "decode_batch must be >= 1": self.decode_batch >= 1,
             "decoder must be pyav or decord": self.decoder in ("pyav", "decord"),
             "detector must be dlib or fan": self.detector in ("dlib", "fan"),
             "device must be auto, cpu or cuda[:N]": self.device in ("auto", "cpu") or self.device.startswith("cuda"),

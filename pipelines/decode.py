@@ -61,11 +61,6 @@ class DecodedVideo:
         height, width = self.frames.shape[1:3]
         return width / self.source_size[0], height / self.source_size[1]
 
-    def runs(self, stride: int) -> list[np.ndarray]:
-        """Positions of the runs of consecutive frames (a gap where frames were lost splits them)."""
-        breaks = np.flatnonzero(np.diff(self.frame_indices) > stride) + 1
-        return np.split(np.arange(len(self.frame_indices)), breaks)
-
 
 def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     scale = min(1.0, max_side / max(width, height))

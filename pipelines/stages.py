@@ -114,7 +114,9 @@ def crop_rows(item: VideoInput, facts: VideoFacts, frames, segments, cfg: Prepro
     for number, (positions, landmarks) in enumerate(segments):
         matrices = crop_matrices(smooth_frames(alignment_frame(landmarks), cfg.smooth_sigma), cfg.crop_size, cfg.crop_zoom)
         crop_landmarks = apply_matrix(matrices, landmarks).astype(np.float32)
-        plans.append(dict(positions=positions, matrices=matrices, landmarks=crop_landmarks, jpegs=[], pngs=[]))
+        plans.append(
+            dict(positions=positions, matrices=matrices, landmarks=crop_landmarks, masker=masker.for_segment(), jpegs=[], pngs=[])
+        )
         for slot, position in enumerate(positions):
             wanted.setdefault(int(position), []).append((number, slot))
     full = None
@@ -127,7 +129,7 @@ def crop_rows(item: VideoInput, facts: VideoFacts, frames, segments, cfg: Prepro
             # Crop pixels (partly) outside the source frame are padding, never face.
             inside = warp(full, matrix, cfg.crop_size) == 255
             plan["jpegs"].append(encode_jpeg(crop, cfg.jpeg_quality))
-            plan["pngs"].append(encode_mask_png(masker(crop, points) & inside))
+            plan["pngs"].append(encode_mask_png(plan["masker"](crop, points) & inside))
             if slot == len(plan["positions"]) - 1:
                 yield _clip_row(item, facts, number, len(plans), plan, cfg)
                 plans[number] = None  # its crops are in the row now

@@ -93,8 +93,8 @@ def test_a_damaged_block_keeps_the_frames_before_and_after(tmp_path, damage):
     results = [decode_video(str(path), PreprocessConfig(decode_batch=batch, **SMALL)) for batch in (3, 32)]
     video = results[0]
     assert video.decode_errors > 0
-    runs = video.runs(stride=1)
-    assert len(runs) >= 2 and video.frame_indices[0] == 0 and video.frame_indices[-1] == 39
+    gaps = np.flatnonzero(np.diff(video.frame_indices) > 1)
+    assert len(gaps) >= 1 and video.frame_indices[0] == 0 and video.frame_indices[-1] == 39
     # Every frame that comes out is the source frame its index names (nothing patched up or shifted).
     assert match_source(video.frames, source) == video.frame_indices.tolist()
     error = np.abs(video.frames.astype(int) - source[video.frame_indices]).mean(axis=(1, 2, 3))
