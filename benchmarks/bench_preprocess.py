@@ -76,7 +76,8 @@ def machine_busy_cpu_seconds() -> float:
 def local_ray(cpus: int):
     import ray
 
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    # address="local": a Ray of its own, never another job's cluster on the same machine.
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         yield
     finally:
