@@ -1,5 +1,6 @@
 """Odd video files for the decode tests, written with PyAV (FFmpeg's libx264 and mp4 muxer)."""
 
+import itertools
 import struct
 from pathlib import Path
 
@@ -20,14 +21,17 @@ def distinct_frames(count: int, size: int = 96, seed: int = 0) -> np.ndarray:
     return frames
 
 
-def encode(path: Path, frames: np.ndarray, fps: int = 25, b_frames: int = 2, gop: int = 12) -> Path:
-    """H.264 in mp4; with B-frames the muxer writes an edit list (the composition delay)."""
+def encode(path: Path, frames, fps: int = 25, b_frames: int = 2, gop: int = 12) -> Path:
+    """H.264 in mp4 from an array or any iterable of (h, w, 3) frames; with B-frames the muxer writes an
+    edit list (the composition delay)."""
+    frames = iter(frames)
+    first = next(frames)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
+        stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
         stream.options = {"bf": str(b_frames), "g": str(gop), "crf": "12"}
-        for index, frame in enumerate(frames):
+        for index, frame in enumerate(itertools.chain([first], frames)):
             picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
             picture.pts = index
             container.mux(stream.encode(picture))
