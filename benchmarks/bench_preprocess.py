@@ -210,7 +210,10 @@ def long_video(sample: str, frames: int) -> list[dict]:
                 " 'peak_rss_worker_mb': peak_mb('self'), 'peak_rss_decoder_helper_mb': helper}))\n"
             )
             env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-            output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+            if output.returncode:
+                results.append({"max_buffered_frames": buffered, "failed": output.stderr[-1500:]})
+                continue
             results.append({"video_frames": frames, "frame_size": list(clip.shape[1:3]), "max_buffered_frames": buffered, **json.loads(output.stdout.strip().splitlines()[-1])})
         return results
 
