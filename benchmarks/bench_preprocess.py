@@ -1,15 +1,21 @@
-"""End-to-end throughput of `make preprocess` on the real sample, as JSON.
+"""Benchmarks of `make preprocess`, as JSON.
 
-    python benchmarks/bench_preprocess.py [--max-frames 96] [--input DIR]   (default: the registered sample clips)
+    python benchmarks/bench_preprocess.py [--sections decode,end_to_end,long_video,manifest,masks]
+        [--max-frames 96] [--input DIR (default: the registered sample clips)] [--manifest-rows 1000000]
 
-Runs the job (embedded local Ray, dlib backend) with 1 and 2 CPUs, with and without tracking, plus a
-decode-only job (the same decode stage, nothing after it) as the ceiling. Frames per second count the
-frames written over the dataset's execution (Ray start-up excluded). Goals: 2 CPUs >= 1.8 x one CPU;
-tracking >= 3 x detecting on every frame.
+- decode: CPU seconds and frames/s of each decoder backend (pyav, decord) decoding the whole sample in
+  this process (the decoder helper included), and whether both give the same frames.
+- end_to_end: the job (embedded local Ray, dlib, tracking) with 1 and 2 CPUs, and a decode-only job
+  (the same listing and decode, nothing after it) as the ceiling. Goals: 2 CPUs >= 1.8 x one CPU;
+  end to end within 2x of the decode-only ceiling.
+- long_video: peak resident memory of a worker (the process and its decoder helper) processing a long
+  video written from the sample's frames, with the default frame buffer and with every frame held.
+- manifest: driver time and memory for a manifest of N rows: planning (before the first task), and
+  the listing stage (paths resolved, already-done check) run to the end.
+- masks: frame-to-frame steadiness of the skin masks with and without the skin model's memory.
 
-On a shared machine the wall-clock ratios depend on what else runs, so each run also reports the CPU
-seconds used by this benchmark's process tree (driver, Ray, workers, decode helpers) and by everything
-else on the machine during the run.
+On a shared machine wall-clock ratios depend on what else runs, so runs report the CPU seconds used by
+this benchmark's process tree and by everything else on the machine meanwhile.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -26,14 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cest.assets import fetch_dir  # noqa: E402
 from pipelines.config import PreprocessConfig  # noqa: E402
-from pipelines.inputs import discover_inputs  # noqa: E402
-from pipelines.preprocess import run  # noqa: E402
-from pipelines.stages import Work, decode_stage  # noqa: E402
+from pipelines.inputs import discover_inputs, input_source  # noqa: E402
+from pipelines.preprocess import resolved_inputs, run  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -71,7 +77,8 @@ def machine_busy_cpu_seconds() -> float:
 def local_ray(cpus: int):
     import ray
 
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    # address="local": a Ray of its own, never another job's cluster on the same machine.
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         yield
     finally:
@@ -106,53 +113,223 @@ def end_to_end(sample: str, cpus: int, tracking: bool, max_frames: int) -> dict:
         return {"cpus": cpus, "tracking": tracking, **measure(job)}
 
 
-def _decode_count(batch, cfg):
+def decode_count(batch, cfg, output_uri):
+    """Decode-only stand-in for the processing stage: the same listing, decode and nothing after."""
     import pyarrow as pa
 
-    from pipelines.inputs import VideoInput
+    from pipelines.decode import Reject, VideoStream
 
-    works = [decode_stage(Work(VideoInput(**row)), cfg) for row in batch.to_pylist()]
-    return pa.table({"frames": [0 if work.video is None else len(work.video.frames) for work in works]})
+    counts = []
+    for row in batch.to_pylist():
+        try:
+            with VideoStream(row["path"], cfg) as stream:
+                counts.append(sum(1 for _ in stream.frames()) if row["path"] else 0)
+        except Reject:
+            counts.append(0)
+    return pa.table({"frames": counts})
 
 
 def decode_only(sample: str, cpus: int, max_frames: int) -> dict:
-    import ray.data
+    import pyarrow.compute as pc
 
     cfg = PreprocessConfig(max_frames=max_frames)
-    rows = [dataclasses.asdict(item) for item in discover_inputs(sample)]
 
     def job():
-        ray.data.DataContext.get_current().op_resource_reservation_enabled = False
-        started = time.monotonic()
-        dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-        dataset = dataset.map_batches(_decode_count, batch_size=1, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
-        frames = dataset.sum("frames")
-        return frames, time.monotonic() - started
+        with tempfile.TemporaryDirectory(prefix="bench-decode-") as output:
+            started = time.monotonic()
+            dataset = resolved_inputs(input_source(sample), output).repartition(target_num_rows_per_block=1)
+            dataset = dataset.map_batches(
+                decode_count, batch_size=1, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "output_uri": output}
+            )
+            # Summed here: Dataset.sum adds shuffle operators whose reserved share kept the decode
+            # stage to one task at a time on 2 CPUs.
+            batches = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+            frames = sum(int(pc.sum(batch.column("frames")).as_py() or 0) for batch in batches)
+            return frames, time.monotonic() - started
 
     with local_ray(cpus):
         return {"cpus": cpus, **measure(job)}
+
+
+def decoders(sample: str, max_frames: int) -> list[dict]:
+    """Each backend decodes every sample clip in this process; CPU seconds include the helper."""
+    from pipelines.decode import decode_video
+
+    paths = [item.path for item in discover_inputs(sample)]
+    results, frames_by_backend = [], {}
+    for backend in ("pyav", "decord"):
+        cfg = PreprocessConfig(decoder=backend, max_frames=max_frames)
+        decode_video(paths[0], cfg)  # start the helper and load the decoder
+
+        def job():
+            started = time.monotonic()
+            videos = [decode_video(path, cfg) for path in paths]
+            frames_by_backend[backend] = [video.frame_indices.tolist() for video in videos]
+            return sum(len(video.frames) for video in videos), time.monotonic() - started
+
+        results.append({"decoder": backend, **measure(job)})
+    same = frames_by_backend["pyav"] == frames_by_backend["decord"]
+    return results + [{"same_frame_indices": same}]
+
+
+def long_video(sample: str, frames: int) -> list[dict]:
+    """Peak RSS of one worker process (and its decoder helper) on a long video, two buffer settings."""
+    import subprocess
+
+    from pipelines.decode import decode_video
+
+    with tempfile.TemporaryDirectory(prefix="bench-long-") as directory:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from video_files import encode
+
+        clip = decode_video(str(Path(sample) / "id10019" / "lpd0" / "00001.mp4"), PreprocessConfig()).frames
+        back_and_forth = np.concatenate([clip, clip[::-1]])
+        # The clip back and forth, each frame shifted in brightness by its number: no frame repeats an
+        # earlier one (the replay filter would drop it), written frame by frame (never held whole).
+        looped = (np.clip(back_and_forth[i % len(back_and_forth)].astype(np.int16) + (i % 7) - 3, 0, 255).astype(np.uint8) for i in range(frames))
+        path = encode(Path(directory) / "long.mp4", looped)
+        results = []
+        for buffered in (PreprocessConfig().max_buffered_frames, frames + 1):
+            code = (
+                "import json, time\n"
+                "from pipelines.config import PreprocessConfig\n"
+                "from pipelines.decode import _HELPER\n"
+                "from pipelines.inputs import make_input\n"
+                "from pipelines.landmarks import DlibLandmarker\n"
+                "from pipelines.masks import SkinRegionMasker\n"
+                "from pipelines.stages import input_rows\n"
+                f"cfg = PreprocessConfig(max_buffered_frames={buffered}, primary_face_only=False)\n"
+                "started = time.monotonic()\n"
+                f"rows = [row['num_frames'] for row in input_rows(make_input({str(path)!r}), cfg, DlibLandmarker(), SkinRegionMasker())]\n"
+                "seconds = time.monotonic() - started\n"
+                "def peak_mb(pid):  # VmHWM: this process image's own peak (ru_maxrss keeps the forking parent's)\n"
+                "    line = [l for l in open(f'/proc/{pid}/status') if l.startswith('VmHWM')][0]\n"
+                "    return int(line.split()[1]) // 1024\n"
+                "helper = peak_mb(_HELPER._process.pid)\n"
+                "_HELPER.stop()\n"
+                "print(json.dumps({'frames_written': sum(rows), 'seconds': round(seconds, 1),"
+                " 'peak_rss_worker_mb': peak_mb('self'), 'peak_rss_decoder_helper_mb': helper}))\n"
+            )
+            env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+            output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+            if output.returncode:
+                results.append({"max_buffered_frames": buffered, "failed": output.stderr[-1500:]})
+                continue
+            results.append({"video_frames": frames, "frame_size": list(clip.shape[1:3]), "max_buffered_frames": buffered, **json.loads(output.stdout.strip().splitlines()[-1])})
+        return results
+
+
+def manifest(rows: int) -> dict:
+    """Driver time and memory for an N-row manifest: planning, then the listing stage to the end."""
+    import resource
+    import tracemalloc
+
+    with tempfile.TemporaryDirectory(prefix="bench-manifest-") as directory:
+        path = Path(directory) / "manifest.csv"
+        with path.open("w") as handle:
+            handle.write("path,speaker_id\n")
+            for start in range(0, rows, 100_000):
+                handle.write("".join(f"clips/{index:07d}.mp4,id{index % 6000:05d}\n" for index in range(start, min(rows, start + 100_000))))
+        with local_ray(2):
+            output = str(Path(directory) / "out")
+            resolved_inputs(input_source(str(path)), output)  # imports and Ray Data set-up
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            tracemalloc.start()
+            started = time.monotonic()
+            dataset = resolved_inputs(input_source(str(path)), output)
+            planning = time.monotonic() - started
+            planning_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            started = time.monotonic()
+            count = dataset.count()
+            listing = time.monotonic() - started
+            rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return {
+        "rows": rows,
+        "listed": count,
+        "driver_planning_seconds": round(planning, 3),
+        "driver_planning_python_allocations_mb": round(planning_peak / 1e6, 2),
+        "listing_stage_seconds": round(listing, 1),
+        "driver_peak_rss_mb_before": rss_before,
+        "driver_peak_rss_mb_after_listing": rss_after,
+    }
+
+
+def mask_stability(sample: str, max_frames: int, memories=(0.0, 0.5, 0.8)) -> list[dict]:
+    """Frame-to-frame steadiness of the skin masks: the sample's crops (tracked and aligned once) are
+    masked again with each skin-model memory; IoU of consecutive masks over the whole mask and over
+    the forehead band (above the brows), and the mask's share of the landmark face region."""
+    from pipelines.landmarks import DlibLandmarker
+    from pipelines.masks import SkinRegionMasker, face_region
+    from pipelines.schema import decode_clip_row
+    from pipelines.stages import input_rows
+
+    cfg = PreprocessConfig(max_frames=max_frames)
+    landmarker, clips = DlibLandmarker(), []
+    for item in discover_inputs(sample):
+        for row in input_rows(item, cfg, landmarker, SkinRegionMasker()):
+            if row["row_kind"] == "clip":
+                clip = decode_clip_row(row)
+                clips.append((clip["frames"], clip["landmarks"]))
+    results = []
+    for memory in memories:
+        whole, forehead, share = [], [], []
+        for frames, landmarks in clips:
+            masker = SkinRegionMasker(memory=memory).for_segment()
+            masks = [masker(frame, points).astype(bool) for frame, points in zip(frames, landmarks)]
+            for index, (mask, points) in enumerate(zip(masks, landmarks)):
+                region = face_region(points, mask.shape).astype(bool)
+                share.append(mask.sum() / max(1, region.sum()))
+                if index == 0:
+                    continue
+                band = np.zeros_like(mask)
+                band[: int(points[17:27, 1].min())] = True
+                for values, area in ((whole, np.ones_like(mask)), (forehead, band)):
+                    a, b = masks[index - 1] & area, mask & area
+                    if (a | b).any():
+                        values.append((a & b).sum() / (a | b).sum())
+        results.append(
+            {
+                "memory": memory,
+                "clips": len(clips),
+                "iou_consecutive": round(float(np.mean(whole)), 4),
+                "iou_consecutive_forehead": round(float(np.mean(forehead)), 4),
+                "forehead_iou_below_0.8_share": round(float(np.mean(np.asarray(forehead) < 0.8)), 4),
+                "mask_share_of_face_region": round(float(np.mean(share)), 4),
+            }
+        )
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", help="videos directory (default: the sample clips, through cest.assets)")
     parser.add_argument("--max-frames", type=int, default=96, help="frames per clip (0: all)")
+    parser.add_argument("--sections", default="decode,end_to_end,long_video,manifest")
+    parser.add_argument("--long-video-frames", type=int, default=1500)
+    parser.add_argument("--manifest-rows", type=int, default=1_000_000)
     args = parser.parse_args()
     args.input = args.input or str(fetch_dir("voxceleb_sample"))
+    sections = args.sections.split(",")
     results = {
         "machine": {"cpus_visible": os.cpu_count(), "load_average_at_start": os.getloadavg(), "python": platform.python_version()},
         "max_frames_per_clip": args.max_frames,
-        "decode_only": [decode_only(args.input, cpus, args.max_frames) for cpus in (1, 2)],
-        "end_to_end": [
-            end_to_end(args.input, cpus, tracking, args.max_frames) for tracking in (True, False) for cpus in (1, 2)
-        ],
     }
-    fps = {(row["cpus"], row["tracking"]): row["frames_per_second"] for row in results["end_to_end"]}
-    results["speedup_2_vs_1_cpu"] = {
-        "tracking": round(fps[2, True] / fps[1, True], 2),
-        "detect_every_frame": round(fps[2, False] / fps[1, False], 2),
-    }
-    results["speedup_tracking_vs_detecting"] = {f"{cpus}_cpu": round(fps[cpus, True] / fps[cpus, False], 2) for cpus in (1, 2)}
+    if "decode" in sections:
+        results["decoders"] = decoders(args.input, args.max_frames)
+    if "end_to_end" in sections:
+        results["decode_only"] = [decode_only(args.input, cpus, args.max_frames) for cpus in (1, 2)]
+        results["end_to_end"] = [end_to_end(args.input, cpus, True, args.max_frames) for cpus in (1, 2)]
+        fps = {row["cpus"]: row["frames_per_second"] for row in results["end_to_end"]}
+        ceiling = {row["cpus"]: row["frames_per_second"] for row in results["decode_only"]}
+        results["speedup_2_vs_1_cpu"] = round(fps[2] / fps[1], 2)
+        results["end_to_end_vs_decode_only"] = {f"{cpus}_cpu": round(fps[cpus] / ceiling[cpus], 2) for cpus in (1, 2)}
+    if "long_video" in sections:
+        results["long_video"] = long_video(args.input, args.long_video_frames)
+    if "manifest" in sections:
+        results["manifest"] = manifest(args.manifest_rows)
+    if "masks" in sections:
+        results["mask_stability"] = mask_stability(args.input, args.max_frames)
     results["load_average_at_end"] = os.getloadavg()
     print(json.dumps(results, indent=1))
 

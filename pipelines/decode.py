@@ -1,27 +1,38 @@
-"""Stage 1: decode a video with decord into working-resolution RGB frames.
+"""Stage 1: decode a video (or read an image) into working-resolution RGB frames.
 
-decord runs in a helper process so that a file on which it hangs (get_batch can block forever on a
-file that over-reports its frame count) costs at most `decode_timeout_s` and the helper is replaced.
-decord also returns the last good frame again for indices past the real end: the trailing run of
-identical frames is cut so that no repeated frame is ever emitted as a distinct frame.
+Two backends run in a helper process, so that a file on which a decoder hangs costs at most
+`decode_timeout_s` and the helper is replaced:
+- `pyav` (FFmpeg through PyAV, the default): frames in presentation order, edit lists applied; stops
+  cleanly at the real end of the stream. A packet that
+  fails to decode (a corrupt block, a cut tail) is skipped together with the frames that depend on it
+  (up to the next key frame), so the frames before and after survive as separate runs, the same ones
+  on every run and whatever the chunking.
+- `decord`: random access by index. It trusts the header's frame count and, for indices past the real
+  end, returns earlier frames again; so it only reads indices below the presented frame count
+  (duration x fps, as PyAV reads it from the container).
+Both: no frame identical to an earlier frame other than the previous one is ever emitted (a replay;
+checked by hash against every earlier frame); a run of identical consecutive frames (a still or black
+ending) is real footage and kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import multiprocessing.connection
-import time
 import os
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipelines.config import PreprocessConfig
+from pipelines.inputs import is_image
 
 
 class Reject(Exception):
@@ -37,10 +48,12 @@ class Reject(Exception):
 @dataclass
 class DecodedVideo:
     frames: np.ndarray  # (T, h, w, 3) uint8 RGB at working resolution
-    frame_indices: np.ndarray  # (T,) int32 index of each frame in the source video
+    frame_indices: np.ndarray  # (T,) int32 index of each frame in the source video, increasing
     fps: float
     source_size: tuple[int, int]  # (width, height) of the source frames
-    reported_frames: int  # frame count the container claims
+    reported_frames: int  # frame count the container's header claims (0: not given)
+    decode_errors: int = 0  # packets that failed to decode (their frames are missing from the indices)
+    replays: int = 0  # frames the decoder returned a second time, dropped
 
     @property
     def working_scale(self) -> tuple[float, float]:
@@ -54,35 +67,123 @@ def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _decode_in_helper(connection, path: str, stride: int, max_frames: int, max_side: int, batch: int):
-    """Runs in the helper: send ('meta', ...), then ('frames', indices, frames)..., then ('done',)."""
+def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
+
+    if (frame.shape[1], frame.shape[0]) == size:
+        return frame
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def _presented_frames(path: str) -> tuple[int, int, float]:
+    """(frames presented by the container's timing (duration x fps), header count, fps), via PyAV."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        duration = stream.duration * stream.time_base if stream.duration else (container.duration or 0) / 1e6
+        return int(round(float(duration) * fps)), int(stream.frames or 0), fps
+
+
+def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            connection.send(("open_error", "the container holds no video stream"))
+            return
+        stream = container.streams.video[0]
+        stream.thread_type, stream.thread_count = "SLICE", 1  # one CPU per task
+        # A damaged packet is an error, not a frame the decoder patches up from its neighbours.
+        stream.codec_context.options = {"err_detect": "explode"}
+        fps = float(stream.average_rate or stream.guessed_rate or 25.0)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        connection.send(("meta", int(stream.frames or 0), fps, width, height))
+        size = working_size(width, height, max_side)
+        # A frame's index counts the frames presented before it, and one for each packet that failed
+        # (a video packet holds one frame), so frames lost in a damaged block leave a gap in the
+        # indices. (Timestamps would not do: variable frame rate files have uneven gaps between them.)
+        index, broken, kept = -1, False, 0
+        indices, frames = [], []
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as error:
+                index += 1
+                broken = True  # frames until the next key frame depend on what was lost
+                connection.send(("decode_error", f"{type(error).__name__}: {str(error)[:200]}"))
+                continue
+            for frame in decoded:
+                index += 1
+                if frame.is_corrupt:  # the decoder patched it up: its pixels are partly invented
+                    broken = True
+                if broken and (frame.is_corrupt or not frame.key_frame):
+                    continue
+                broken = False
+                if index % stride or (max_frames and kept >= max_frames):
+                    continue
+                kept += 1
+                indices.append(index)
+                frames.append(_resize(frame.to_ndarray(format="rgb24"), size))
+                if len(frames) == chunk:
+                    connection.send(("frames", np.asarray(indices, np.int32), np.stack(frames)))
+                    indices, frames = [], []
+            if max_frames and kept >= max_frames:
+                break
+        if frames:
+            connection.send(("frames", np.asarray(indices, np.int32), np.stack(frames)))
+
+
+def _decord_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
     import decord
+
+    reader = decord.VideoReader(path, num_threads=1)
+    header = len(reader)
+    height, width = reader[0].shape[:2] if header else (0, 0)
+    presented, _, fps = _presented_frames(path)
+    connection.send(("meta", header, float(reader.get_avg_fps()), width, height))
+    count = min(header, presented) if presented else header  # never past the real end
+    indices = list(range(0, count, stride))[: max_frames or None]
+    size = working_size(width, height, max_side)
+    for start in range(0, len(indices), chunk):
+        part = indices[start : start + chunk]
+        try:
+            frames = reader.get_batch(part).asnumpy()
+        except Exception as error:  # decord raises bare RuntimeError/DECORDError
+            connection.send(("decode_error", f"{type(error).__name__}: {str(error)[:200]}"))
+            continue
+        connection.send(("frames", np.asarray(part, np.int32), np.stack([_resize(frame, size) for frame in frames])))
+
+
+def _image_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
+    """An image is a one-frame clip."""
+    import cv2
+
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        connection.send(("open_error", "not a readable image"))
+        return
+    height, width = image.shape[:2]
+    connection.send(("meta", 1, 0.0, width, height))
+    frame = _resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), working_size(width, height, max_side))
+    connection.send(("frames", np.zeros(1, np.int32), frame[None]))
+
+
+BACKENDS = {"pyav": _pyav_frames, "decord": _decord_frames, "image": _image_frames}
+
+
+def _decode_in_helper(connection, path: str, backend: str, stride: int, max_frames: int, max_side: int, chunk: int):
+    """Runs in the helper: send ('meta', ...), ('frames', indices, frames) and ('decode_error', text)
+    messages, then ('done',); ('open_error', text) when the file cannot be opened at all."""
+    import cv2
 
     cv2.setNumThreads(1)
     try:
-        reader = decord.VideoReader(path, num_threads=1)
-        count = len(reader)
-        height, width = reader[0].shape[:2] if count else (0, 0)
-        fps = float(reader.get_avg_fps())
-    except Exception as error:  # decord raises bare RuntimeError/DECORDError for anything unreadable
+        BACKENDS[backend](connection, path, stride, max_frames, max_side, chunk)
+    except Exception as error:  # noqa: BLE001 - whatever the decoder raises on open: an unreadable file
         connection.send(("open_error", f"{type(error).__name__}: {str(error)[:300]}"))
         return
-    connection.send(("meta", count, fps, width, height))
-    indices = list(range(0, count, stride))
-    if max_frames:
-        indices = indices[:max_frames]
-    size = working_size(width, height, max_side)
-    for start in range(0, len(indices), batch):
-        chunk = indices[start : start + batch]
-        try:
-            frames = reader.get_batch(chunk).asnumpy()
-        except Exception as error:
-            connection.send(("decode_error", f"{type(error).__name__}: {str(error)[:300]}"))
-            return
-        if size != (width, height):
-            frames = np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
-        connection.send(("frames", np.asarray(chunk, np.int32), frames))
     connection.send(("done",))
 
 
@@ -125,7 +226,8 @@ class DecodeHelper:
         """Yield the helper's messages; raise TimeoutError (helper killed) when past the deadline."""
         if self._process is None or self._process.poll() is not None:
             self._start()
-        self._connection.send((path, cfg.frame_stride, cfg.max_frames, cfg.max_side, cfg.decode_batch))
+        backend = "image" if is_image(path) else cfg.decoder
+        self._connection.send((path, backend, cfg.frame_stride, cfg.max_frames, cfg.max_side, cfg.decode_batch))
         finished = False
         try:
             while not finished:
@@ -136,7 +238,7 @@ class DecodeHelper:
                     message = self._connection.recv()
                 except (EOFError, OSError):  # the helper crashed (decoder segfault)
                     message = ("decode_error", "decoder process died")
-                finished = message[0] in ("done", "open_error", "decode_error")
+                finished = message[0] in ("done", "open_error")
                 yield message
         finally:
             if not finished:  # abandoned mid-stream: its remaining messages must not reach the next video
@@ -172,18 +274,31 @@ def mp4_truncated(path: str) -> bool:
         return offset > size
 
 
-def _trim_repeated_tail(frames: list[np.ndarray]) -> int:
-    """Number of frames to keep: a trailing run of identical frames counts once."""
-    keep = len(frames)
-    while keep > 1 and np.array_equal(frames[keep - 1], frames[keep - 2]):
-        keep -= 1
-    return keep
+class ReplayFilter:
+    """Drops frames identical to an earlier frame other than the previous one (decoder replays),
+    checked by a hash of every frame seen; identical consecutive frames (a still) pass."""
+
+    def __init__(self):
+        self.seen: set[bytes] = set()
+        self.previous: bytes | None = None
+        self.replays = 0
+
+    def keep(self, frame: np.ndarray) -> bool:
+        digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
+        if digest == self.previous:
+            return True
+        if digest in self.seen:
+            self.replays += 1
+            return False
+        self.seen.add(digest)
+        self.previous = digest
+        return True
 
 
-def _is_grayscale(frames: np.ndarray, tolerance: float) -> bool:
-    sample = frames[:: max(1, len(frames) // 8)].astype(np.int16)
-    difference = np.abs(sample[..., 0] - sample[..., 1]) + np.abs(sample[..., 1] - sample[..., 2])
-    return float(difference.mean()) < tolerance
+def _colourfulness(frame: np.ndarray) -> float:
+    """Mean |R-G| + |G-B| in 8-bit levels (about 0 for a grayscale frame)."""
+    pixels = frame.astype(np.int16)
+    return float((np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2])).mean())
 
 
 def _local_copy(path: str, directory: str) -> str:
@@ -199,64 +314,102 @@ def _local_copy(path: str, directory: str) -> str:
     return local
 
 
-def decode_video(path: str, cfg: PreprocessConfig) -> DecodedVideo:
-    """Decode `path` with the configured stride, maximum and size bound; raise Reject when unusable."""
-    with tempfile.TemporaryDirectory(prefix="decode-") as directory:
+class VideoStream:
+    """One input's frames, decoded in chunks so that a long video is never held whole. Every call of
+    `frames()` is one decoding pass yielding (source index, frame) after the replay filter; passes give
+    the same frames. After a pass: `info` (fps, source size, header count), `decode_errors`, `replays`.
+    Use as a context manager (a remote input is copied to a local temporary file for the decoders)."""
+
+    GRAYSCALE_SAMPLES = 8  # frames (of the first 8 x 8) the colour check looks at
+
+    def __init__(self, path: str, cfg: PreprocessConfig):
+        self.path, self.cfg = path, cfg
+        self.fps, self.source_size, self.reported_frames = 0.0, (0, 0), 0
+        self.decode_errors = self.replays = 0
+        self._directory = tempfile.TemporaryDirectory(prefix="decode-")
         try:
-            local = _local_copy(path, directory)
-            size = os.path.getsize(local)
-        except (OSError, FileNotFoundError) as error:
+            self.local = _local_copy(path, self._directory.name)
+            size = os.path.getsize(self.local)
+        except FileNotFoundError as error:
+            self.close()
             raise Reject("decode", "unreadable", f"cannot read {path}: {error}") from error
+        except OSError as error:  # a remote read that failed (network) may work next time
+            self.close()
+            raise Reject("decode", "io_error" if "://" in path else "unreadable", f"cannot read {path}: {error}") from error
         if size == 0:
+            self.close()
             raise Reject("decode", "empty", "zero-byte file")
-        return _decode_local(local, cfg)
+
+    def close(self):
+        self._directory.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.close()
+
+    def frames(self):
+        cfg, local = self.cfg, self.local
+        replays, last_index, count, samples, errors, meta = ReplayFilter(), -1, 0, [], 0, None
+        messages = _HELPER.decode(local, cfg, time.monotonic() + cfg.decode_timeout_s)
+        try:
+            for message in messages:
+                kind = message[0]
+                if kind == "open_error":
+                    reason = "truncated" if mp4_truncated(local) else "unreadable"
+                    raise Reject("decode", reason, message[1])
+                if kind == "meta":
+                    meta = message[1:]
+                    self.reported_frames, self.fps, self.source_size = meta[0], meta[1], (meta[2], meta[3])
+                    if min(meta[2], meta[3]) < cfg.min_side:
+                        raise Reject("decode", "too_small", f"{meta[2]}x{meta[3]} < {cfg.min_side} px")
+                elif kind == "frames":
+                    for index, frame in zip(message[1].tolist(), message[2]):
+                        if not replays.keep(frame) or index <= last_index:
+                            continue
+                        if count % 8 == 0 and len(samples) < self.GRAYSCALE_SAMPLES:
+                            samples.append(_colourfulness(frame))  # a number: a frame would hold its chunk
+                            if len(samples) == self.GRAYSCALE_SAMPLES:
+                                self._check_colour(samples)
+                        last_index, count = index, count + 1
+                        yield index, frame
+                elif kind == "decode_error":
+                    errors += 1
+        except TimeoutError:
+            # Never a partial result: which frames survive must not depend on the machine's speed.
+            raise Reject("decode", "timeout", f"not decoded within {cfg.decode_timeout_s} s") from None
+        finally:
+            messages.close()
+        self.decode_errors, self.replays = errors, replays.replays
+        if meta is None:  # the helper died before it could open the file
+            raise Reject("decode", "unreadable", "no answer from the decoder")
+        if not count:
+            if mp4_truncated(local):
+                raise Reject("decode", "truncated", "no frame decodable and the file is shorter than its boxes claim")
+            raise Reject("decode", "empty" if not errors else "unreadable", f"no frame decoded ({errors} decode errors)")
+        if len(samples) < self.GRAYSCALE_SAMPLES:
+            self._check_colour(samples)
+
+    def _check_colour(self, samples):
+        if float(np.mean(samples)) < self.cfg.grayscale_tolerance:
+            raise Reject("decode", "grayscale", "no colour: the skin model and reflectance need RGB")
 
 
-def _decode_local(local: str, cfg: PreprocessConfig) -> DecodedVideo:
-    frames, indices, meta, error = [], [], None, None
-    messages = _HELPER.decode(local, cfg, time.monotonic() + cfg.decode_timeout_s)
-    try:
-        for message in messages:
-            kind = message[0]
-            if kind == "open_error":
-                reason = "truncated" if mp4_truncated(local) else "unreadable"
-                raise Reject("decode", reason, message[1])
-            if kind == "meta":
-                meta = message[1:]
-                if meta[0] == 0:
-                    raise Reject("decode", "empty", "the container holds no video frames")
-                if min(meta[2], meta[3]) < cfg.min_side:
-                    raise Reject("decode", "too_small", f"{meta[2]}x{meta[3]} < {cfg.min_side} px")
-            elif kind == "frames":
-                indices.extend(message[1].tolist())
-                frames.extend(message[2])
-            elif kind == "decode_error":
-                error = message[1]
-    except TimeoutError:
-        if not frames:
-            raise Reject("decode", "timeout", f"no frame decoded within {cfg.decode_timeout_s} s") from None
-        error = f"decode stopped after {cfg.decode_timeout_s} s"
-    finally:
-        messages.close()
-    if meta is None:  # the helper died before it could open the file
-        raise Reject("decode", "unreadable", error or "no answer from the decoder")
-    count, fps, width, height = meta
-    expected = len(range(0, count, cfg.frame_stride)[: cfg.max_frames or None])
-    keep = _trim_repeated_tail(frames) if frames else 0
-    missing = 1.0 - keep / expected
-    if missing > cfg.truncation_tolerance:
-        detail = f"{keep} of {expected} frames decodable" + (f" ({error})" if error else "")
-        raise Reject("decode", "truncated", detail)
-    video = DecodedVideo(
-        frames=np.stack(frames[:keep]),
-        frame_indices=np.asarray(indices[:keep], np.int32),
-        fps=fps,
-        source_size=(width, height),
-        reported_frames=count,
-    )
-    if _is_grayscale(video.frames, cfg.grayscale_tolerance):
-        raise Reject("decode", "grayscale", "no colour: the skin model and reflectance need RGB")
-    return video
+def decode_video(path: str, cfg: PreprocessConfig) -> DecodedVideo:
+    """All frames of `path` at once (the stride, maximum and size bound applied); raise Reject when
+    unusable. Holds the whole video: the job streams long videos through `VideoStream` instead."""
+    with VideoStream(path, cfg) as stream:
+        decoded = list(stream.frames())
+        return DecodedVideo(
+            frames=np.stack([frame for _, frame in decoded]),
+            frame_indices=np.asarray([index for index, _ in decoded], np.int32),
+            fps=stream.fps,
+            source_size=stream.source_size,
+            reported_frames=stream.reported_frames,
+            decode_errors=stream.decode_errors,
+            replays=stream.replays,
+        )
 
 
 if __name__ == "__main__":

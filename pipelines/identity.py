@@ -3,7 +3,8 @@ to someone else), keep the tracks of the person with the longest track and drop 
 
 Identity comes from dlib's face recognition ResNet (128-d descriptors; the same person is closer than
 0.6, dlib's own threshold), shipped in face-recognition-models. One descriptor per track, computed on
-its middle frame from that frame's 68 landmarks, so it works with landmarks from any backend.
+its first frame (a detector frame) from that frame's 68 landmarks, so it works with landmarks from any
+backend, and a streamed video only has to keep each track's first frame.
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ class FaceIdentity:
         return np.asarray(self._model.compute_face_descriptor(np.ascontiguousarray(image), shape))
 
 
-def keep_primary_face(tracks, frames: np.ndarray, identity: FaceIdentity, threshold: float = 0.6):
-    """The tracks showing the same person as the longest track, in their original order."""
+def keep_primary_face(tracks, frames, identity: FaceIdentity, threshold: float = 0.6):
+    """The tracks showing the same person as the longest track, in their original order.
+    frames: indexable by position (an array of all frames, or a dict holding each track's first frame)."""
     if len(tracks) < 2:
         return tracks
-    descriptors = []
-    for positions, landmarks in tracks:
-        middle = len(positions) // 2
-        descriptors.append(identity.descriptor(frames[positions[middle]], landmarks[middle]))
+    descriptors = [identity.descriptor(frames[positions[0]], landmarks[0]) for positions, landmarks in tracks]
     primary = max(range(len(tracks)), key=lambda index: len(tracks[index][0]))
     return [
         track

@@ -50,8 +50,8 @@ class FaceLandmarker:
         half = 0.9 * size
         x0, y0 = np.maximum(np.floor(centre - half), 0).astype(int)
         x1, y1 = np.minimum(np.ceil(centre + half), [image.shape[1], image.shape[0]]).astype(int)
-        if x1 - x0 < 8 or y1 - y0 < 8:
-            return False
+        if x1 - x0 < 8 or y1 - y0 < 8:  # the face has left the frame
+            return None
         region = cv2.resize(image[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         found = self.detect(region, local=True)
         expected = (box - [x0, y0, x0, y0]) * scale

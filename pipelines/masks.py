@@ -24,6 +24,10 @@ SKIN_SAMPLE = [1, 2, 3, 31, 33, 35, 13, 14, 15, 29]  # cheeks and nose: rarely h
 class FaceMasker(Protocol):
     def __call__(self, crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...
 
+    def for_segment(self) -> "FaceMasker":
+        """A masker for the frames of one segment, in time order (it may carry state between them)."""
+        ...
+
 
 def _fill(shape, polygons) -> np.ndarray:
     """Rasterise polygons given in +0.5 pixel-centre coordinates (1/16-pixel precision)."""
@@ -41,8 +45,15 @@ def face_region(landmarks: np.ndarray, shape, forehead: float = 0.35) -> np.ndar
 
 
 class SkinRegionMasker:
-    def __init__(self, threshold: float = 9.21):
+    def __init__(self, threshold: float = 9.21, memory: float = 0.0):
         self.threshold = threshold  # squared Mahalanobis distance in (Cr, Cb)
+        # Weight of the previous frames' skin model in this frame's (0: each frame on its own); a
+        # segment's skin colour changes slowly, so remembering it steadies the mask's borders.
+        self.memory = memory
+        self._previous = None  # (mean, inverse covariance) of the previous frame
+
+    def for_segment(self) -> "SkinRegionMasker":
+        return SkinRegionMasker(self.threshold, self.memory)
 
     def __call__(self, crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         shape = crop.shape[:2]
@@ -71,6 +82,10 @@ class SkinRegionMasker:
                 break
             mean = inliers.mean(axis=0)
             inverse = np.linalg.inv(np.cov(inliers.T) + np.eye(2) * 2.0)
+        if self.memory and self._previous is not None:
+            mean = (1 - self.memory) * mean + self.memory * self._previous[0]
+            inverse = (1 - self.memory) * inverse + self.memory * self._previous[1]
+        self._previous = (mean, inverse)
         return (_mahalanobis2(chroma, mean, inverse) < self.threshold).astype(np.uint8)
 
 

@@ -21,13 +21,31 @@ import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PreprocessConfig
-from pipelines.inputs import VideoInput, discover_inputs
-from pipelines.output import KINDS, Output
-from pipelines.stages import ROW_SCHEMA, Work, crop_stage, decode_stage, landmark_stage, process_input, rows_table
+from pipelines.inputs import (
+    LISTING_BATCH,
+    InputSource,
+    VideoInput,
+    input_source,
+    manifest_batch,
+    manifest_csv_options,
+    resolve,
+    resolve_batch,
+    walk_tree,
+)
+from pipelines.output import Output
+from pipelines.stages import (
+    RESULT_SCHEMA,
+    Work,
+    crop_stage,
+    decode_stage,
+    landmark_stage,
+    input_rows,
+    results_table,
+    write_rows,
+)
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--all-faces", action="store_true", help="keep tracks of every person, not only the clip's primary face"
     )
+    parser.add_argument("--decoder", choices=("pyav", "decord"), default=defaults.decoder)
     parser.add_argument("--frame-stride", type=int, default=defaults.frame_stride)
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames, help="per video, 0: all")
     parser.add_argument("--max-side", type=int, default=defaults.max_side, help="working frame size bound (px)")
     parser.add_argument("--decode-timeout", type=float, default=defaults.decode_timeout_s, help="seconds per video")
     parser.add_argument("--min-segment-frames", type=int, default=defaults.min_segment_frames)
     parser.add_argument("--max-segment-frames", type=int, default=defaults.max_segment_frames)
-    parser.add_argument("--rows-per-file", type=int, default=defaults.rows_per_file)
     return parser
 
 
@@ -82,13 +100,13 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         fan_face_detector=args.fan_face_detector,
         tracking=not args.no_tracking,
         primary_face_only=not args.all_faces,
+        decoder=args.decoder,
         frame_stride=args.frame_stride,
         max_frames=args.max_frames,
         max_side=args.max_side,
         decode_timeout_s=args.decode_timeout,
         min_segment_frames=args.min_segment_frames,
         max_segment_frames=args.max_segment_frames,
-        rows_per_file=args.rows_per_file,
     )
 
 
@@ -112,20 +130,63 @@ def _worker_models(cfg: PreprocessConfig):
     return _WORKER_CACHE[key], make_masker(cfg.mask_backend, cfg.skin_threshold), identity
 
 
-def _items(batch: pa.Table) -> list[VideoInput]:
-    return [VideoInput(**row) for row in batch.to_pylist()]
+def _output(uri: str) -> Output:
+    if ("output", uri) not in _WORKER_CACHE:
+        _WORKER_CACHE["output", uri] = Output(uri)
+    return _WORKER_CACHE["output", uri]
 
 
-def process_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
-    """All stages for each input of the batch in this worker (the CPU path)."""
+def list_tree(batch: pa.Table):
+    """Listing task: every media file under each root of the batch, in batches."""
+    for root in batch.column("root").to_pylist():
+        yield from walk_tree(root)
+
+
+def resolve_and_skip(batch: pa.Table, base: str, output_uri: str) -> pa.Table:
+    """Listing rows -> the inputs still to do, plus one row carrying the ids of those already done."""
+    items = resolve_batch(batch, base)
+    done = _output(output_uri).done([item.input_id for item in items])
+    rows = [dict(dataclasses.asdict(item), done_ids=[]) for item, finished in zip(items, done) if not finished]
+    finished_ids = [item.input_id for item, finished in zip(items, done) if finished]
+    if finished_ids:
+        rows.append(dict(input_id="", path="", speaker_id="", video_id="", clip_id="", done_ids=finished_ids))
+    return pa.Table.from_pylist(rows, schema=INPUT_SCHEMA)
+
+
+INPUT_SCHEMA = pa.schema(
+    [(name, pa.string()) for name in ("input_id", "path", "speaker_id", "video_id", "clip_id")]
+    + [("done_ids", pa.list_(pa.string()))]
+)
+
+
+def _done_result(row: dict) -> dict:
+    return dict(input_id="", status="done", reason="", num_rows=0, num_frames=0, done_ids=row["done_ids"])
+
+
+def _item(row: dict) -> VideoInput:
+    return VideoInput(**{key: value for key, value in row.items() if key != "done_ids"})
+
+
+def process_batch(batch: pa.Table, cfg: PreprocessConfig, output_uri: str) -> pa.Table:
+    """All stages for each input of the batch in this worker (the CPU path); rows go to the output."""
     landmarker, masker, identity = _worker_models(cfg)
-    rows = [row for item in _items(batch) for row in process_input(item, cfg, landmarker, masker, identity)]
-    return rows_table(rows)
+    results = []
+    for row in batch.to_pylist():
+        if not row["input_id"]:
+            results.append(_done_result(row))
+            continue
+        item = _item(row)
+        results.append(write_rows(item, input_rows(item, cfg, landmarker, masker, identity), _output(output_uri)))
+    return results_table(results)
+
+
+def _works_table(works: list) -> pa.Table:
+    return pa.table({"work": pa.array([pickle.dumps(work, protocol=5) for work in works], pa.large_binary())})
 
 
 def decode_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
-    works = [decode_stage(Work(item), cfg) for item in _items(batch)]
-    return pa.table({"work": pa.array([pickle.dumps(work, protocol=5) for work in works], pa.large_binary())})
+    works = [decode_stage(Work(_item(row)), cfg) if row["input_id"] else row for row in batch.to_pylist()]
+    return _works_table(works)
 
 
 class LandmarkActor:
@@ -136,66 +197,73 @@ class LandmarkActor:
         self.landmarker, _, self.identity = _worker_models(cfg)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        works = [pickle.loads(data) for data in batch["work"].to_pylist()]
         works = [
-            landmark_stage(pickle.loads(data), self.cfg, self.landmarker, self.identity)
-            for data in batch["work"].to_pylist()
+            landmark_stage(work, self.cfg, self.landmarker, self.identity) if isinstance(work, Work) else work
+            for work in works
         ]
-        return pa.table({"work": pa.array([pickle.dumps(work, protocol=5) for work in works], pa.large_binary())})
+        return _works_table(works)
 
 
-def crop_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
+def crop_batch(batch: pa.Table, cfg: PreprocessConfig, output_uri: str) -> pa.Table:
     from pipelines.masks import make_masker
 
     masker = make_masker(cfg.mask_backend, cfg.skin_threshold)
-    rows = [row for data in batch["work"].to_pylist() for row in crop_stage(pickle.loads(data), cfg, masker)]
-    return rows_table(rows)
+    results = []
+    for data in batch["work"].to_pylist():
+        work = pickle.loads(data)
+        if not isinstance(work, Work):
+            results.append(_done_result(work))
+            continue
+        results.append(write_rows(work.item, crop_stage(work, cfg, masker), _output(output_uri)))
+    return results_table(results)
 
 
-def _make_sink(output_uri: str, rows_per_file: int):
-    from ray.data import Datasink
-
-    class ClipSink(Datasink):
-        """Splits the stream into clip and reject part files, each written atomically."""
-
-        def __init__(self):
-            self.output = None
-
-        @property
-        def min_rows_per_write(self):
-            return rows_per_file
-
-        def write(self, blocks, ctx):
-            output = self.output = self.output or Output(output_uri)
-            blocks = [block for block in blocks if block.num_rows]
-            if not blocks:
-                return {}
-            table = pa.concat_tables(blocks).cast(ROW_SCHEMA)
-            written = {}
-            for kind, (_, schema) in KINDS.items():
-                part = table.filter(pc.equal(table.column("row_kind"), kind)).select(schema.names)
-                if part.num_rows:
-                    output.write_part(kind, part.cast(schema))
-                written[kind] = part.num_rows
-            return written
-
-    return ClipSink()
+def input_dataset(source: InputSource, output_uri: str):
+    """The stream of inputs still to do, one per block (so that each is its own task)."""
+    return resolved_inputs(source, output_uri).repartition(target_num_rows_per_block=1)
 
 
-def build_dataset(items: list[VideoInput], cfg: PreprocessConfig, args: argparse.Namespace):
+def resolved_inputs(source: InputSource, output_uri: str):
+    """The inputs still to do, listed and resolved in tasks, in batches (the driver only plans)."""
+    import ray.data
+
+    if source.kind == "tree":
+        listing = ray.data.from_items([{"root": source.location}]).map_batches(
+            list_tree, batch_format="pyarrow", batch_size=None
+        )
+    elif source.kind == "manifest":
+        fs, path = resolve(source.uri)
+        if path.lower().endswith(".csv"):
+            raw = ray.data.read_csv(path, filesystem=fs, convert_options=manifest_csv_options())
+        else:
+            raw = ray.data.read_parquet(path, filesystem=fs)
+        listing = raw.map_batches(manifest_batch, batch_format="pyarrow", batch_size=None)
+    else:
+        listing = ray.data.from_items([{"path": source.location, "speaker_id": "", "video_id": "", "clip_id": ""}])
+    # Default resources (one CPU per task), like Ray Data's repartition after it: the two then fuse
+    # into short tasks. With a smaller CPU share they do not fuse, and the repartition's long-lived
+    # task holds one of the CPUs while it waits for the processing stage (measured: 2 CPUs ran one
+    # video at a time).
+    return listing.map_batches(
+        resolve_and_skip,
+        batch_format="pyarrow",
+        batch_size=LISTING_BATCH,
+        fn_kwargs={"base": source.base, "output_uri": output_uri},
+    )
+
+
+def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Namespace):
     import ray
     import ray.data
 
-    # Without this, Ray Data holds back part of the CPUs for the (tiny) write operator, which on a
-    # small machine halves the number of videos processed at once.
-    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
-    rows = [dataclasses.asdict(item) for item in items]
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+    dataset = input_dataset(source, args.output)
     gpus = ray.cluster_resources().get("GPU", 0)
     default_actors = int(gpus) if cfg.detector == "fan" else 0
     actors = args.landmark_actors if args.landmark_actors is not None else default_actors
-    common = dict(batch_size=1, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
+    common = dict(batch_size=1, batch_format="pyarrow", num_cpus=args.cpus_per_task)
     if actors > 0:
-        dataset = dataset.map_batches(decode_batch, num_cpus=args.cpus_per_task, **common)
+        dataset = dataset.map_batches(decode_batch, fn_kwargs={"cfg": cfg}, **common)
         dataset = dataset.map_batches(
             LandmarkActor,
             batch_size=1,
@@ -205,12 +273,14 @@ def build_dataset(items: list[VideoInput], cfg: PreprocessConfig, args: argparse
             num_gpus=1 if gpus else 0,
             num_cpus=0.5,
         )
-        return dataset.map_batches(crop_batch, num_cpus=args.cpus_per_task, **common)
-    return dataset.map_batches(process_batch, num_cpus=args.cpus_per_task, **common)
+        return dataset.map_batches(crop_batch, fn_kwargs={"cfg": cfg, "output_uri": args.output}, **common)
+    return dataset.map_batches(process_batch, fn_kwargs={"cfg": cfg, "output_uri": args.output}, **common)
 
 
 def start_ray(args: argparse.Namespace) -> bool:
-    """Connect to the given cluster or start a local one; True when this call started Ray."""
+    """Connect to the given cluster or start a local one; True when this call started Ray.
+    The embedded default is address="local": a new Ray for this job, never a stray cluster that
+    happens to run on the same machine."""
     import ray
 
     if ray.is_initialized():
@@ -222,6 +292,7 @@ def start_ray(args: argparse.Namespace) -> bool:
         # Local workers must import this checkout's pipelines package, whatever their working directory.
         python_path = os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
         ray.init(
+            address="local",
             num_cpus=args.num_cpus,
             num_gpus=args.num_gpus,
             include_dashboard=False,
@@ -234,7 +305,8 @@ def start_ray(args: argparse.Namespace) -> bool:
 def format_summary(summary: dict) -> str:
     lines = [
         f"preprocess {PIPELINE_VERSION}: {summary['inputs']} inputs = {summary['accepted_inputs']} accepted"
-        f" + {summary['rejected_inputs']} rejected ({'balanced' if summary['balanced'] else 'NOT BALANCED'})",
+        f" + {summary['rejected_inputs']} rejected + {summary['retry_inputs']} to retry"
+        f" ({'balanced' if summary['balanced'] else 'NOT BALANCED'})",
         f"  clip rows {summary['clip_rows']:>8}   frames {summary['frames']:>9}",
         f"  this run: {summary['run']['inputs_processed']} inputs processed, {summary['run']['inputs_skipped']}"
         f" already done, {summary['run']['frames']} frames in {summary['run']['seconds']:.1f} s"
@@ -242,6 +314,8 @@ def format_summary(summary: dict) -> str:
     ]
     for reason, count in summary["rejects_by_reason"].items():
         lines.append(f"  rejected {reason:<12} {count:>6}")
+    for reason, count in summary["retry_by_reason"].items():
+        lines.append(f"  to retry {reason:<12} {count:>6}   (transient: processed again by the next run)")
     if summary["duplicate_clip_rows"] or summary["accepted_and_rejected"]:
         lines.append(f"  DUPLICATES: {summary['duplicate_clip_rows']} clip rows, {summary['accepted_and_rejected']} both")
     return "\n".join(lines)
@@ -251,26 +325,31 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-        items = discover_inputs(args.input)
+        source = input_source(args.input)
         output = Output(args.output)
         output.check_settings(cfg.output_settings())
+        output.remove_stale_temporaries()
     except (ValueError, OSError) as error:  # bad settings, InputError, OutputError, unreachable filesystem
         print(f"preprocess: error: {error}", file=sys.stderr)
         return 2
-    done = output.prepare_resume()
-    todo = _largest_first([item for item in items if item.input_id not in done])
-    before = set(output.part_files("clip"))
     try:
-        startup, seconds = _execute(todo, cfg, args) if todo else (0.0, 0.0)
+        results, startup, seconds = _execute(source, cfg, args)
     except RayUnavailable as error:
         print(f"preprocess: error: {error}", file=sys.stderr)
         return 2
-    new_files = [path for path in output.part_files("clip") if path not in before]
-    frames = sum(_frames(output, path) for path in new_files)
-    summary = output.summary([item.input_id for item in items])
+    ids = pa.concat_arrays(
+        [results.column("input_id").combine_chunks(), pc.list_flatten(results.column("done_ids")).combine_chunks()]
+    )
+    ids = ids.filter(pc.not_equal(ids, ""))
+    if len(ids) == 0:
+        print(f"preprocess: error: no videos or images found under {args.input}", file=sys.stderr)
+        return 2
+    processed = results.filter(pc.not_equal(results.column("status"), "done"))
+    frames = int(pc.sum(processed.column("num_frames")).as_py() or 0)
+    summary = output.summary(ids)
     summary["run"] = {
-        "inputs_processed": len(todo),
-        "inputs_skipped": len(items) - len(todo),
+        "inputs_processed": processed.num_rows,
+        "inputs_skipped": len(ids) - processed.num_rows,
         "frames": frames,
         "ray_startup_seconds": round(startup, 3),
         "seconds": round(seconds, 3),  # the dataset's execution, from the first task to the last write
@@ -282,21 +361,8 @@ def run(argv: list[str] | None = None) -> int:
     return 0 if summary["balanced"] and not summary["duplicate_clip_rows"] else 1
 
 
-def _largest_first(items: list[VideoInput]) -> list[VideoInput]:
-    """Local files biggest first, so that long videos do not start last and finish alone (the tasks
-    are whole videos); other inputs keep their order after them."""
-
-    def size(item: VideoInput) -> int:
-        try:
-            return os.path.getsize(item.path) if "://" not in item.path else -1
-        except OSError:
-            return -1
-
-    return sorted(items, key=lambda item: -size(item))
-
-
-def _execute(todo: list[VideoInput], cfg: PreprocessConfig, args: argparse.Namespace) -> tuple[float, float]:
-    """Run the dataset; (seconds to start or join Ray, seconds of execution)."""
+def _execute(source: InputSource, cfg: PreprocessConfig, args: argparse.Namespace) -> tuple[pa.Table, float, float]:
+    """Run the dataset; (result rows, seconds to start or join Ray, seconds of execution)."""
     started = time.monotonic()
     try:
         started_ray = start_ray(args)
@@ -304,21 +370,14 @@ def _execute(todo: list[VideoInput], cfg: PreprocessConfig, args: argparse.Names
         raise RayUnavailable(f"cannot start or reach Ray ({args.address or 'local'}): {error}") from error
     running = time.monotonic()
     try:
-        # Its own (small) CPU share keeps the write out of the per-video tasks, so that it bundles the
-        # rows of many videos into one part file without serialising the videos into one task.
-        build_dataset(todo, cfg, args).write_datasink(
-            _make_sink(args.output, cfg.rows_per_file), ray_remote_args={"num_cpus": 0.25}
-        )
+        batches = build_dataset(source, cfg, args).iter_batches(batch_size=None, batch_format="pyarrow")
+        results = pa.concat_tables([RESULT_SCHEMA.empty_table()] + [batch.cast(RESULT_SCHEMA) for batch in batches])
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
-    return running - started, time.monotonic() - running
-
-
-def _frames(output: Output, path: str) -> int:
-    return int(pc.sum(pq.read_table(path, columns=["num_frames"], filesystem=output.fs).column("num_frames")).as_py())
+    return results, running - started, time.monotonic() - running
 
 
 def main() -> None:

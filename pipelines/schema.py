@@ -3,6 +3,7 @@
 Output directory layout:
   clips/*.parquet    one row per clip segment (CLIP_SCHEMA)
   rejects/*.parquet  one row per rejected input (REJECT_SCHEMA)
+  retry/*.parquet    one row per input that failed for a transient reason (REJECT_SCHEMA); redone next run
   run_config.json    the settings the directory was written with (a resumed run must match)
   summary.json       counts after the last run
 
@@ -25,11 +26,11 @@ import pyarrow as pa
 # name -> (type, description). Per-frame arrays are flattened row-major into one list per row.
 CLIP_COLUMNS = {
     "segment_key": (pa.string(), "'{speaker_id}/{video_id}/{clip_id}/{segment_index:03d}', unique per output"),
-    "input_id": (pa.string(), "16 hex digits, sha1 of the source location; the resume / dedup key"),
-    "source_path": (pa.string(), "the video's path or URI as given"),
+    "input_id": (pa.string(), "16 hex digits, sha1 of the canonical source location (symlinks resolved); the resume key and file name"),
+    "source_path": (pa.string(), "the video's canonical path (absolute, symlinks resolved) or normalised URI"),
     "speaker_id": (pa.string(), "from the VoxCeleb layout {speaker_id}/{video_id}/{clip}.mp4 or the manifest"),
     "video_id": (pa.string(), "as speaker_id"),
-    "clip_id": (pa.string(), "as speaker_id (file name without extension)"),
+    "clip_id": (pa.string(), "as speaker_id (file name without .mp4; other suffixes kept: 00001.avi)"),
     "segment_index": (pa.int32(), "0-based index of this segment among the input's segments, in time order"),
     "num_segments": (pa.int32(), "number of segments the input produced; all are present in a complete output"),
     "num_frames": (pa.int32(), "T, frames in this segment"),
@@ -59,7 +60,7 @@ REJECT_COLUMNS = {
     "stage": (pa.string(), "decode | landmarks | crop | error: where the input was given up"),
     "reason": (
         pa.string(),
-        "empty | unreadable | truncated | timeout | too_small | grayscale | no_face | too_short | error",
+        "empty | unreadable | truncated | timeout | io_error | too_small | grayscale | no_face | too_short | error",
     ),
     "error": (pa.string(), "human-readable detail (exception text for reason 'error')"),
     "pipeline_version": (pa.string(), "as in clips"),
@@ -69,6 +70,9 @@ CLIP_SCHEMA = pa.schema([pa.field(name, kind, nullable=False) for name, (kind, _
 REJECT_SCHEMA = pa.schema([pa.field(name, kind, nullable=False) for name, (kind, _) in REJECT_COLUMNS.items()])
 
 REJECT_REASONS = tuple(REJECT_COLUMNS["reason"][1].split(" | "))
+# Failures that may not happen again (a timeout on a busy machine, a network error, an unexpected
+# exception): written to retry/, not rejects/, and the input is processed again by the next run.
+TRANSIENT_REASONS = ("timeout", "io_error", "error")
 
 
 class SchemaError(ValueError):

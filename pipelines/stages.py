@@ -1,5 +1,13 @@
-"""The per-input work of each stage, as plain functions (Ray-free, testable), and the row format that
-carries both clip rows and reject rows through one Ray Data stream."""
+"""The per-input work of each stage, as plain functions (Ray-free, testable), and the row format of
+clip and reject rows.
+
+Two ways through the stages, same rows:
+- `input_rows` (the CPU path, fused in one task): bounded memory. The first decoding pass tracks
+  faces, holding frames only while the video fits in `max_buffered_frames`; a longer video is decoded
+  a second time for the crops. Rows come out one segment at a time and go straight to the output file.
+- `decode_stage` -> `landmark_stage` -> `crop_stage` (the landmark-actor path): a `Work` holding the
+  whole decoded video moves between the stages.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +21,12 @@ import pyarrow as pa
 from pipelines import PIPELINE_VERSION
 from pipelines.align import alignment_frame, apply_matrix, crop_matrices, scale_input, smooth_frames, warp
 from pipelines.config import PreprocessConfig
-from pipelines.decode import DecodedVideo, Reject, decode_video
+from pipelines.decode import DecodedVideo, Reject, VideoStream, decode_video, working_size
 from pipelines.identity import keep_primary_face
-from pipelines.inputs import VideoInput
+from pipelines.inputs import VideoInput, is_image
 from pipelines.landmarks import FaceLandmarker
 from pipelines.masks import FaceMasker
-from pipelines.schema import CLIP_SCHEMA, REJECT_SCHEMA, encode_jpeg, encode_mask_png
+from pipelines.schema import CLIP_SCHEMA, REJECT_SCHEMA, TRANSIENT_REASONS, encode_jpeg, encode_mask_png
 from pipelines.tracking import FaceTracker, split_segments
 
 # Clip and reject rows travel together: the union of both schemas plus the row kind.
@@ -53,7 +61,14 @@ def _guarded(stage: str, work: Work, function):
         work.video = None
 
 
+def input_config(item: VideoInput, cfg: PreprocessConfig) -> PreprocessConfig:
+    """The settings for this input: an image is a clip of one frame (the paper's single-image setting)."""
+    return dataclasses.replace(cfg, min_segment_frames=1) if is_image(item.path) else cfg
+
+
 def decode_stage(work: Work, cfg: PreprocessConfig) -> Work:
+    cfg = input_config(work.item, cfg)
+
     def run(work):
         work.video = decode_video(work.item.path, cfg)
         if len(work.video.frames) < cfg.min_segment_frames:
@@ -63,84 +78,202 @@ def decode_stage(work: Work, cfg: PreprocessConfig) -> Work:
     return work
 
 
+def face_segments(tracker: FaceTracker, tracks, stats, cfg: PreprocessConfig, identity=None) -> list:
+    """Tracks -> segments; with `identity` (a FaceIdentity), only the primary person's tracks."""
+    if identity is not None:
+        tracks = keep_primary_face(tracks, tracker.start_frames, identity, cfg.identity_threshold)
+    return split_segments(tracks, cfg, stats)
+
+
 def landmark_stage(work: Work, cfg: PreprocessConfig, landmarker: FaceLandmarker, identity=None) -> Work:
-    """Face tracks -> segments; with `identity` (a FaceIdentity), only the primary person's tracks."""
+    cfg = input_config(work.item, cfg)
 
     def run(work):
-        tracks, stats = FaceTracker(landmarker, cfg).track(work.video.frames)
-        if identity is not None:
-            tracks = keep_primary_face(tracks, work.video.frames, identity, cfg.identity_threshold)
-        work.segments = split_segments(tracks, cfg, stats)
+        tracker = FaceTracker(landmarker, cfg)
+        tracks, stats = tracker.track(work.video.frames, work.video.frame_indices, cfg.frame_stride)
+        work.segments = face_segments(tracker, tracks, stats, cfg, identity)
 
     _guarded("landmarks", work, run)
     return work
 
 
-def crop_segment(video: DecodedVideo, positions, landmarks, cfg: PreprocessConfig, masker: FaceMasker) -> dict:
-    """Crops, masks, crop-space landmarks and source->crop transforms of one segment."""
-    matrices = crop_matrices(smooth_frames(alignment_frame(landmarks), cfg.smooth_sigma), cfg.crop_size, cfg.crop_zoom)
-    crop_landmarks = apply_matrix(matrices, landmarks).astype(np.float32)
-    jpegs, pngs = [], []
-    for position, matrix, points in zip(positions, matrices, crop_landmarks):
-        crop = warp(video.frames[position], matrix, cfg.crop_size)
-        jpegs.append(encode_jpeg(crop, cfg.jpeg_quality))
-        pngs.append(encode_mask_png(masker(crop, points)))
-    return {
-        "frames_jpeg": jpegs,
-        "masks_png": pngs,
-        "landmarks": crop_landmarks.reshape(-1).tolist(),
-        "crop_transforms": scale_input(matrices, *video.working_scale).reshape(-1).tolist(),
-        "frame_indices": video.frame_indices[positions].tolist(),
-        "num_frames": len(positions),
-    }
+@dataclasses.dataclass
+class VideoFacts:
+    """What a clip row says about its source video."""
+
+    fps: float
+    source_size: tuple[int, int]
+    working_scale: tuple[float, float]
+    frame_indices: np.ndarray  # (T,) source index of every decoded frame
+
+
+def crop_rows(item: VideoInput, facts: VideoFacts, frames, segments, cfg: PreprocessConfig, masker: FaceMasker):
+    """Clip rows of the segments, from an iterable of all decoded frames in order; a row is yielded
+    as soon as its segment's last frame has gone by (only the segments' encoded crops are held)."""
+    plans, wanted = [], {}
+    for number, (positions, landmarks) in enumerate(segments):
+        matrices = crop_matrices(smooth_frames(alignment_frame(landmarks), cfg.smooth_sigma), cfg.crop_size, cfg.crop_zoom)
+        crop_landmarks = apply_matrix(matrices, landmarks).astype(np.float32)
+        plans.append(
+            dict(positions=positions, matrices=matrices, landmarks=crop_landmarks, masker=masker.for_segment(), jpegs=[], pngs=[])
+        )
+        for slot, position in enumerate(positions):
+            wanted.setdefault(int(position), []).append((number, slot))
+    full = None
+    for position, frame in enumerate(frames):
+        for number, slot in wanted.get(position, []):
+            plan = plans[number]
+            matrix, points = plan["matrices"][slot], plan["landmarks"][slot]
+            full = np.full(frame.shape[:2], 255, np.uint8) if full is None else full
+            crop = warp(frame, matrix, cfg.crop_size)
+            # Crop pixels (partly) outside the source frame are padding, never face.
+            inside = warp(full, matrix, cfg.crop_size) == 255
+            plan["jpegs"].append(encode_jpeg(crop, cfg.jpeg_quality))
+            plan["pngs"].append(encode_mask_png(plan["masker"](crop, points) & inside))
+            if slot == len(plan["positions"]) - 1:
+                yield _clip_row(item, facts, number, len(plans), plan, cfg)
+                plans[number] = None  # its crops are in the row now
+
+
+def _clip_row(item: VideoInput, facts: VideoFacts, index: int, count: int, plan: dict, cfg: PreprocessConfig) -> dict:
+    return dict(
+        row_kind="clip",
+        segment_key=f"{item.speaker_id}/{item.video_id}/{item.clip_id}/{index:03d}",
+        segment_index=index,
+        num_segments=count,
+        frames_jpeg=plan["jpegs"],
+        masks_png=plan["pngs"],
+        landmarks=plan["landmarks"].reshape(-1).tolist(),
+        crop_transforms=scale_input(plan["matrices"], *facts.working_scale).reshape(-1).tolist(),
+        frame_indices=facts.frame_indices[plan["positions"]].tolist(),
+        num_frames=len(plan["positions"]),
+        fps=facts.fps,
+        source_width=facts.source_size[0],
+        source_height=facts.source_size[1],
+        crop_size=cfg.crop_size,
+        landmark_backend=cfg.detector,
+        settings_json=cfg.to_json(),
+    )
+
+
+def _reject_row(reject: Reject) -> dict:
+    return {"row_kind": "reject", "stage": reject.stage, "reason": reject.reason, "error": reject.detail}
+
+
+def _with_input(item: VideoInput, row: dict) -> dict:
+    common = dict(dataclasses.asdict(item), source_path=item.path, pipeline_version=PIPELINE_VERSION)
+    common.pop("path")
+    return dict(row, **common)
 
 
 def crop_stage(work: Work, cfg: PreprocessConfig, masker: FaceMasker) -> list[dict]:
     """The input's rows: one per segment, or one reject row."""
+    cfg = input_config(work.item, cfg)
     rows = []
 
     def run(work):
-        item, video = work.item, work.video
-        for index, (positions, landmarks) in enumerate(work.segments):
-            row = crop_segment(video, positions, landmarks, cfg, masker)
-            row.update(
-                row_kind="clip",
-                segment_key=f"{item.speaker_id}/{item.video_id}/{item.clip_id}/{index:03d}",
-                segment_index=index,
-                num_segments=len(work.segments),
-                fps=video.fps,
-                source_width=video.source_size[0],
-                source_height=video.source_size[1],
-                crop_size=cfg.crop_size,
-                landmark_backend=cfg.detector,
-                settings_json=cfg.to_json(),
-            )
-            rows.append(row)
+        video = work.video
+        facts = VideoFacts(video.fps, video.source_size, video.working_scale, video.frame_indices)
+        rows.extend(crop_rows(work.item, facts, video.frames, work.segments, cfg, masker))
 
     _guarded("crop", work, run)
     if work.reject is not None:
-        rows = [
-            {
-                "row_kind": "reject",
-                "stage": work.reject.stage,
-                "reason": work.reject.reason,
-                "error": work.reject.detail,
-            }
-        ]
-    common = dict(dataclasses.asdict(work.item), source_path=work.item.path, pipeline_version=PIPELINE_VERSION)
-    common.pop("path")
-    return [dict(row, **common) for row in rows]
+        rows = [_reject_row(work.reject)]
+    return [_with_input(work.item, row) for row in rows]
 
 
 def rows_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
 
+# What a task reports to the driver about one input (its rows went to the output directly).
+RESULT_SCHEMA = pa.schema(
+    [
+        ("input_id", pa.string()),
+        ("status", pa.string()),  # clip | reject | retry | done (a batch of inputs found already done)
+        ("reason", pa.string()),
+        ("num_rows", pa.int64()),
+        ("num_frames", pa.int64()),
+        ("done_ids", pa.list_(pa.string())),
+    ]
+)
+
+
+def write_rows(item: VideoInput, rows, output) -> dict:
+    """One input's rows (any iterable: clip rows, or a reject row, possibly after some clip rows) ->
+    its file in the output (an `Output`), one row group per row; the result row for the driver."""
+    writer, frames, count = None, 0, 0
+    try:
+        for row in rows:
+            if row["row_kind"] == "reject":
+                if writer is not None:
+                    writer.abort()
+                kind = "retry" if row["reason"] in TRANSIENT_REASONS else "reject"
+                output.write_part(kind, item.input_id, rows_table([row]))
+                return dict(input_id=item.input_id, status=kind, reason=row["reason"], num_rows=1, num_frames=0, done_ids=[])
+            writer = writer or output.writer("clip", item.input_id)
+            writer.write(rows_table([row]))
+            frames, count = frames + row["num_frames"], count + 1
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    writer.commit()
+    return dict(input_id=item.input_id, status="clip", reason="", num_rows=count, num_frames=frames, done_ids=[])
+
+
+def results_table(results: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(results, schema=RESULT_SCHEMA)
+
+
+def input_rows(item: VideoInput, cfg: PreprocessConfig, landmarker: FaceLandmarker, masker: FaceMasker, identity=None):
+    """All stages for one input in this process with bounded memory: its clip rows one segment at a
+    time, or (also after some clip rows, when a later pass fails) one reject row."""
+    cv2.setNumThreads(1)
+    cfg = input_config(item, cfg)
+    stage = "decode"
+    try:
+        with VideoStream(item.path, cfg) as stream:
+            indices, buffer = [], []
+
+            def first_pass():
+                nonlocal buffer
+                for index, frame in stream.frames():
+                    indices.append(index)
+                    if buffer is not None and len(buffer) < cfg.max_buffered_frames:
+                        buffer.append(frame)
+                    else:
+                        buffer = None  # too long to hold: the crops decode it again
+                    yield index, frame
+
+            stage = "landmarks"
+            tracker = FaceTracker(landmarker, cfg)
+            tracks, stats = tracker.track_pairs(first_pass(), cfg.frame_stride)
+            if len(indices) < cfg.min_segment_frames:
+                raise Reject("decode", "too_short", f"{len(indices)} frames < {cfg.min_segment_frames}")
+            segments = face_segments(tracker, tracks, stats, cfg, identity)
+            stage = "crop"
+            width, height = working_size(*stream.source_size, cfg.max_side)
+            facts = VideoFacts(
+                stream.fps,
+                stream.source_size,
+                (width / stream.source_size[0], height / stream.source_size[1]),
+                np.asarray(indices, np.int32),
+            )
+            frames = buffer if buffer is not None else (frame for _, frame in stream.frames())
+            for row in crop_rows(item, facts, frames, segments, cfg, masker):
+                yield _with_input(item, row)
+    except Reject as reject:
+        yield _with_input(item, _reject_row(reject))
+    except Exception as error:  # noqa: BLE001 - every input must end as rows; the text says what broke
+        detail = "".join(traceback.format_exception_only(error)).strip()
+        reject = Reject(stage, "error", detail + " | " + traceback.format_exc(limit=-3)[-1500:])
+        yield _with_input(item, _reject_row(reject))
+
+
 def process_input(
     item: VideoInput, cfg: PreprocessConfig, landmarker: FaceLandmarker, masker: FaceMasker, identity=None
 ) -> list[dict]:
-    """All stages for one input, in this process."""
-    cv2.setNumThreads(1)
-    work = decode_stage(Work(item), cfg)
-    work = landmark_stage(work, cfg, landmarker, identity)
-    return crop_stage(work, cfg, masker)
+    """All rows of one input, in this process: its clip rows or one reject row."""
+    rows = list(input_rows(item, cfg, landmarker, masker, identity))
+    return rows[-1:] if rows[-1]["row_kind"] == "reject" else rows

@@ -1,5 +1,9 @@
 """Stage 2b: one face track per clip. Detect once, then let each frame's landmarks place the next
-frame's search box; re-detect when the track weakens. A break in the track splits the clip."""
+frame's search box; re-detect when the track weakens. A break in the track splits the clip.
+
+Frames arrive as a stream (any iterable), so a long video never has to be held whole: the tracker
+keeps only the frames it may still need (those not yet confirmed by a detector run, and the first
+frame of each track, on which the primary-face filter computes the track's identity)."""
 
 from __future__ import annotations
 
@@ -52,6 +56,20 @@ class TrackStats:
 class _Track:
     positions: list = field(default_factory=list)  # indices into the decoded frames
     landmarks: list = field(default_factory=list)
+    confirmed: int = 0  # frames up to the last one a detector run confirmed
+    pending: dict = field(default_factory=dict)  # position -> frame, for frames not yet confirmed
+
+    def add(self, position, frame, landmarks, confirmed: bool):
+        self.positions.append(position)
+        self.landmarks.append(landmarks)
+        if confirmed:
+            self.confirmed, self.pending = len(self.positions), {}
+        else:
+            self.pending[position] = frame.copy()  # a copy: a view would keep its whole decode chunk
+
+    def drop_unconfirmed(self):
+        del self.positions[self.confirmed :], self.landmarks[self.confirmed :]
+        self.pending = {}
 
 
 def face_size(box: np.ndarray) -> float:
@@ -68,29 +86,33 @@ def _plausible_step(previous: np.ndarray, current: np.ndarray, model: BoxModel, 
 
 
 class FaceTracker:
+    detection_batch = 64  # frames per landmark batch without tracking (bounds the frames held)
+
     def __init__(self, landmarker: FaceLandmarker, cfg: PreprocessConfig):
         self.landmarker = landmarker
         self.cfg = cfg
 
     def _track_step(self, frame, history, model, since_check):
-        """(landmarks, box model) for this frame from the previous frame's landmarks; (None, model) when
-        the track weakened. Every `verify_every` frames a detector run on the region around the face
-        confirms the track and re-anchors it on the detector's box, so landmark drift cannot build up."""
+        """(landmarks, box model, check) for this frame from the previous frame's landmarks, where check
+        is None (not checked), True (confirmed by the detector) or False (the detector found no face:
+        the track is lost and the unconfirmed frames before it are suspect too). landmarks is None when
+        the track weakened or was lost. Every `verify_every` frames a detector run on the region around
+        the face confirms the track and re-anchors it on the detector's box, so drift cannot build up."""
         previous = history[-1]
         # Constant-velocity guess of where the face is now, then a second pass centred on the result.
         velocity = landmark_frame(previous)[0] - landmark_frame(history[-2])[0] if len(history) > 1 else np.zeros(2)
         landmarks = self.landmarker.landmarks(frame, model.box(previous, velocity)[None])[0]
         landmarks = self.landmarker.landmarks(frame, model.box(landmarks)[None])[0]
         if not _plausible_step(previous, landmarks, model, self.cfg.max_scale_jump):
-            return None, model
-        if since_check >= self.cfg.verify_every:
-            self.stats.verifications += 1
-            box = self.landmarker.detect_near(frame, model.box(landmarks))
-            if box is None:
-                return None, model
-            landmarks = self.landmarker.landmarks(frame, box[None])[0]
-            model = BoxModel.calibrate(box, landmarks)
-        return landmarks, model
+            return None, model, None
+        if since_check < self.cfg.verify_every:
+            return landmarks, model, None
+        self.stats.verifications += 1
+        box = self.landmarker.detect_near(frame, model.box(landmarks))
+        if box is None:
+            return None, model, False
+        landmarks = self.landmarker.landmarks(frame, box[None])[0]
+        return landmarks, BoxModel.calibrate(box, landmarks), True
 
     def _detect_step(self, frame, previous_box):
         """(box, landmarks) of the face to follow: the one continuing the track, else the largest."""
@@ -107,17 +129,34 @@ class FaceTracker:
                 chosen, continues = boxes[best], True
         return chosen, self.landmarker.landmarks(frame, chosen[None])[0], continues
 
-    def track(self, frames: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], TrackStats]:
-        """Face tracks as (positions (n,), landmarks (n, 68, 2)), in frame order, before length filtering."""
+    def track(self, frames, indices=None, stride: int = 1) -> tuple[list[tuple[np.ndarray, np.ndarray]], TrackStats]:
+        """Face tracks as (positions (n,), landmarks (n, 68, 2)), in frame order, before length filtering.
+        frames: an iterable of (h, w, 3) frames; positions count them from 0. indices: their source
+        indices (an iterable as long), where a step above `stride` (frames lost in decoding) ends every
+        track. `self.start_frames` maps each track's first position to its frame afterwards."""
+        pairs = zip(indices, frames) if indices is not None else enumerate(frames)
+        return self.track_pairs(pairs, stride)
+
+    def track_pairs(self, pairs, stride: int = 1):
+        """As track(), from an iterable of (source index, frame)."""
         self.stats = TrackStats()
+        self.start_frames = {}
+        frames = ((position, index, frame) for position, (index, frame) in enumerate(pairs))
         if not self.cfg.tracking:
-            return self._track_by_detection(frames), self.stats
-        tracks, current, model, since_check = [], None, None, 0
-        for position, frame in enumerate(frames):
+            return self._track_by_detection(frames, stride), self.stats
+        tracks, current, model, since_check, previous_index = [], None, None, 0, None
+        for position, index, frame in frames:
+            if previous_index is not None and index - previous_index > stride:
+                current = self._close(tracks, current)  # frames were lost in between
+            previous_index = index
             landmarks = None
-            if current is not None and self.cfg.tracking:
-                landmarks, model = self._track_step(frame, current.landmarks[-2:], model, since_check)
+            check = None
+            if current is not None:
+                landmarks, model, check = self._track_step(frame, current.landmarks[-2:], model, since_check)
                 since_check = 0 if since_check >= self.cfg.verify_every else since_check + 1
+                if check is False:  # never keep landmarks that may have left the face
+                    self._recheck_unconfirmed(current, model)
+                    current = self._close(tracks, current)
             if landmarks is None:
                 previous_box = model.box(current.landmarks[-1]) if current is not None else None
                 box, landmarks, continues = self._detect_step(frame, previous_box)
@@ -132,19 +171,36 @@ class FaceTracker:
                 if not continues:
                     current = self._close(tracks, current)
                 model, since_check = BoxModel.calibrate(box, landmarks), 0
+                check = True  # a detection confirms like a verification
             if current is None:
                 current = _Track()
-            current.positions.append(position)
-            current.landmarks.append(landmarks)
+                self.start_frames[position] = frame.copy()
+            current.add(position, frame, landmarks, confirmed=bool(check))
         self._close(tracks, current)
         return tracks, self.stats
 
-    def _track_by_detection(self, frames: np.ndarray) -> list:
+    def _recheck_unconfirmed(self, current, model):
+        """Redo the frames tracked since the last confirmation with a detector check each: keep those
+        it confirms (with landmarks from its box), drop the rest of the track from the first it does not."""
+        for index in range(current.confirmed, len(current.positions)):
+            self.stats.verifications += 1
+            frame = current.pending[current.positions[index]]
+            box = self.landmarker.detect_near(frame, model.box(current.landmarks[index]))
+            if box is None:
+                break
+            current.landmarks[index] = self.landmarker.landmarks(frame, box[None])[0]
+            current.confirmed = index + 1
+        current.drop_unconfirmed()
+
+    def _track_by_detection(self, frames, stride: int) -> list:
         """Without tracking: detect on every frame, link boxes that overlap the previous frame's box,
-        then run the landmark regressor on all chosen boxes at once (batched where the backend can)."""
-        positions, boxes, track_ids = [], [], []
-        previous, track_id = None, -1
-        for position, frame in enumerate(frames):
+        and run the landmark regressor on the chosen boxes in batches (batched where the backend can)."""
+        positions, boxes, track_ids, landmarks, batch = [], [], [], [], []
+        previous, track_id, previous_index = None, -1, None
+        for position, index, frame in frames:
+            if previous_index is not None and index - previous_index > stride:
+                previous = None
+            previous_index = index
             self.stats.detections += 1
             found = self.landmarker.detect(frame)
             if len(found):
@@ -161,11 +217,19 @@ class FaceTracker:
                 previous = None
                 continue
             track_id += 0 if continues else 1
+            if not continues:
+                self.start_frames[position] = frame.copy()
             positions.append(position)
             boxes.append(chosen)
             track_ids.append(track_id)
+            batch.append(frame)
             previous = chosen
-        landmarks = self.landmarker.landmarks_many([frames[p] for p in positions], np.asarray(boxes).reshape(-1, 4))
+            if len(batch) == self.detection_batch:
+                landmarks.append(self.landmarker.landmarks_many(batch, np.asarray(boxes[-len(batch) :])))
+                batch = []
+        if batch:
+            landmarks.append(self.landmarker.landmarks_many(batch, np.asarray(boxes[-len(batch) :])))
+        landmarks = np.concatenate(landmarks) if landmarks else np.zeros((0, 68, 2), np.float32)
         positions, track_ids = np.asarray(positions, int), np.asarray(track_ids)
         return [(positions[track_ids == i], landmarks[track_ids == i]) for i in range(track_id + 1)]
 

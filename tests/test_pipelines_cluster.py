@@ -28,7 +28,7 @@ def test_two_nodes_write_the_same_clips_as_one(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the nodes' workers import this checkout's pipelines
     manifest = tmp_path / "videos.csv"
     manifest.write_text("path\n" + "".join(f"{sample_clip(clip)}\n" for clip in CLIPS))
-    args = ["--input", str(manifest), "--max-frames", "12", "--rows-per-file", "2"]
+    args = ["--input", str(manifest), "--max-frames", "12"]
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         ray.init(address=cluster.address)
@@ -43,3 +43,43 @@ def test_two_nodes_write_the_same_clips_as_one(tmp_path, monkeypatch):
     one, two = clip_rows(tmp_path / "one"), clip_rows(tmp_path / "two")
     assert len(one) == len(CLIPS)
     assert one == two
+
+
+# A head node as `ray start --head` makes one (a later plain ray.init() on the machine would join it);
+# it stops when its standard input closes.
+OTHER_CLUSTER = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+print("up", flush=True)
+sys.stdin.read()
+cluster.shutdown()
+"""
+
+
+def test_the_embedded_ray_never_joins_another_cluster_on_the_machine(tmp_path):
+    """Another job's Ray runs on this machine. Without --address the job starts a Ray of its own
+    (before: ray.init joined the other cluster, and with --num-cpus it failed to start at all)."""
+    import os
+    import subprocess
+    import sys
+
+    other = subprocess.Popen(
+        [sys.executable, "-c", OTHER_CLUSTER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout.readline().strip() == "up"
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("RAY_ADDRESS", None)
+        result = subprocess.run(
+            [sys.executable, "-m", "pipelines.preprocess", "--input", str(sample_clip(CLIPS[0])), "--output", str(tmp_path / "out"), "--max-frames", "8", "--num-cpus", "1"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        other.stdin.close()
+        other.wait(timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 inputs = 1 accepted" in result.stdout

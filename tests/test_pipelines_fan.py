@@ -6,6 +6,7 @@ landmark accuracy. Face boxes come from face-alignment's 'dlib' detector module 
 
 import dataclasses
 import os
+from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -75,3 +76,18 @@ def test_batched_fan_matches_face_alignment_per_image(random_fan_cache):
     single = np.stack([fan.landmarks(frame, box[None])[0] for frame, box in zip(frames, boxes)])
     assert batched.shape == (4, 68, 2)
     assert batched == pytest.approx(single, abs=1e-3)
+
+
+def test_one_opencv_build_is_declared_the_one_face_alignment_requires():
+    """With both opencv-python and opencv-python-headless installed, each overwrites the other's cv2."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=;\[ ]", requirement)[0].lower() for requirement in declared["dependencies"]}
+    required_by_fan = {
+        re.split(r"[<>=;\[ ]", requirement)[0].lower() for requirement in importlib.metadata.requires("face_alignment")
+    }
+    opencv = {name for name in names if name.startswith("opencv")}
+    assert opencv == {name for name in required_by_fan if name.startswith("opencv")} == {"opencv-python"}

@@ -1,0 +1,68 @@
+"""Odd video files for the decode tests, written with PyAV (FFmpeg's libx264 and mp4 muxer)."""
+
+import itertools
+import struct
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def distinct_frames(count: int, size: int = 96, seed: int = 0) -> np.ndarray:
+    """(count, size, size, 3) colour frames, each clearly different from every other (a moving square
+    on a colour gradient), so that a decoded frame can be matched to its source index."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    base = np.stack([x * 255 // size, y * 255 // size, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+    frames = np.repeat(base[None], count, axis=0)
+    for index in range(count):
+        cx, cy = 8 + (index * 7) % (size - 24), 8 + (index * 3) % (size - 24)
+        frames[index, cy : cy + 16, cx : cx + 16] = rng.integers(0, 255, 3)
+    return frames
+
+
+def encode(path: Path, frames, fps: int = 25, b_frames: int = 2, gop: int = 12) -> Path:
+    """H.264 in mp4 from an array or any iterable of (h, w, 3) frames; with B-frames the muxer writes an
+    edit list (the composition delay)."""
+    frames = iter(frames)
+    first = next(frames)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = first.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"bf": str(b_frames), "g": str(gop), "crf": "12"}
+        for index, frame in enumerate(itertools.chain([first], frames)):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = index
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    return path
+
+
+def trim_edit_list(path: Path, presented_seconds: float) -> Path:
+    """Shorten the presentation (the edit list's segment duration) without removing any packet: the
+    container then holds more frames than it presents, as in clips trimmed on phones and editors."""
+    data = bytearray(path.read_bytes())
+    elst = data.find(b"elst")
+    mvhd = data.find(b"mvhd")
+    assert elst > 0 and mvhd > 0 and data[mvhd + 4] == 0 and data[elst + 4] == 0  # version-0 boxes
+    timescale = struct.unpack(">I", data[mvhd + 16 : mvhd + 20])[0]
+    struct.pack_into(">I", data, elst + 12, int(presented_seconds * timescale))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def corrupt(path: Path, start: float, end: float) -> Path:
+    """Overwrite the bytes between two fractions of the file with garbage (a damaged block)."""
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(1)
+    first, last = int(len(data) * start), int(len(data) * end)
+    data[first:last] = rng.integers(0, 256, last - first, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def match_source(decoded: np.ndarray, source: np.ndarray) -> list[int]:
+    """The source index each decoded frame is closest to (mean absolute difference)."""
+    source = source.astype(np.int16)
+    return [int(np.argmin(np.abs(source - frame.astype(np.int16)).mean(axis=(1, 2, 3)))) for frame in decoded]
