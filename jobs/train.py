@@ -38,7 +38,7 @@ import pyarrow.fs
 
 from cest.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from jobs import tracking
-from jobs.data import DataError, clip_files, holdout_keys, read_frames, to_batch, training_dataset
+from jobs.data import DataError, clip_files, holdout_keys, to_batch, training_dataset
 from pipelines.inputs import resolve
 
 DEFAULT_STORAGE = tracking.PROJECT_ROOT / "runs"
@@ -66,6 +66,7 @@ class Job:
     holdout_keys: list = field(default_factory=list)
     workers: int = 0
     gpus_per_worker: float = 0
+    crash_once_at_step: int = 0  # fault drill: the last rank exits hard at this step, once per run (0: never)
 
 
 # ----------------------------------------------------------------------------------------------- storage
@@ -200,6 +201,21 @@ def _load_start(context, job: Job, device) -> dict | None:
     return None
 
 
+def _crash_drill(job: Job, context, step: int) -> None:
+    """--crash-once-at-step: the last rank dies as a killed process would (no cleanup, exit code 1), once
+    per run (a marker in the run directory), to show that the group restarts from the last checkpoint."""
+    if step != job.crash_once_at_step or context.rank != context.world_size - 1:
+        return
+    fs, root = resolve(job.run_dir)
+    marker = posixpath.join(root, "crash-drill-done")
+    if fs.get_file_info(marker).type == pyarrow.fs.FileType.File:
+        return
+    with fs.open_output_stream(marker) as stream:
+        stream.write(str(step).encode())
+    print(f"rank {context.rank}: crash drill at step {step}: exiting hard", flush=True)
+    os._exit(1)
+
+
 def train_worker(job: Job, context) -> None:
     """The training loop: the same on every worker and without Ray. Runs until config.train.steps."""
     import torch
@@ -244,6 +260,7 @@ def train_worker(job: Job, context) -> None:
             terms = train_step(model, optimizer, batch, config.loss, generator, schedule.precision, scaler)
             step += 1
             batches_this_epoch += 1
+            _crash_drill(job, context, step)
             if monitor is not None:
                 monitor.step_done(step, terms, data_seconds, model)
             if step % schedule.checkpoint_every == 0 or step == schedule.steps:
@@ -284,6 +301,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="start over under an existing name (deletes it)")
     parser.add_argument("--max-failures", type=int, default=3, help="worker-group restarts before giving up")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--crash-once-at-step", type=int, default=0, metavar="STEP",
+                        help="fault drill: one worker exits hard at STEP, once per run, to check recovery")
     parser.add_argument("--ablation", default="none", help="ablation name tag (jobs/ablations.py sets it)")
     parser.add_argument("--parent-run-id", help="MLflow parent run (jobs/ablations.py sets it)")
     return parser.parse_args(argv)
@@ -463,7 +482,7 @@ def run(argv: list[str] | None = None) -> int:
     mlflow_run_id = open_mlflow_run(args, config, run_dir, uri)
     keys = holdout_keys(args.data, config.train.holdout_clips)
     job = Job(config_to_dict(config), args.data, args.name, run_dir, uri, mlflow_run_id,
-              found[0] if found else None, keys, args.workers, args.gpus_per_worker)
+              found[0] if found else None, keys, args.workers, args.gpus_per_worker, args.crash_once_at_step)
     print(f"training {args.name}: {config.model.variant}, {config.train.steps} steps of "
           f"{config.data.clips_per_batch} clips x {config.data.frames_per_clip} frames at {config.model.image_size} px, "
           f"{args.workers or 'no'} Ray Train workers; checkpoints in {run_dir}; MLflow run {mlflow_run_id} at {uri}",

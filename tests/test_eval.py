@@ -6,19 +6,15 @@ import mlflow
 import numpy as np
 import pytest
 import ray
-import torch
 
 from cest.assets import fetch, fetch_dir
-from cest.checkpoint import save_checkpoint
-from cest.config import Config, ModelConfig, save_config
+from cest.config import save_config
 from cest.metrics import landmark_nme
-from cest.model import CESTModel
 from cest.morphable import load_sfm
-from cest.step import Batch, make_optimizer, train_step
 from jobs import eval as evaluation
 from jobs.tracking import ABLATION_TAG, ABLATIONS_ROLE, CHECKPOINT_ARTIFACT, CONFIG_ARTIFACT, ROLE_TAG, VARIANT_TAG
+from small_model import train_small_checkpoint
 
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +30,7 @@ def checkpoints(tmp_path_factory, sample_frames):
     morphable = load_sfm()
     paths = {}
     for variant in ("cest", "iest"):
-        torch.manual_seed(0)
-        config = Config(model=ModelConfig(variant=variant, **SMALL))
-        model = CESTModel(config.model, morphable)
-        optimizer = make_optimizer(model, config.optim)
-        batch = Batch(sample_frames.images[:8], sample_frames.masks[:8], sample_frames.landmarks[:8],
-                      sample_frames.clip_ids[:8])
-        for step in range(2):
-            train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(step))
-        paths[variant] = (save_checkpoint(tmp_path_factory.mktemp(variant), model, config, step=2), config)
+        paths[variant] = train_small_checkpoint(tmp_path_factory.mktemp(variant), morphable, sample_frames, variant, 2)
     return paths
 
 

@@ -10,16 +10,12 @@ import trimesh
 
 from cest.assets import fetch
 from cest.camera import project
-from cest.checkpoint import save_checkpoint
-from cest.config import Config, ModelConfig
 from cest.demo import read_pts
 from cest.export import write_textured_mesh
-from cest.model import CESTModel
 from cest.morphable import load_sfm
 from cest.reconstruct import crop_with_landmarks, invert_affine, main
-from cest.step import Batch, make_optimizer, train_step
+from small_model import train_small_checkpoint
 
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +26,7 @@ def morphable():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, morphable, sample_frames):
     """A small CEST model after three real training steps on pipeline frames, saved as users get it."""
-    torch.manual_seed(0)
-    config = Config(model=ModelConfig(**SMALL))
-    model = CESTModel(config.model, morphable)
-    optimizer = make_optimizer(model, config.optim)
-    batch = Batch(sample_frames.images[:8], sample_frames.masks[:8], sample_frames.landmarks[:8],
-                  sample_frames.clip_ids[:8])
-    for step in range(3):
-        train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(step))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), model, config, step=3)
+    return train_small_checkpoint(tmp_path_factory.mktemp("ckpt"), morphable, sample_frames, "cest", 3)[0]
 
 
 def test_textured_mesh_reads_back_with_its_uv_map_and_texture(tmp_path, morphable):
