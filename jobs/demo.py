@@ -68,9 +68,10 @@ def run(argv=None) -> int:
     print(f"    {time.perf_counter() - begin:.0f} s")
 
     from cest.reconstruct import main as reconstruct
+    from jobs.train import latest_checkpoint
 
     begin = stage(4, f"reconstruct a real photo ({PHOTO}) with the CEST model into a textured mesh")
-    checkpoint = sorted((output / "runs" / "demo-cest").glob("checkpoint_*"))[-1]
+    checkpoint, _ = latest_checkpoint(str(output / "runs" / "demo-cest"))
     if reconstruct([str(assets.fetch(PHOTO)), "--checkpoint", str(checkpoint), "--output",
                     str(output / "reconstruct")]):
         return 1

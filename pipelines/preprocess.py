@@ -1,6 +1,6 @@
 """`make preprocess`: talking-head videos -> sharded Parquet face clips, as a streaming Ray Data job.
 
-    python -m pipelines.preprocess --input ../shared/assets/voxceleb_sample --output data/clips
+    python -m pipelines.preprocess --input "$(python -m cest.assets dir voxceleb_sample)" --output data/clips
 
 Without --address (and without RAY_ADDRESS, which `ray job submit` sets) it starts an embedded local
 Ray. Stages: decode (CPU tasks) -> face landmarks + tracking -> crop, mask, encode -> Parquet. On CPU
