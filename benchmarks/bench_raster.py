@@ -4,7 +4,7 @@ Workload (stands in for the 3DMM: 3,448 vertices, 6,736 triangles): a 59 x 59-ve
 field (3,481 vertices, 6,728 triangles), 180 x 216 px in a 224 x 224 image, a batch of 16 yaws from -45 to
 45 degrees, 3 attribute channels. Vertices and attributes require gradients.
 
-    python benchmarks/bench_raster.py [--threads 2] [--runs 5] [--device cpu|cuda]
+    python benchmarks/bench_raster.py [--threads 2] [--runs 5] [--device cpu|cuda] [--backend auto|torch|nvdiffrast]
 
 (from a worktree other than the one the venv's editable install points at: PYTHONPATH=. python ...)
 """
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from cest.raster import interpolate, rasterize
+from cest.raster import BACKENDS, interpolate, rasterize
 
 
 def face_like_mesh(grid: int = 59) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,11 +50,11 @@ def project_batch(vertices: torch.Tensor, batch: int, image_size: int, width_px:
     )
 
 
-def run_once(pixels, attributes, faces, image_size, device):
+def run_once(pixels, attributes, faces, image_size, device, backend):
     vertices = pixels.clone().requires_grad_(True)
     colours = attributes.clone().requires_grad_(True)
     start, start_cpu = time.perf_counter(), time.process_time()
-    fragments = rasterize(vertices, faces, (image_size, image_size))
+    fragments = rasterize(vertices, faces, (image_size, image_size), backend)
     image = interpolate(colours, fragments, faces)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="auto: nvdiffrast on CUDA when installed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -86,10 +87,11 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    run_once(pixels, attributes, faces, args.image_size, device)  # warm-up
-    runs = [run_once(pixels, attributes, faces, args.image_size, device) for _ in range(args.runs)]
+    run_once(pixels, attributes, faces, args.image_size, device, args.backend)  # warm-up
+    runs = [run_once(pixels, attributes, faces, args.image_size, device, args.backend) for _ in range(args.runs)]
     result = {
         "device": str(device),
+        "backend": args.backend,
         "threads": args.threads,
         "batch": args.batch,
         "image_size": args.image_size,

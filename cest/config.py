@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from cest.raster import BACKENDS as RASTER_BACKENDS
+
 VARIANTS = ("cest", "iest")
 DISTANCES = ("l21", "l1")
 CONSISTENCY_MODES = ("pairing", "clip_average")
@@ -50,6 +52,10 @@ class ModelConfig:
     # Standard deviation of the last layer's initial weights in the regression heads: small, so training
     # starts from the mean face, frontal view, ambient light, while every layer already gets gradients.
     head_init_std: float = 1e-3
+    # Rasterizer of the renderer (cest/raster.py): "auto" = nvdiffrast's CUDA rasterizer when the tensors are
+    # on a GPU and nvdiffrast is installed, else the pure-PyTorch one; "torch" or "nvdiffrast" to force one.
+    # Only which triangle covers a pixel differs; barycentrics and gradients are computed alike.
+    raster_backend: str = "auto"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -57,6 +63,8 @@ class ModelConfig:
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32, got {self.image_size}")
         _multiple_of_64("uv_size", self.uv_size)
+        if self.raster_backend not in RASTER_BACKENDS:
+            raise ValueError(f"raster_backend must be one of {RASTER_BACKENDS}, got {self.raster_backend!r}")
         self.encoder_widths = tuple(int(w) for w in self.encoder_widths)
         self.unet_widths = tuple(int(w) for w in self.unet_widths)
         if len(self.unet_widths) != 5:

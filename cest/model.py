@@ -69,7 +69,7 @@ class CESTModel(nn.Module):
         super().__init__()
         self.config = config
         self.morphable = morphable
-        self.renderer = Renderer.for_model(morphable, config.image_size, config.uv_size)
+        self.renderer = Renderer.for_model(morphable, config.image_size, config.uv_size, config.raster_backend)
         widths, std = config.encoder_widths, config.head_init_std
         n_shape = morphable.n_identity + morphable.n_expression
         self.viewpoint_net = Encoder(3, VIEWPOINT_SIZE, widths, std)

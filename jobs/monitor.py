@@ -1,8 +1,8 @@
 """What rank 0 shows and records while training: progress lines and MLflow metrics, image grids, system metrics.
 
-Every `train.log_every` steps: a progress line (step/total, images/s, share of time waiting for data, ETA,
-the loss terms averaged over the window) and the same numbers as MLflow metrics by step. Every
-`train.image_every` steps (and at the last step): the held-apart frames through the model in eval mode, as
+Every `train.log_every` steps: a progress line (step/total, images/s, share of time waiting for data, peak GPU
+memory when on a GPU, ETA, the loss terms averaged over the window) and the same numbers as MLflow metrics by
+step. Every `train.image_every` steps (and at the last step): the held-apart frames through the model in eval mode, as
 an image grid (input | overlay | reflectance | illuminated texture | shading | normals, cest.visualize)
 logged with key "holdout" and the step, so the MLflow UI's slider shows training progress, plus the
 degeneracy measures (shading std, reflectance-texture correlation; cest.losses.degeneracy_measures).
@@ -66,11 +66,15 @@ class Monitor:
         metrics = {name: value / steps for name, value in self.window.items()}
         metrics["images_per_second"] = steps * self.images_per_step / seconds
         metrics["data_wait_share"] = self.window_data_seconds / seconds
+        gpu = ""
+        if torch.cuda.is_initialized():  # this rank trains on a GPU: the most its tensors have held so far
+            metrics["gpu_peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            gpu = f" | peak GPU memory {metrics['gpu_peak_memory_gib']:.1f} GiB"
         eta = (self.total - step) * seconds / steps
         terms = " ".join(f"{name} {value:.4f}" for name, value in metrics.items()
-                         if name not in ("images_per_second", "data_wait_share"))
+                         if name not in ("images_per_second", "data_wait_share", "gpu_peak_memory_gib"))
         print(f"step {step}/{self.total} | {metrics['images_per_second']:.1f} img/s | data wait "
-              f"{100 * metrics['data_wait_share']:.0f}% | ETA {_duration(eta)} | {terms}", flush=True)
+              f"{100 * metrics['data_wait_share']:.0f}%{gpu} | ETA {_duration(eta)} | {terms}", flush=True)
         mlflow.log_metrics(metrics, step=step)
         self.window.clear()
         self.window_steps, self.window_seconds, self.window_data_seconds = 0, 0.0, 0.0

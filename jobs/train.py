@@ -341,6 +341,8 @@ def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
         raise JobError(f"data.clips_per_batch={config.data.clips_per_batch} does not split over {world} workers")
     if "://" not in args.storage and not os.path.isabs(args.storage):
         raise JobError(f"--storage {args.storage}: give an absolute path or a URI (Ray workers run elsewhere)")
+    if "://" not in args.data:  # Ray workers do not start in this directory: `make train`'s data/clips
+        args.data = os.path.abspath(args.data)
     try:
         clip_files(args.data)
     except (DataError, OSError) as error:

@@ -67,9 +67,11 @@ def test_batches_of_the_ingest_hold_whole_clips_of_distinct_frames(ray_address, 
 
 
 @pytest.mark.slow
-def test_two_workers_train_checkpoint_resume_and_track_one_mlflow_run(ray_address, sample_clips, store, capsys):
+def test_two_workers_train_checkpoint_resume_and_track_one_mlflow_run(ray_address, sample_clips, store, capsys,
+                                                                      monkeypatch):
     data, _ = sample_clips
-    args = ["--data", str(data), *SMALL, "--workers", "2", "--cpus-per-worker", "0.5", "--name", "two",
+    monkeypatch.chdir(data.parent)  # a relative --data, as `make train` gives, read by workers started elsewhere
+    args = ["--data", data.name, *SMALL, "--workers", "2", "--cpus-per-worker", "0.5", "--name", "two",
             "--storage", str(store / "runs"), "--set", "train.checkpoint_every=4", "--set", "train.image_every=4"]
     assert main(args + ["--steps", "8"]) == 0
     directory, step = latest_checkpoint(str(store / "runs" / "two"))
