@@ -103,21 +103,26 @@ def child_arguments(args, variant: str, overrides: list[str], parent: str) -> li
     return argv
 
 
-def run(argv=None) -> int:
-    args = parse_args(argv)
+def selected_ablations(args, base_batch_size: int) -> dict[str, list[str]]:
+    """The ablations --only names (default: all), as name -> config overrides."""
+    variants = ablations(base_batch_size)
+    if not args.only:
+        return variants
+    unknown = set(args.only.split(",")) - set(variants)
+    if unknown:
+        raise JobError(f"--only: unknown ablations {sorted(unknown)}; known: {', '.join(variants)}")
+    return {name: variants[name] for name in args.only.split(",")}
+
+
+def run_variants(args, variants: dict[str, list[str]]) -> dict[str, int]:
+    """Train every variant (name -> overrides) as a child run NAME-VARIANT of the parent run NAME; returns each
+    child's exit code. jobs/synthetic_experiment.py runs its seeds and loss sweep through this too."""
     if not NAME_PATTERN.match(args.name):
         raise JobError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
-    base = load_job_config(args.config, args.overrides)
     try:
         clip_files(args.data)
     except (DataError, OSError) as error:
         raise JobError(str(error)) from None
-    variants = ablations(base.data.batch_size)
-    if args.only:
-        unknown = set(args.only.split(",")) - set(variants)
-        if unknown:
-            raise JobError(f"--only: unknown ablations {sorted(unknown)}; known: {', '.join(variants)}")
-        variants = {name: variants[name] for name in args.only.split(",")}
     parent = parent_run(args)
     print(f"ablations {args.name} (MLflow parent run {parent}): {', '.join(variants)}", flush=True)
     if args.parallel:
@@ -132,7 +137,14 @@ def run(argv=None) -> int:
 
     MlflowClient(tracking.tracking_uri()).set_terminated(parent, "FAILED" if failed else "FINISHED")
     print(f"ablations {args.name}: " + (f"failed: {', '.join(failed)}" if failed else f"{len(codes)} runs finished"))
-    return 1 if failed else 0
+    return codes
+
+
+def run(argv=None) -> int:
+    args = parse_args(argv)
+    variants = selected_ablations(args, load_job_config(args.config, args.overrides).data.batch_size)
+    codes = run_variants(args, variants)
+    return 1 if any(code != 0 for code in codes.values()) else 0
 
 
 def main(argv=None) -> int:

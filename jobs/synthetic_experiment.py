@@ -1,45 +1,43 @@
 """Does conditioning help? Train the paper's variants on synthetic clips and score them on held-apart clips.
 
-    python -m jobs.synthetic_experiment --train data/synth_train --test data/synth_test --output runs/synth \
-        --steps 150 --seeds 0 1 2 [--variants cest iest ...] [--config jobs/configs/synthetic_cpu.yaml]
+    python -m jobs.synthetic_experiment --train data/synth_train --test data/synth_test --output data/synth_runs \
+        --config jobs/configs/synthetic_cpu.yaml --steps 60 --seeds 0 1 2 [--variants cest iest ...]
     python -m jobs.synthetic_experiment ... --sweep    # issue 10 fix 7: CEST under several loss settings
-    python -m jobs.synthetic_experiment ... --steps 0 --variants cest --output runs/untrained   # the baseline
+    python -m jobs.synthetic_experiment ... --steps 0  # the untrained model (mean face, frontal, flat, ambient)
 
-Each run: `cest.train_local.train` (the shared `cest.step.train_step`) on batches of clips x frames drawn from
-the train set's clip rows (read by `jobs.frames`, resized to the model's image size), a fixed number of steps,
-then `jobs.synthetic_eval.evaluate` on the test set. Writes <output>/<run>/seed<k>/checkpoint.pt and
-report.json, <output>/results.json and <output>/results.md (mean and standard deviation over seeds of each
-metric's per-image mean). Runs already finished (report.json present) are read, not retrained.
+Every run goes through the project's training job: each seed K is one ablation sweep of jobs/ablations.py, an
+MLflow parent run NAME-seedK (experiment "cest-synthetic" unless --experiment) whose children NAME-seedK-VARIANT
+are jobs/train.py runs (Ray Data ingest of the synthetic Parquet clips, train.seed=K, checkpoints under OUTPUT).
+Each child's final checkpoint is then scored on the held-apart set (jobs.synthetic_eval.evaluate): the scores go
+into the child's MLflow run (metrics synthetic.<metric>, the mean over the test images; report.json as an
+artifact) and into OUTPUT/NAME-seedK-VARIANT/report.json. OUTPUT/results.json and results.md (sweep.* with
+--sweep) hold the mean and standard deviation over seeds of each metric. Running the command again resumes:
+finished runs are not retrained (jobs/train.py resumes by name) and scored runs are not rescored.
 """
 
 import argparse
 import json
 import statistics
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from cest.checkpoint import save_checkpoint
-from cest.config import Config, load_config
+from jobs import ablations
 from jobs.synthetic_eval import METRICS, evaluate
+from jobs.train import JobError, exit_code, latest_checkpoint, load_job_config, read_run_file
 
-# The paper's ablations (Sec. 4.2, App. B.2) as changes to the base configuration.
-VARIANTS = {
-    "cest": {},
-    "iest": {"model": {"variant": "iest"}},
-    "symmetry_only": {"loss": {"consistency": False}},
-    "consistency_only": {"loss": {"symmetry": False}},
-    "neither": {"loss": {"symmetry": False, "consistency": False}},
-    "clip_average": {"loss": {"consistency_mode": "clip_average"}},
-}
+EXPERIMENT = "cest-synthetic"  # apart from the real-data runs that `make eval --latest-ablations` reads
+# The paper's ablations (Sec. 4.2, App. B.2), as jobs/ablations.py names them (clip averages over 4 frames).
+PAPER_VARIANTS = ("cest", "iest", "symmetry_only", "consistency_only", "neither", "clip_average_4")
 
 # Issue 10 fix 7: the paper's loss weights were lost; CEST under each setting, scored by shape and reflectance.
 SWEEP = {
-    f"sweep_lm{landmark:g}_reg{regulariser:g}_{distance}": {
-        "loss": {"w_landmark": landmark, "w_regulariser": regulariser, "distance": distance}}
+    f"sweep_lm{landmark:g}_reg{regulariser:g}_{distance}": [
+        f"loss.w_landmark={landmark}", f"loss.w_regulariser={regulariser}", f"loss.distance={distance}"]
     for landmark, regulariser, distance in [
         (1.0, 1e-3, "l21"), (10.0, 1e-3, "l21"), (30.0, 1e-3, "l21"),
         (10.0, 1e-2, "l21"), (10.0, 1e-3, "l1"),
@@ -47,37 +45,40 @@ SWEEP = {
 }
 
 
-def with_changes(base: Config, changes: dict) -> Config:
-    parts = {name: replace(getattr(base, name), **values) for name, values in changes.items()}
-    return replace(base, **parts)
+def score(run_dir: Path, test_dir: Path) -> dict:
+    """The held-apart scores of a finished run's final checkpoint, logged into its MLflow run once."""
+    from mlflow.tracking import MlflowClient
+
+    from cest.checkpoint import load_model
+
+    report_path = run_dir / "report.json"
+    checkpoint, step = latest_checkpoint(str(run_dir))
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        if report["training"]["steps"] == step:  # else trained on since (a larger --steps): score again
+            return report
+    report = evaluate(load_model(checkpoint)[0], test_dir)
+    report["training"] = {"steps": step, "checkpoint": checkpoint}
+    report_path.write_text(json.dumps(report, indent=2))
+    recorded = read_run_file(str(run_dir))
+    client = MlflowClient(recorded["tracking_uri"])
+    for name in METRICS:
+        client.log_metric(recorded["mlflow_run_id"], f"synthetic.{name}", report["metrics"][name]["mean"], step=step)
+    client.log_artifact(recorded["mlflow_run_id"], str(report_path))
+    return report
 
 
-def run_one(config: Config, frames, test_dir: Path, steps: int, seed: int, directory: Path, log) -> dict:
+def untrained_report(config_path: str | None, overrides: list[str], test_dir: Path, seed: int, directory: Path):
+    """The baseline: the model as initialised (mean face, frontal view, flat reflectance, ambient light)."""
     from cest.model import build_model
-    from cest.train_local import clip_batches, train
 
     report_path = directory / "report.json"
-    if report_path.is_file():
-        return json.loads(report_path.read_text())
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = build_model(config.model)
-    start = time.perf_counter()
-    def progress(step: int, terms: dict[str, float]) -> None:
-        if (step + 1) % 20 == 0:
-            log(f"{directory}: step {step + 1}/{steps}, loss {terms['total']:.4f}")
-
-    history = train(model, config, clip_batches(frames, config.data, generator), steps, generator, progress)
-    seconds = time.perf_counter() - start
-    save_checkpoint(directory, model, config, step=steps)
-    report = evaluate(model, test_dir)
-    report["training"] = {"steps": steps, "seconds": round(seconds, 1),
-                          "final_loss": history[-1] if history else None,  # --steps 0: the untrained model
-                          "images_per_second": round(steps * config.data.batch_size / max(seconds, 1e-9), 1)}
-    report_path.write_text(json.dumps(report, indent=2))
-    log(f"{directory}: trained {steps} steps in {seconds:.0f} s; " + ", ".join(
-        f"{name} {report['metrics'][name]['mean']:.4g}" for name in METRICS))
-    return report
+    if not report_path.is_file():
+        torch.manual_seed(seed)
+        report = evaluate(build_model(load_job_config(config_path, overrides).model), test_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2))
+    return json.loads(report_path.read_text())
 
 
 def aggregate(reports: dict[str, list[dict]]) -> dict:
@@ -103,41 +104,59 @@ def markdown(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return exit_code(run, argv)
+
+
+def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, required=True, help="synthetic training set (python -m jobs.synthetic)")
     parser.add_argument("--test", type=Path, required=True, help="held-apart synthetic set (another seed)")
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--config", type=Path, help="YAML base configuration (default: cest/config.py)")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--output", type=Path, required=True, help="checkpoints, reports and the results table")
+    parser.add_argument("--config", help="YAML overrides of cest/config.py (jobs/configs/synthetic_cpu.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per run (0: the untrained model)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=PAPER_VARIANTS, default=list(PAPER_VARIANTS))
     parser.add_argument("--sweep", action="store_true", help="run the loss-weight sweep instead of the variants")
+    parser.add_argument("--name", default="synthetic", help="parent runs are NAME-seedK, children NAME-seedK-RUN")
+    parser.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment")
     args = parser.parse_args(argv)
     for directory in (args.train, args.test):
         if not (directory / "ground_truth").is_dir():
-            print(f"error: {directory} is not a synthetic set (write one with python -m jobs.synthetic)",
-                  file=sys.stderr)
-            return 2
-    from jobs.frames import frames_from_rows, read_clip_rows
-
-    base = load_config(args.config) if args.config else Config()
-    rows = list(read_clip_rows(args.train))
-    frames = frames_from_rows(rows, base.model.image_size, max(row["num_frames"] for row in rows))
-    print(f"train set: {len(frames)} frames of {len(rows)} clips at {base.model.image_size} px", flush=True)
-    runs = SWEEP if args.sweep else {name: VARIANTS[name] for name in args.variants}
-    reports = {}
-    for run, changes in runs.items():
-        config = with_changes(base, changes)
-        reports[run] = [run_one(config, frames, args.test, args.steps, seed, args.output / run / f"seed{seed}",
-                                lambda text: print(text, flush=True))
-                        for seed in args.seeds]
+            raise JobError(f"{directory} is not a synthetic set (write one with python -m jobs.synthetic)")
+    output = args.output.resolve()  # jobs/train.py stores runs under an absolute path (Ray workers run elsewhere)
+    reports: dict[str, list[dict]] = {}
+    if args.steps == 0:
+        reports["untrained"] = [untrained_report(args.config, args.overrides, args.test, seed,
+                                                 output / "untrained" / f"seed{seed}") for seed in args.seeds]
+    else:
+        base = load_job_config(args.config, args.overrides)
+        known = ablations.ablations(base.data.batch_size)
+        runs = SWEEP if args.sweep else {name: known[name] for name in args.variants}
+        for seed in args.seeds:
+            sweep_args = ablations.parse_args(
+                ["--data", str(args.train.resolve()), "--steps", str(args.steps), "--name", f"{args.name}-seed{seed}",
+                 "--storage", str(output), "--experiment", args.experiment, "--set", f"train.seed={seed}"]
+                + (["--config", args.config] if args.config else [])
+                + [item for assignment in args.overrides for item in ("--set", assignment)])
+            codes = ablations.run_variants(sweep_args, runs)
+            failed = [name for name, code in codes.items() if code != 0]
+            if failed:
+                raise JobError(f"seed {seed}: training failed for {', '.join(failed)} (see the log above)")
+            for run_name in runs:
+                run_dir = output / f"{args.name}-seed{seed}-{run_name}"
+                report = score(run_dir, args.test)
+                print(f"{run_dir.name}: " + ", ".join(f"{name} {report['metrics'][name]['mean']:.4g}"
+                                                      for name in METRICS), flush=True)
+                reports.setdefault(run_name, []).append(report)
     summary = aggregate(reports)
-    name = "sweep" if args.sweep else "results"
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / f"{name}.json").write_text(json.dumps(
-        {"steps": args.steps, "seeds": args.seeds, "config": str(args.config), "runs": summary}, indent=2))
+    name = "sweep" if args.sweep else "untrained" if args.steps == 0 else "results"
+    output.mkdir(parents=True, exist_ok=True)
+    (output / f"{name}.json").write_text(json.dumps(
+        {"steps": args.steps, "seeds": args.seeds, "config": args.config, "overrides": args.overrides,
+         "mlflow_experiment": args.experiment, "runs": summary}, indent=2))
     table = markdown(summary)
-    (args.output / f"{name}.md").write_text(table)
+    (output / f"{name}.md").write_text(table)
     print(table)
     return 0
 

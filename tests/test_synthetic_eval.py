@@ -9,6 +9,7 @@ from cest.model import CESTModel
 from cest.morphable import load_sfm
 from cest.synthetic_metrics import rotation_error_deg
 from jobs import synthetic, synthetic_eval
+from jobs.train import latest_checkpoint
 
 SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
 
@@ -48,24 +49,65 @@ def test_evaluation_refuses_a_directory_without_ground_truth(tmp_path, capsys):
     assert "no ground_truth" in capsys.readouterr().err
 
 
-def test_the_experiment_trains_variants_scores_them_and_resumes(synthetic_set, tmp_path):
-    from cest.config import DataConfig, save_config
+@pytest.mark.slow
+def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_resumes(
+        synthetic_set, tmp_path, monkeypatch, capsys):
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from cest.config import DataConfig, TrainConfig, save_config
     from jobs import synthetic_experiment
 
-    save_config(Config(model=ModelConfig(**SMALL), data=DataConfig(clips_per_batch=2, frames_per_clip=2)),
-                tmp_path / "small.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    save_config(Config(model=ModelConfig(**SMALL), data=DataConfig(clips_per_batch=2, frames_per_clip=2),
+                       train=TrainConfig(holdout_clips=1)), tmp_path / "small.yaml")
     arguments = ["--train", str(synthetic_set), "--test", str(synthetic_set), "--output", str(tmp_path / "runs"),
-                 "--config", str(tmp_path / "small.yaml"), "--steps", "2", "--seeds", "0", "1",
+                 "--config", str(tmp_path / "small.yaml"), "--steps", "2", "--seeds", "3",
                  "--variants", "cest", "iest"]
-    assert synthetic_experiment.main(arguments) == 0
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        assert synthetic_experiment.main(arguments) == 0
+        checkpoint = latest_checkpoint(str(tmp_path / "runs" / "synthetic-seed3-cest"))
+        assert synthetic_experiment.main(arguments) == 0  # finished runs are read back, not retrained
+    finally:
+        ray.shutdown()
+    assert capsys.readouterr().out.count("nothing to do") == 2
+    assert latest_checkpoint(str(tmp_path / "runs" / "synthetic-seed3-cest")) == checkpoint
     results = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert set(results["runs"]) == {"cest", "iest"}
-    vertex = results["runs"]["iest"]["vertex_mm"]
-    assert len(vertex["seeds"]) == 2 and vertex["mean"] == pytest.approx(sum(vertex["seeds"]) / 2)
-    report = json.loads((tmp_path / "runs" / "iest" / "seed1" / "report.json").read_text())
-    assert report["training"]["steps"] == 2 and report["metrics"]["vertex_mm"]["mean"] == vertex["seeds"][1]
-    checkpoint = tmp_path / "runs" / "cest" / "seed0" / "checkpoint.pt"
-    written = checkpoint.stat().st_mtime_ns
-    assert synthetic_experiment.main(arguments) == 0  # finished runs are read back, not retrained
-    assert checkpoint.stat().st_mtime_ns == written
+    report = json.loads((tmp_path / "runs" / "synthetic-seed3-iest" / "report.json").read_text())
+    assert report["training"]["steps"] == 2
+    assert results["runs"]["iest"]["vertex_mm"]["seeds"] == [report["metrics"]["vertex_mm"]["mean"]]
+    # Every run is in MLflow: the seed's parent, its children with the training seed and the held-apart scores.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(synthetic_experiment.EXPERIMENT)
+    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"synthetic-seed3", "synthetic-seed3-cest", "synthetic-seed3-iest"}
+    iest = runs["synthetic-seed3-iest"]
+    assert iest.data.params["train.seed"] == "3" and iest.data.params["model.variant"] == "iest"
+    assert iest.data.metrics["synthetic.vertex_mm"] == pytest.approx(report["metrics"]["vertex_mm"]["mean"])
+    assert iest.data.tags["mlflow.parentRunId"] == runs["synthetic-seed3"].info.run_id
     assert "| cest |" in (tmp_path / "runs" / "results.md").read_text()
+
+
+def test_the_untrained_baseline_is_averaged_over_seeds(synthetic_set, tmp_path):
+    from cest.config import save_config
+    from jobs import synthetic_experiment
+
+    save_config(Config(model=ModelConfig(**SMALL)), tmp_path / "small.yaml")
+    assert synthetic_experiment.main(["--train", str(synthetic_set), "--test", str(synthetic_set), "--output",
+                                      str(tmp_path / "runs"), "--config", str(tmp_path / "small.yaml"),
+                                      "--steps", "0", "--seeds", "0", "1"]) == 0
+    vertex = json.loads((tmp_path / "runs" / "untrained.json").read_text())["runs"]["untrained"]["vertex_mm"]
+    seeds = [json.loads((tmp_path / "runs" / "untrained" / f"seed{k}" / "report.json").read_text())
+             for k in (0, 1)]
+    assert vertex["seeds"] == [report["metrics"]["vertex_mm"]["mean"] for report in seeds]
+    assert vertex["mean"] == pytest.approx(sum(vertex["seeds"]) / 2)
+
+
+def test_the_experiment_refuses_a_set_without_ground_truth(tmp_path, capsys):
+    from jobs import synthetic_experiment
+
+    assert synthetic_experiment.main(["--train", str(tmp_path), "--test", str(tmp_path), "--output",
+                                      str(tmp_path / "runs")]) == 2
+    assert "is not a synthetic set" in capsys.readouterr().err
