@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--detector", choices=("dlib", "fan"), default=defaults.detector)
     parser.add_argument(
-        "--device", default=defaults.device, help="fan only: auto | cpu | cuda (cuda: GPU actors, see --landmark-actors)"
+        "--device",
+        default=defaults.device,
+        help="fan only: auto | cpu | cuda (cuda: GPU actors, see --landmark-actors)",
     )
     parser.add_argument(
         "--fan-face-detector", default=defaults.fan_face_detector, help="fan only: face_alignment detector module"
