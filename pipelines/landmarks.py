@@ -78,6 +78,12 @@ def dlib_model_path(name: str = "shape_predictor_68_face_landmarks.dat") -> str:
     return path
 
 
+# dlib's CNN detector runs only on images at least this many pixels on each side. Smaller ones cannot hold
+# a face it finds (none below 56 px on three sample faces scaled down; its smallest box is 80 px), and
+# on a region a few pixels wide (a tracked face leaving the frame) it aborts the process (heap corruption).
+CNN_MIN_IMAGE_SIDE = 32
+
+
 class DlibLandmarker(FaceLandmarker):
     """dlib's HOG face detector and its 68-point shape predictor (runs offline, CPU). With cnn_fallback,
     dlib's CNN face detector (MMOD, in face-recognition-models) runs where HOG finds no face: it finds
@@ -100,7 +106,7 @@ class DlibLandmarker(FaceLandmarker):
     def detect(self, image: np.ndarray, local: bool = False) -> np.ndarray:
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         found = list(self._detector(gray, 0 if local else self._upsample))  # local regions are already scaled
-        if not found and self._cnn_detector is not None:
+        if not found and self._cnn_detector is not None and min(image.shape[:2]) >= CNN_MIN_IMAGE_SIDE:
             found = [detection.rect for detection in self._cnn_detector(image, 0 if local else self._cnn_upsample)]
         # dlib rectangles hold inclusive pixel indices: the box's far edge is right + 1.
         return _largest_first([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in found])

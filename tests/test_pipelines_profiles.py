@@ -4,6 +4,11 @@ Landmarks (68, 2) and boxes (x0, y0, x1, y1) in our pixel convention; the NME is
 Measured values (benchmarks/bench_profile_landmarks.py) are in the comments beside each bound.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -70,3 +75,23 @@ def test_fallback_leaves_hog_detections_unchanged(hog_only, with_fallback):
     image, _, _ = aflw2000_image("image00050")
     np.testing.assert_array_equal(with_fallback.detect(image), hog_only.detect(image))
     np.testing.assert_array_equal(hog_only.detect(image), [[117, 142, 341, 366]])
+
+
+def test_fallback_check_of_a_face_leaving_the_frame_is_none():
+    """A large tracked face (400 px) whose box has left the frame but for a 9 px strip: the check's region,
+    scaled to a 100 px face, is 2 px wide, where dlib's CNN aborts the whole process (heap corruption).
+    Run in a child process so that such an abort fails this test instead of ending the session."""
+    image_path = asset("aflw2000_sample/image00050.jpg")
+    code = (
+        "import cv2, numpy as np\n"
+        "from pipelines.landmarks import DlibLandmarker\n"
+        f"image = cv2.cvtColor(cv2.imread({str(image_path)!r}), cv2.COLOR_BGR2RGB)\n"
+        "box = np.array([-551, 25, -151, 425], np.float32)\n"
+        "print(DlibLandmarker(cnn_fallback=True).detect_near(image, box))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "None"), result.stderr[-500:]
