@@ -26,6 +26,11 @@ class PreprocessConfig:
     device: str = "auto"  # fan only: auto | cpu | cuda
     fan_face_detector: str = "sfd"  # face_alignment's detector module used by the fan backend
     dlib_upsample: int = 1  # HOG pyramid upsampling: 1 finds faces down to ~40 px in the working frame
+    # dlib's CNN detector where HOG finds no face. Off: on the AFLW2000 sample it found the 3 faces HOG
+    # missed, but the 68-point model put the two past 30 degrees of yaw at 24% and 43% NME (unusable for
+    # crops), and each frame HOG misses cost 1.8 CPU-s instead of 0.06 (benchmarks/bench_profile_landmarks.py).
+    dlib_cnn_fallback: bool = False
+    dlib_cnn_upsample: int = 0  # the fallback's pyramid upsampling on whole frames (1: 3.7x the CPU; local checks: 0)
     tracking: bool = True
     verify_every: int = 2  # tracked frames between local detector runs that confirm and re-anchor the track
     min_face_size: float = 40.0  # faces whose detector box side is below this (working pixels) are too small
@@ -53,6 +58,7 @@ class PreprocessConfig:
             "decode_batch must be >= 1": self.decode_batch >= 1,
             "decoder must be pyav or decord": self.decoder in ("pyav", "decord"),
             "detector must be dlib or fan": self.detector in ("dlib", "fan"),
+            "dlib_cnn_upsample must be >= 0": self.dlib_cnn_upsample >= 0,
             "device must be auto, cpu or cuda[:N]": self.device in ("auto", "cpu") or self.device.startswith("cuda"),
             "min_segment_frames must be >= 1": self.min_segment_frames >= 1,
             "max_segment_frames must be >= min_segment_frames": self.max_segment_frames >= self.min_segment_frames,

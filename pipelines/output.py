@@ -139,13 +139,15 @@ class Output:
         return dataset.to_table(columns=columns).cast(schema)
 
     # Run configuration -------------------------------------------------------------------------
-    def check_settings(self, settings: dict) -> None:
-        """Record the settings on first use; refuse to mix outputs written with other settings."""
+    def check_settings(self, settings: dict, defaults: dict | None = None) -> None:
+        """Record the settings on first use; refuse to mix outputs written with other settings. A setting
+        the recorded file lacks (added to the pipeline after the output was written) counts as its value
+        in `defaults`, which is how that output was made."""
         path = posixpath.join(self.root, "run_config.json")
         self.fs.create_dir(self.root, recursive=True)
         if self.fs.get_file_info(path).type == pyarrow.fs.FileType.File:
             with self.fs.open_input_stream(path) as stream:
-                recorded = json.loads(stream.read())
+                recorded = {**(defaults or {}), **json.loads(stream.read())}
             changed = sorted(key for key in set(recorded) | set(settings) if recorded.get(key) != settings.get(key))
             if changed:
                 raise OutputError(

@@ -5,8 +5,9 @@
 Without --address (and without RAY_ADDRESS, which `ray job submit` sets) it starts an embedded local
 Ray. Stages: decode (CPU tasks) -> face landmarks + tracking -> crop, mask, encode -> Parquet. On CPU
 the stages run fused in one task per video (no frames through the object store); with the fan
-detector and GPUs in the cluster (or with --landmark-actors N) the landmark stage runs on a pool of
-actors instead, between CPU tasks for decoding and for cropping.
+detector on GPUs (--device cuda, or auto on a cluster with GPUs at start) or with --landmark-actors,
+the landmark stage runs on an autoscaling pool of actors instead, between CPU tasks for decoding and
+for cropping (`landmark_layout`).
 """
 
 from __future__ import annotations
@@ -70,14 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs reserved per video task")
     parser.add_argument(
         "--landmark-actors",
-        type=int,
-        help="run the landmark stage on a pool of this many actors (one GPU each when the cluster has GPUs); "
-        "default: the cluster's GPU count for --detector fan, else 0 (all stages fused in CPU tasks)",
+        type=actor_pool_bounds,
+        metavar="MAX|MIN,MAX",
+        help="run the landmark stage on an autoscaling pool of 1..MAX (or MIN..MAX) actors; for --detector fan "
+        "with --device cuda one GPU each, also when the cluster has none yet (the autoscaler adds GPU nodes). "
+        "Default: fan with --device cuda: 1 to unbounded GPU actors; fan with --device auto: as many GPU "
+        "actors as the cluster has GPUs at start, or FAN on CPU in fused tasks when it has none; "
+        "otherwise all stages fused in CPU tasks",
     )
     parser.add_argument("--detector", choices=("dlib", "fan"), default=defaults.detector)
-    parser.add_argument("--device", default=defaults.device, help="fan only: auto | cpu | cuda")
+    parser.add_argument(
+        "--device",
+        default=defaults.device,
+        help="fan only: auto | cpu | cuda (cuda: GPU actors, see --landmark-actors)",
+    )
     parser.add_argument(
         "--fan-face-detector", default=defaults.fan_face_detector, help="fan only: face_alignment detector module"
+    )
+    parser.add_argument(
+        "--dlib-cnn-fallback",
+        action="store_true",
+        help="dlib only: run dlib's CNN face detector where HOG finds no face (finds more turned faces, whose "
+        "68 landmarks are poor past 30 degrees of yaw; about 30x HOG's CPU on each frame HOG misses)",
     )
     parser.add_argument("--no-tracking", action="store_true", help="detect on every frame instead of tracking")
     parser.add_argument(
@@ -93,11 +108,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def actor_pool_bounds(text: str) -> tuple[int, int]:
+    """--landmark-actors: "MAX" -> (1, MAX), "MIN,MAX" -> (MIN, MAX), with 1 <= MIN <= MAX."""
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        numbers = []
+    bounds = (1, numbers[0]) if len(numbers) == 1 else tuple(numbers)
+    if len(bounds) != 2 or not 1 <= bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError(f"expected MAX or MIN,MAX with 1 <= MIN <= MAX, got {text!r}")
+    return bounds
+
+
+def landmark_layout(
+    detector: str, device: str, landmark_actors: tuple[int, int] | None, cluster_gpus: float
+) -> tuple[dict | None, str]:
+    """Where the landmark stage runs: (map_batches keyword arguments of the landmark actor pool, or None
+    when all stages run fused in CPU tasks; one line saying where the landmarks run and why).
+
+    FAN with --device cuda asks for one GPU per actor whatever the cluster has now: an autoscaling
+    cluster that starts without GPUs adds GPU nodes for them (sizing from the GPUs at start ran FAN on
+    CPU there). --device auto uses the GPUs the cluster has at start; dlib, and FAN on --device cpu,
+    use CPU actors when --landmark-actors asks for a pool."""
+    import ray.data
+
+    gpu_actors = detector == "fan" and (device.startswith("cuda") or (device == "auto" and cluster_gpus > 0))
+    if landmark_actors is not None:
+        bounds = landmark_actors
+    elif detector == "fan" and device.startswith("cuda"):
+        bounds = (1, None)  # unbounded: as many as the cluster (and its autoscaler's limits) gives
+    elif gpu_actors:
+        bounds = (max(1, int(cluster_gpus)),) * 2
+    else:
+        bounds = None
+    if detector == "dlib":
+        why = "dlib runs on CPU"
+    elif device.startswith("cuda"):
+        why = f"--device {device}: one GPU per actor, asked of the cluster, which has {cluster_gpus:g} now"
+    elif device == "cpu":
+        why = "--device cpu"
+    elif cluster_gpus > 0:
+        why = f"--device auto and the cluster has {cluster_gpus:g} GPUs at start"
+    else:
+        why = "--device auto and the cluster has no GPUs at start; --device cuda asks the autoscaler for GPU nodes"
+    if bounds is None:
+        return None, f"landmarks ({detector}) on CPU in fused tasks ({why})"
+    arguments = dict(
+        compute=ray.data.ActorPoolStrategy(min_size=bounds[0], max_size=bounds[1]),
+        num_gpus=1 if gpu_actors else 0,
+        num_cpus=0.5,
+    )
+    pool = f"{bounds[0]}..{bounds[1] if bounds[1] is not None else 'unbounded'}"
+    return arguments, f"landmarks ({detector}) on {pool} {'GPU' if gpu_actors else 'CPU'} actors ({why})"
+
+
 def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     return PreprocessConfig(
         detector=args.detector,
         device=args.device,
         fan_face_detector=args.fan_face_detector,
+        dlib_cnn_fallback=args.dlib_cnn_fallback,
         tracking=not args.no_tracking,
         primary_face_only=not args.all_faces,
         decoder=args.decoder,
@@ -121,7 +191,9 @@ def _worker_models(cfg: PreprocessConfig):
     from pipelines.landmarks import make_landmarker
     from pipelines.masks import make_masker
 
-    key = (cfg.detector, cfg.device, cfg.fan_face_detector, cfg.dlib_upsample)
+    key = (
+        cfg.detector, cfg.device, cfg.fan_face_detector, cfg.dlib_upsample, cfg.dlib_cnn_fallback, cfg.dlib_cnn_upsample
+    )
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = make_landmarker(cfg)
     if cfg.primary_face_only and "identity" not in _WORKER_CACHE:
@@ -258,20 +330,16 @@ def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Nam
     import ray.data
 
     dataset = input_dataset(source, args.output)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    default_actors = int(gpus) if cfg.detector == "fan" else 0
-    actors = args.landmark_actors if args.landmark_actors is not None else default_actors
+    actor_pool, where = landmark_layout(
+        cfg.detector, cfg.device, args.landmark_actors, ray.cluster_resources().get("GPU", 0)
+    )
+    if cfg.detector == "fan":
+        print(f"preprocess: {where}", file=sys.stderr)
     common = dict(batch_size=1, batch_format="pyarrow", num_cpus=args.cpus_per_task)
-    if actors > 0:
+    if actor_pool is not None:
         dataset = dataset.map_batches(decode_batch, fn_kwargs={"cfg": cfg}, **common)
         dataset = dataset.map_batches(
-            LandmarkActor,
-            batch_size=1,
-            batch_format="pyarrow",
-            fn_constructor_kwargs={"cfg": cfg},
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=1 if gpus else 0,
-            num_cpus=0.5,
+            LandmarkActor, batch_size=1, batch_format="pyarrow", fn_constructor_kwargs={"cfg": cfg}, **actor_pool
         )
         return dataset.map_batches(crop_batch, fn_kwargs={"cfg": cfg, "output_uri": args.output}, **common)
     return dataset.map_batches(process_batch, fn_kwargs={"cfg": cfg, "output_uri": args.output}, **common)
@@ -327,7 +395,7 @@ def run(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         source = input_source(args.input)
         output = Output(args.output)
-        output.check_settings(cfg.output_settings())
+        output.check_settings(cfg.output_settings(), defaults=PreprocessConfig().output_settings())
         output.remove_stale_temporaries()
     except (ValueError, OSError) as error:  # bad settings, InputError, OutputError, unreachable filesystem
         print(f"preprocess: error: {error}", file=sys.stderr)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.config import PreprocessConfig
 from pipelines.inputs import discover_inputs, make_input
 from pipelines.output import Output
 from pipelines.schema import REJECT_SCHEMA
@@ -109,3 +110,14 @@ def test_an_image_folder_lists_every_image(tmp_path):
         (tmp_path / "photos" / name).write_bytes(b"x")
     items = discover_inputs(str(tmp_path))
     assert sorted(item.clip_id for item in items) == ["a.jpg", "b.PNG"]
+
+
+def test_a_setting_added_after_an_output_was_written_counts_as_its_default_there(tmp_path):
+    """run_config.json from before `dlib_cnn_fallback` existed: resuming with the default is allowed,
+    with the fallback on it is refused."""
+    defaults = PreprocessConfig().output_settings()
+    older = {key: value for key, value in defaults.items() if not key.startswith("dlib_cnn")}
+    Output(str(tmp_path)).check_settings(older)
+    Output(str(tmp_path)).check_settings(PreprocessConfig().output_settings(), defaults=defaults)
+    with pytest.raises(ValueError, match=r"other settings \(dlib_cnn_fallback\)"):
+        Output(str(tmp_path)).check_settings(PreprocessConfig(dlib_cnn_fallback=True).output_settings(), defaults)

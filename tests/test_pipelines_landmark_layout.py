@@ -1,0 +1,73 @@
+"""Where the landmark stage runs: `--detector/--device/--landmark-actors` and the cluster's GPUs at start ->
+the map_batches keyword arguments of the landmark actor pool (or None: all stages fused in CPU tasks)."""
+
+import math
+
+import pytest
+from ray.data import ActorPoolStrategy
+
+from pipelines.preprocess import build_parser, landmark_layout
+
+
+def layout(arguments: list[str], cluster_gpus: float):
+    args = build_parser().parse_args(["--input", "in", "--output", "out"] + arguments)
+    return landmark_layout(args.detector, args.device, args.landmark_actors, cluster_gpus)
+
+
+def pool(actor_pool: dict) -> tuple:
+    """(min actors, max actors, GPUs per actor, CPUs per actor)."""
+    compute = actor_pool["compute"]
+    assert isinstance(compute, ActorPoolStrategy)
+    return compute.min_size, compute.max_size, actor_pool["num_gpus"], actor_pool["num_cpus"]
+
+
+def test_fan_on_cuda_asks_for_gpu_actors_on_a_cluster_with_no_gpus_yet():
+    actor_pool, where = layout(["--detector", "fan", "--device", "cuda"], cluster_gpus=0)
+    assert pool(actor_pool) == (1, math.inf, 1, 0.5)
+    assert "GPU actors" in where and "which has 0 now" in where
+
+
+@pytest.mark.parametrize(
+    "actors, bounds", [("4", (1, 4)), ("2,8", (2, 8)), ("3,3", (3, 3))]
+)
+def test_landmark_actors_bound_the_autoscaling_pool(actors, bounds):
+    actor_pool, _ = layout(["--detector", "fan", "--device", "cuda", "--landmark-actors", actors], cluster_gpus=0)
+    assert pool(actor_pool) == (*bounds, 1, 0.5)
+
+
+def test_fan_on_auto_uses_the_gpus_at_start():
+    actor_pool, where = layout(["--detector", "fan"], cluster_gpus=4)
+    assert pool(actor_pool) == (4, 4, 1, 0.5)
+    assert where == "landmarks (fan) on 4..4 GPU actors (--device auto and the cluster has 4 GPUs at start)"
+
+
+def test_fan_on_auto_without_gpus_runs_fused_on_cpu_and_says_why():
+    actor_pool, where = layout(["--detector", "fan"], cluster_gpus=0)
+    assert actor_pool is None
+    assert where == (
+        "landmarks (fan) on CPU in fused tasks (--device auto and the cluster has no GPUs at start; "
+        "--device cuda asks the autoscaler for GPU nodes)"
+    )
+
+
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        (["--detector", "fan", "--device", "cpu"], None),
+        (["--detector", "fan", "--device", "cpu", "--landmark-actors", "2"], (1, 2, 0, 0.5)),
+        ([], None),  # dlib
+        (["--landmark-actors", "1"], (1, 1, 0, 0.5)),  # dlib actors never take the cluster's GPUs
+    ],
+)
+def test_cpu_layouts_never_ask_for_gpus(arguments, expected):
+    actor_pool, _ = layout(arguments, cluster_gpus=4)
+    assert (None if actor_pool is None else pool(actor_pool)) == expected
+
+
+@pytest.mark.parametrize("actors", ["0", "3,2", "0,4", "two", "1,2,3"])
+def test_bad_landmark_actors_is_one_error_line(capsys, actors):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--input", "in", "--output", "out", "--landmark-actors", actors])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--landmark-actors: expected MAX or MIN,MAX" in error
