@@ -6,7 +6,7 @@ Each image goes through the preprocessing pipeline's dlib landmarker (`make_land
 as a one-frame clip does: detect on the whole image, 68 landmarks on the largest box. AFLW2000-3D's images
 (450 x 450) are below the pipeline's working size (`max_side` 512), so the working frame is the image itself.
 
-Ground truth and NME as `cest.metrics` reads them (3DDFA protocol): pt3d_68 (1-based pixels) shifted into our
+Ground truth and NME as `cest.eval.metrics` reads them (3DDFA protocol): pt3d_68 (1-based pixels) shifted into our
 convention, NME = mean point distance / sqrt(w h) of the ground-truth box, yaw bins from Pose_Para's yaw
 (|yaw| <= 30, (30, 60], > 60 degrees). NME is over the images with a detection; `detected` counts them.
 CPU seconds are this process's (time.process_time) for detection + landmarks, per image.
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from cest.assets import fetch_dir
-from cest.metrics import YAW_BIN_NAMES, aflw2000_summary, landmark_nme, read_aflw2000_mat, yaw_bin
+from cest.eval.metrics import YAW_BIN_NAMES, aflw2000_summary, landmark_nme, read_aflw2000_mat, yaw_bin
 from pipelines.config import PreprocessConfig
 from pipelines.landmarks import make_landmarker
 

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from cest.raster import BACKENDS, interpolate, rasterize
+from cest.render.raster import BACKENDS, interpolate, rasterize
 
 
 def face_like_mesh(grid: int = 59) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from cest.lighting import ambient_sh
+from cest.render.lighting import ambient_sh
 from cest.morphable import load_sfm
-from cest.render import Renderer
+from cest.render.renderer import Renderer
 
 REFERENCE = {
     "reference": "PyTorch3D rasterize_meshes + interpolation, CPU, same batch",

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from cest.camera import project
+from cest.render.camera import project
 from cest.config import PRECISIONS, RASTER_BACKENDS, DataConfig, LossConfig, ModelConfig, OptimConfig
 from cest.model import CESTModel
 from cest.morphable import load_sfm

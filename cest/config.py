@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from cest.raster import BACKENDS as RASTER_BACKENDS
+from cest.render.raster import BACKENDS as RASTER_BACKENDS
 
 VARIANTS = ("cest", "iest")
 DISTANCES = ("l21", "l1")
@@ -52,7 +52,7 @@ class ModelConfig:
     # Standard deviation of the last layer's initial weights in the regression heads: small, so training
     # starts from the mean face, frontal view, ambient light, while every layer already gets gradients.
     head_init_std: float = 1e-3
-    # Rasterizer of the renderer (cest/raster.py): "auto" = nvdiffrast's CUDA rasterizer when the tensors are
+    # Rasterizer of the renderer (cest/render/raster.py): "auto" = nvdiffrast's CUDA rasterizer when the tensors are
     # on a GPU and nvdiffrast is installed, else the pure-PyTorch one; "torch" or "nvdiffrast" to force one.
     # Only which triangle covers a pixel differs; barycentrics and gradients are computed alike.
     raster_backend: str = "auto"

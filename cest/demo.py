@@ -17,9 +17,9 @@ import torch
 
 from cest.assets import AssetError, fetch, names_under
 from cest.fitting import fit_viewpoint
-from cest.lighting import ambient_sh, directional_sh
+from cest.render.lighting import ambient_sh, directional_sh
 from cest.morphable import load_sfm
-from cest.render import Renderer
+from cest.render.renderer import Renderer
 
 # Inner 51 iBUG points (brows, nose, eyes, mouth): the jaw line is a silhouette that moves with pose.
 INNER_LANDMARKS = slice(17, 68)

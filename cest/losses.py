@@ -21,7 +21,7 @@ import torch
 from cest.config import LossConfig
 from cest.model import CESTModel, Estimate
 from cest.pairing import clip_average, partner_indices
-from cest.uv import flip_uv
+from cest.render.uv import flip_uv
 
 
 def pixel_distance(target: torch.Tensor, rendered: torch.Tensor, distance: str) -> torch.Tensor:

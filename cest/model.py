@@ -22,12 +22,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from cest.camera import VIEWPOINT_SIZE, canonical_crop
+from cest.render.camera import VIEWPOINT_SIZE, canonical_crop
 from cest.config import ModelConfig
-from cest.lighting import SH_SIZE, ambient_sh
+from cest.render.lighting import SH_SIZE, ambient_sh
 from cest.morphable import MorphableModel, load_sfm
 from cest.networks import Encoder, ReflectanceUNet, ResidualEncoder
-from cest.render import RasterizedFaces, Renderer
+from cest.render.renderer import RasterizedFaces, Renderer
 
 
 @dataclass

@@ -72,7 +72,7 @@ def compute_loss(
     """Forward pass and every loss term ("total" included), as float32 tensors with gradients.
 
     With precision "bf16" or "fp16" the networks run under autocast; the renderer always runs in float32
-    (cest.render.full_precision)."""
+    (cest.render.renderer.full_precision)."""
     dtype = AUTOCAST_DTYPES.get(precision)
     with torch.autocast(batch.images.device.type, dtype=dtype, enabled=dtype is not None):
         estimate = model(batch.images)

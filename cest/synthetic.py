@@ -1,6 +1,6 @@
 """Synthetic faces with known shape, expression, viewpoint, reflectance and light (issue 10's ground truth).
 
-Every face is rendered by the project's own renderer (`cest.render.Renderer`) from parameters drawn here:
+Every face is rendered by the project's own renderer (`cest.render.renderer.Renderer`) from parameters drawn here:
 - identity coefficients ~ N(0, 1) truncated at 3 sd; expression in the prior's standard deviations
   (`cest.model.expression_standard_deviations`), one-sided (blendshapes are expressions, not their opposites),
   half of them active per clip, weights at most 1 (a full expression);
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cest.camera import project, rotation_matrix
-from cest.lighting import sh_basis
+from cest.render.camera import project, rotation_matrix
+from cest.render.lighting import sh_basis
 from cest.model import expression_standard_deviations
 from cest.morphable import MorphableModel
-from cest.render import Renderer
+from cest.render.renderer import Renderer
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def sh_for_light(ambient: torch.Tensor, strength: torch.Tensor, direction: torch
     """(B,) ambient shading, (B,) directional peak shading, (B, 3) unit directions -> SH coefficients (B, 9).
 
     A distant light of radiance pi * strength from `direction` has coefficients pi * strength * Y_k(direction);
-    with the Lambertian factors of `cest.lighting.shade` it gives shading ~ strength * max(0, n . direction)
+    with the Lambertian factors of `cest.render.lighting.shade` it gives shading ~ strength * max(0, n . direction)
     (the 9-term approximation of the clamped cosine); the ambient part is a constant shading `ambient`.
     """
     sh = math.pi * strength[:, None] * sh_basis(direction)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cest.camera import VIEWPOINT_SIZE
-from cest.lighting import directional_sh
+from cest.render.camera import VIEWPOINT_SIZE
+from cest.render.lighting import directional_sh
 
 GREY_ALBEDO = 0.7
 # Light directions (model/camera frame: x right, y up, z toward the camera) for relighting: from the left,

@@ -7,9 +7,9 @@ AFLW2000-3D (a folder of imageNNNNN.jpg + .mat): every image is cropped twice wi
 (`pipelines.align`, the crop the model was trained on): from the ground-truth landmarks (the "oracle" crop,
 as 3DDFA's protocol does) and from dlib's detected landmarks (what a user gets; images without a detection
 are counted and left out). The model's 68 projected landmarks are mapped back to the image and scored with
-`cest.metrics` (3DDFA protocol: NME by yaw bin, balanced mean, all 68 and inner 51 points).
+`cest.eval.metrics` (3DDFA protocol: NME by yaw bin, balanced mean, all 68 and inner 51 points).
 With --bfm-dir (the user's BFM 2009 and 3DDFA expression files, never shipped) also the dense NME of the
-oracle crops (`cest.dense`: the paper's per-vertex metric after ICP, its region, alignment and the ground
+oracle crops (`cest.eval.dense`: the paper's per-vertex metric after ICP, its region, alignment and the ground
 truth's keypoint self-test stated in metrics.json).
 Photometric error (App. B.5): MAE (0-255) between each crop and its overlay, inside the rendered face and
 over the crop, for a folder of photos (detected crops) or a preprocess output's clip frames (its own crops).
@@ -36,9 +36,9 @@ import torch
 from scipy.io import loadmat
 
 from cest.checkpoint import CheckpointError
-from cest.dense import METHOD as DENSE_METHOD
-from cest.dense import BFMGroundTruth, dense_nme, densify
-from cest.metrics import INNER, aflw2000_landmarks, aflw2000_summary, ced_curve, landmark_nme, photometric_error
+from cest.eval.dense import METHOD as DENSE_METHOD
+from cest.eval.dense import BFMGroundTruth, dense_nme, densify
+from cest.eval.metrics import INNER, aflw2000_landmarks, aflw2000_summary, ced_curve, landmark_nme, photometric_error
 from cest.reconstruct import (IMAGE_SUFFIXES, CROP_SIZE, Reconstructor, ReconstructError, crop_photo,
                               crop_with_landmarks, enlarged, invert_affine, model_images, read_image, to_model_pixels)
 from cest.visualize import face_panels, overlay, panel_grid
@@ -143,7 +143,7 @@ class Scorer:
         self.bfm = BFMGroundTruth.from_dir(bfm_dir) if bfm_dir else None
 
     def _dense(self, batch: dict, estimate, back: np.ndarray) -> dict:
-        """Dense NME of each image (cest.dense) and the ground truth's keypoint self-test (pixels)."""
+        """Dense NME of each image (cest.eval.dense) and the ground truth's keypoint self-test (pixels)."""
         pixels = estimate.faces.pixels.cpu().double().numpy()
         triangles = self.reconstructor.model.morphable.triangles.cpu().numpy()
         landmark_indices = self.reconstructor.model.morphable.landmark_indices.cpu().numpy()

@@ -4,7 +4,7 @@
 Images, masks and landmarks come from the set's clip rows through the training side's reader
 (`jobs.frames.frames_from_rows`, resized to the model's image size); the ground truth from its sidecar. The true
 faces are rasterized with the model's own renderer at the model's size, so normals and masks compare pixel
-for pixel. Metrics: `cest.synthetic_metrics`. The model runs in eval mode (BatchNorm running statistics).
+for pixel. Metrics: `cest.eval.synthetic_metrics`. The model runs in eval mode (BatchNorm running statistics).
 """
 
 import argparse
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cest.synthetic_metrics import (
+from cest.eval.synthetic_metrics import (
     YAW_BINS,
     landmark_nme,
     normal_angle_error_deg,

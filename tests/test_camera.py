@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from cest.camera import canonical_crop, canonical_to_image_affine, project, rotation_matrix
+from cest.render.camera import canonical_crop, canonical_to_image_affine, project, rotation_matrix
 
 
 def test_rotation_matrix_matches_scipy():

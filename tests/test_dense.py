@@ -6,7 +6,7 @@ from scipy.io import loadmat, savemat
 from scipy.spatial.transform import Rotation
 
 from cest.assets import fetch
-from cest.dense import BFMGroundTruth, angle2matrix_3ddfa, dense_nme, densify, rigid_icp
+from cest.eval.dense import BFMGroundTruth, angle2matrix_3ddfa, dense_nme, densify, rigid_icp
 
 
 def _face_patch(spacing: float = 2.0):

@@ -9,7 +9,7 @@ import ray
 
 from cest.assets import fetch, fetch_dir
 from cest.config import save_config
-from cest.metrics import landmark_nme
+from cest.eval.metrics import landmark_nme
 from cest.morphable import load_sfm
 from jobs import eval as evaluation
 from jobs.tracking import ABLATION_TAG, ABLATIONS_ROLE, CHECKPOINT_ARTIFACT, CONFIG_ARTIFACT, ROLE_TAG, VARIANT_TAG
@@ -80,7 +80,7 @@ def test_aflw2000_and_photometric_scores_land_in_each_ablation_run(tmp_path, tra
 
 
 def test_oracle_nme_is_the_model_landmarks_scored_by_hand(checkpoints):
-    """The scorer's NME equals cest.metrics on landmarks mapped back by hand from the model's crop."""
+    """The scorer's NME equals cest.eval.metrics on landmarks mapped back by hand from the model's crop."""
     path, _ = checkpoints["cest"]
     item = evaluation.aflw2000_items(fetch_dir("aflw2000_sample"))[0]
     row = evaluation.prepare_aflw2000(item)

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from cest.camera import project
+from cest.render.camera import project
 from cest.fitting import fit_viewpoint
 
 

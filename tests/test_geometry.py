@@ -2,10 +2,10 @@ import math
 
 import torch
 
-from cest.camera import project
-from cest.geometry import triangle_visibility, vertex_normals, vertex_visibility
+from cest.render.camera import project
+from cest.render.geometry import triangle_visibility, vertex_normals, vertex_visibility
 from cest.morphable import load_sfm
-from cest.raster import rasterize
+from cest.render.raster import rasterize
 
 
 def icosphere_like(n: int = 24):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import torch
 
-from cest.lighting import ambient_sh, sh_basis, shade
+from cest.render.lighting import ambient_sh, sh_basis, shade
 
 
 def fibonacci_sphere(n: int) -> torch.Tensor:

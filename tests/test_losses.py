@@ -15,7 +15,7 @@ from cest.losses import (
 )
 from cest.model import CESTModel
 from cest.morphable import load_sfm
-from cest.uv import flip_uv
+from cest.render.uv import flip_uv
 
 
 SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))

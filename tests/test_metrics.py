@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cest.assets import fetch
-from cest.metrics import (
+from cest.eval.metrics import (
     INNER, aflw2000_landmarks, aflw2000_summary, ced_curve, landmark_nme, nme_normaliser, photometric_error,
     read_aflw2000_mat, yaw_bin,
 )

@@ -1,6 +1,6 @@
 """dlib's CNN face detector as the fallback where HOG finds no face, on AFLW2000-3D sample images.
 
-Landmarks (68, 2) and boxes (x0, y0, x1, y1) in our pixel convention; the NME is cest.metrics' (3DDFA protocol).
+Landmarks (68, 2) and boxes (x0, y0, x1, y1) in our pixel convention; the NME is cest.eval.metrics' (3DDFA protocol).
 Measured values (benchmarks/bench_profile_landmarks.py) are in the comments beside each bound.
 """
 
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cest.metrics import landmark_nme, read_aflw2000_mat
+from cest.eval.metrics import landmark_nme, read_aflw2000_mat
 from pipelines.landmarks import DlibLandmarker, box_iou, make_landmarker
 from pipelines.preprocess import build_parser, config_from_args
 from sample_assets import asset

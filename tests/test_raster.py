@@ -1,11 +1,11 @@
-"""cest.raster against a slow per-pixel reference, plus gradient checks."""
+"""cest.render.raster against a slow per-pixel reference, plus gradient checks."""
 
 import math
 
 import pytest
 import torch
 
-from cest.raster import Fragments, interpolate, rasterize
+from cest.render.raster import Fragments, interpolate, rasterize
 
 
 def reference_rasterize(vertices, faces, image_size):

@@ -9,7 +9,7 @@ import torch
 import trimesh
 
 from cest.assets import fetch
-from cest.camera import project
+from cest.render.camera import project
 from cest.demo import read_pts
 from cest.export import write_textured_mesh
 from cest.morphable import load_sfm

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from cest.lighting import ambient_sh, shade
+from cest.render.lighting import ambient_sh, shade
 from cest.morphable import load_sfm
-from cest.render import Renderer
+from cest.render.renderer import Renderer
 
 # A unit square facing the camera, its UV layout the whole map (v down while y goes up).
 SQUARE = torch.tensor([[-1.0, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]])

@@ -4,8 +4,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from cest.camera import rotation_matrix
-from cest.lighting import shade
+from cest.render.camera import rotation_matrix
+from cest.render.lighting import shade
 from cest.morphable import load_sfm
 from cest.synthetic import SyntheticFaces, SyntheticSpec, euler_to_rotvec, procedural_reflectance, sh_for_light
 from jobs.frames import frames_from_rows, read_clip_rows

@@ -7,7 +7,7 @@ from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig
 from cest.model import CESTModel
 from cest.morphable import load_sfm
-from cest.synthetic_metrics import rotation_error_deg
+from cest.eval.synthetic_metrics import rotation_error_deg
 from jobs import synthetic, synthetic_eval
 from jobs.train import latest_checkpoint
 

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from cest.camera import rotation_matrix
+from cest.render.camera import rotation_matrix
 from cest.synthetic import euler_to_rotvec
-from cest.synthetic_metrics import (
+from cest.eval.synthetic_metrics import (
     landmark_nme,
     normal_angle_error_deg,
     photometric_mae,

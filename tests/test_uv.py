@@ -2,10 +2,10 @@ import math
 
 import torch
 
-from cest.lighting import ambient_sh
+from cest.render.lighting import ambient_sh
 from cest.morphable import load_sfm
-from cest.render import Renderer
-from cest.uv import UVMapper, flip_uv
+from cest.render.renderer import Renderer
+from cest.render.uv import UVMapper, flip_uv
 
 
 def sfm_mapper(size=64):

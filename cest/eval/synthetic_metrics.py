@@ -18,8 +18,8 @@ Per image (B,):
 
 import torch
 
-from cest.camera import rotation_matrix
-from cest.lighting import LAMBERTIAN_FACTORS
+from cest.render.camera import rotation_matrix
+from cest.render.lighting import LAMBERTIAN_FACTORS
 
 YAW_BINS = ((0, 30), (30, 60), (60, 90.01))  # |yaw| degrees; the last bin includes 90
 

@@ -8,8 +8,8 @@ they are computed once per model and size, so unwrapping is a weighted gather pl
 import torch
 import torch.nn.functional as F
 
-from cest.geometry import triangle_visibility
-from cest.raster import Fragments, rasterize
+from cest.render.geometry import triangle_visibility
+from cest.render.raster import Fragments, rasterize
 
 
 def uv_to_grid(uv: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ Ground truth: AFLW2000-3D's fitted mesh, rebuilt from its .mat as 3DDFA's code b
     X = shapeMU + mu_exp + shapePC @ Shape_Para + w_exp @ Exp_Para        (M, 3) micrometres, BFM frame
     V = s R X + t,  R = angle2matrix_3ddfa(pitch, yaw, roll) = Rx Ry Rz    Pose_Para = (pitch, yaw, roll, tx, ty, tz, s)
     image: x = V_x, y = H + 1 - V_y (MATLAB 1-based, as pt3d_68), z = V_z (toward the viewer)
-then shifted to our pixel convention (-0.5, see cest.metrics). `BFMGroundTruth.keypoint_error` is the
+then shifted to our pixel convention (-0.5, see cest.eval.metrics). `BFMGroundTruth.keypoint_error` is the
 self-test: the mesh's 68 keypoints against the file's pt3d_68 (pixels; ~0 when the BFM files, the vertex
 selection and the frame above are right). It is reported with every dense score.
 
@@ -28,7 +28,7 @@ import numpy as np
 from scipy.io import loadmat
 from scipy.spatial import cKDTree
 
-from cest.metrics import AFLW2000_PIXEL_OFFSET, INNER
+from cest.eval.metrics import AFLW2000_PIXEL_OFFSET, INNER
 
 REGION_RADIUS = 1.0
 ICP_ITERATIONS = 100  # at most; stops when a step moves the points by less than ICP_TOLERANCE px (RMS)

@@ -11,11 +11,11 @@ from dataclasses import dataclass, fields, is_dataclass
 import torch
 import torch.nn.functional as F
 
-from cest.camera import project, rotation_matrix, split_viewpoint
-from cest.geometry import vertex_normals, vertex_visibility
-from cest.lighting import shade
-from cest.raster import Fragments, interpolate, rasterize
-from cest.uv import UVMapper, uv_to_grid
+from cest.render.camera import project, rotation_matrix, split_viewpoint
+from cest.render.geometry import vertex_normals, vertex_visibility
+from cest.render.lighting import shade
+from cest.render.raster import Fragments, interpolate, rasterize
+from cest.render.uv import UVMapper, uv_to_grid
 
 # Depth slack of the visibility tests, as a fraction of the image size (see vertex_visibility): small
 # against the depth gap between a cheek and the nose in front of it (~0.1 of the image at 224 px).
