@@ -10,9 +10,12 @@ types and tensors:
   scaler          torch.amp.GradScaler state dict, or None (bf16 and fp32 runs need none)
   rng             {"torch", "cuda", "numpy", "python"} random states, or None
   mlflow_run_id   the MLflow run that trained it, or None
-A checkpoint path may name the file or the directory holding it (a Ray Train checkpoint directory).
+`meta.json` beside it holds {"step": N}, so that the newest checkpoint of a run is found without loading any.
+A checkpoint path may name the file, the directory holding it (a Ray Train checkpoint directory), or a training
+run directory (STORAGE/NAME of jobs/train.py, holding checkpoint_* directories): then its newest checkpoint.
 """
 
+import json
 import random
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from cest.config import Config, config_from_dict, config_to_dict
 
 FORMAT = "cest-checkpoint/1"
 FILE_NAME = "checkpoint.pt"
+META_NAME = "meta.json"
 
 
 class CheckpointError(ValueError):
@@ -30,12 +34,18 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """The checkpoint file named by `path` (the file itself, or a directory holding checkpoint.pt)."""
+    """The checkpoint file named by `path`: the file itself, a directory holding checkpoint.pt, or a training
+    run directory, whose checkpoint of the highest step (by meta.json) is taken."""
     path = Path(path)
+    if path.is_dir() and not (path / FILE_NAME).is_file():
+        steps = {child: json.loads((child / META_NAME).read_text())["step"] for child in path.iterdir()
+                 if (child / FILE_NAME).is_file() and (child / META_NAME).is_file()}
+        if steps:
+            return max(steps, key=steps.get) / FILE_NAME
     if path.is_dir():
         path = path / FILE_NAME
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no checkpoint at {path} (a checkpoint.pt, its directory, or a training run's directory)")
     return path
 
 
@@ -89,6 +99,7 @@ def save_checkpoint(
     partial = directory / (FILE_NAME + ".partial")
     torch.save(payload, partial)
     partial.replace(target)
+    (directory / META_NAME).write_text(json.dumps({"step": int(step)}))
     return target
 
 

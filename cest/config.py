@@ -13,13 +13,12 @@ from pathlib import Path
 
 import yaml
 
-from cest.render.raster import BACKENDS as RASTER_BACKENDS
-
 VARIANTS = ("cest", "iest")
 DISTANCES = ("l21", "l1")
 CONSISTENCY_MODES = ("pairing", "clip_average")
 CONSISTENCY_SCOPES = ("clip", "video")
 PRECISIONS = ("fp32", "bf16", "fp16")
+RASTER_BACKENDS = ("auto", "torch", "nvdiffrast")  # cest.render.raster.rasterize
 
 
 def _multiple_of_64(name: str, value: int) -> None:

@@ -50,7 +50,7 @@ CED_MAX_NME_PCT = 10.0
 
 @dataclass
 class Candidate:
-    label: str  # the MLflow run id, or the checkpoint's path
+    label: str  # the MLflow run's name and id prefix (demo-cest-25817c5b), or the checkpoint's path
     checkpoint: Path
     run_id: str | None = None
 
@@ -392,14 +392,14 @@ def progress(items: list, description: str):
 
 
 def candidates_from(args) -> list[Candidate]:
-    from jobs.runs import download_checkpoint, latest_ablation_children
+    from jobs.runs import download_checkpoint, latest_ablation_children, run_label
 
     run_ids = list(args.run_id or [])
     if args.latest_ablations:
         parent, children = latest_ablation_children()
         print(f"ablation run {parent}: evaluating its {len(children)} children")
         run_ids += children
-    found = [Candidate(run_id, download_checkpoint(run_id), run_id) for run_id in run_ids]
+    found = [Candidate(run_label(run_id), download_checkpoint(run_id), run_id) for run_id in run_ids]
     for path in args.checkpoint or []:
         found.append(Candidate(str(path), path))
     if not found:

@@ -16,6 +16,11 @@ def client():
     return mlflow.MlflowClient(tracking_uri=tracking_uri())
 
 
+def run_label(run_id: str) -> str:
+    """What tables and file names call a run: its name and the start of its id (names may repeat)."""
+    return f"{client().get_run(run_id).info.run_name}-{run_id[:8]}"
+
+
 def download_checkpoint(run_id: str, directory: str | Path | None = None) -> Path:
     """The run's `checkpoint/checkpoint.pt`, downloaded into `directory` (a new temporary one by default)."""
     import mlflow

@@ -1,5 +1,6 @@
 """Score a checkpoint on a synthetic set: `python -m jobs.synthetic_eval --checkpoint runs/x --data data/synth_test
---output reports/x` writes x.json (every summary, CED included) and x.md (a table).
+--output reports/x` writes x.json (every summary, CED included), x.md (a table) and x_grid.png (estimated and true
+reflectance and shading of four images spread over the set's yaw range).
 
 Images, masks and landmarks come from the set's clip rows through the training side's reader
 (`jobs.frames.frames_from_rows`, resized to the model's image size); the ground truth from its sidecar. The true
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,8 @@ from cest.eval.synthetic_metrics import (
     summarise,
     vertex_error_mm,
 )
+from cest.reconstruct import enlarged
+from cest.visualize import face_panels, panel_grid
 from jobs.frames import frames_from_rows, read_clip_rows
 from jobs.synthetic import read_ground_truth
 
@@ -105,6 +109,32 @@ def evaluate(model, data_dir: str | Path, clips_per_batch: int = 8) -> dict:
     }
 
 
+GRID_PANELS = ("input", "overlay", "reflectance", "true reflectance", "shading", "true shading")
+
+
+@torch.no_grad()
+def qualitative_grid(model, data_dir: str | Path, count: int = 4) -> np.ndarray:
+    """Rows: `count` images of the set spread over its yaw range; columns: GRID_PANELS, the estimate's
+    reflectance and shading (the face rendered white under the estimated light) beside the true ones, the
+    disentanglement the metrics score. uint8 RGB, enlarged for viewing."""
+    model.eval()
+    rows = list(read_clip_rows(data_dir))
+    truth_by_key = read_ground_truth(data_dir)
+    frames = frames_from_rows(rows, model.config.image_size, max(r["num_frames"] for r in rows))
+    truth = _truth_tensors([truth_by_key[r["segment_key"]] for r in rows])
+    chosen = truth["yaw"].argsort()[np.linspace(0, len(truth["yaw"]) - 1, count).round().astype(int)]
+    images = frames.images[chosen]
+    estimate = model(images)
+    panels = face_panels(model, images, estimate, ("input", "overlay", "reflectance", "shading"))
+    true_vertices = model.morphable.shape(truth["alpha_identity"][chosen], truth["alpha_expression"][chosen])
+    true_faces = model.renderer.rasterize(true_vertices, truth["viewpoint"][chosen])
+    white = torch.ones_like(estimate.reflectance)
+    size = model.config.image_size
+    panels["true reflectance"] = F.interpolate(truth["reflectance"][chosen], size=(size, size), mode="area")
+    panels["true shading"] = model.renderer.shade(true_faces, white, truth["sh"][chosen]).clamp(0, 1)
+    return enlarged(panel_grid(panels, GRID_PANELS), rows=count)
+
+
 def markdown_table(report: dict) -> str:
     bins = [f"{low}-{min(high, 90):g}" for low, high in YAW_BINS]
     lines = ["| metric | unit | mean | median | " + " | ".join(f"mean at yaw {b}" for b in bins) + " |",
@@ -139,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.with_suffix(".json").write_text(json.dumps(report, indent=2))
     table = markdown_table(report)
     args.output.with_suffix(".md").write_text(table)
-    print(table + f"{report['images']} images, {report['seconds_per_1000_images']} s per 1,000 images")
+    grid_path = Path(f"{args.output}_grid.png")
+    cv2.imwrite(str(grid_path), cv2.cvtColor(qualitative_grid(model, args.data), cv2.COLOR_RGB2BGR))
+    print(table + f"{report['images']} images, {report['seconds_per_1000_images']} s per 1,000 images; "
+          f"panels ({' | '.join(GRID_PANELS)}): {grid_path}")
     return 0
 
 

@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # `python jobs/train.py`: make the project import
 
 import pyarrow.fs
 
+from cest.checkpoint import META_NAME
 from cest.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from jobs import tracking
 from jobs.data import DataError, clip_files, holdout_keys, to_batch, training_dataset
@@ -83,7 +84,7 @@ def latest_checkpoint(run_dir: str) -> tuple[str, int] | None:
         return None
     best = None
     for info in fs.get_file_info(pyarrow.fs.FileSelector(root)):
-        meta = posixpath.join(info.path, "meta.json")
+        meta = posixpath.join(info.path, META_NAME)
         if info.type != pyarrow.fs.FileType.Directory or fs.get_file_info(meta).type != pyarrow.fs.FileType.File:
             continue
         with fs.open_input_stream(meta) as stream:
@@ -267,7 +268,6 @@ def train_worker(job: Job, context) -> None:
                 with tempfile.TemporaryDirectory() as scratch:
                     if context.rank == 0:
                         save_checkpoint(scratch, model, config, step, optimizer, scaler, rng_state(), job.mlflow_run_id)
-                        Path(scratch, "meta.json").write_text(json.dumps({"step": step}))
                     context.report({"step": step, "total": terms["total"]}, scratch if context.rank == 0 else None)
             if step >= schedule.steps:
                 break

@@ -50,3 +50,18 @@ def test_missing_and_foreign_checkpoints_are_one_clear_error(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="not a CEST checkpoint"):
         load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_a_training_run_directory_names_its_highest_step_checkpoint(tmp_path):
+    """`--checkpoint runs/NAME` (the README's reconstruct command) loads the run's newest checkpoint, chosen by
+    step, not by name or order."""
+    config = Config(model=ModelConfig(**SMALL))
+    torch.manual_seed(0)
+    model = CESTModel(config.model, load_sfm())
+    for name, step in [("checkpoint_b", 4), ("checkpoint_a", 12), ("checkpoint_c", 8)]:
+        save_checkpoint(tmp_path / "run" / name, model, config, step=step)
+    (tmp_path / "run" / "run.json").write_text("{}")  # the job's other files are ignored
+    assert load_checkpoint(tmp_path / "run")["step"] == 12
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(CheckpointError, match="training run's directory"):
+        load_checkpoint(tmp_path / "empty_run")

@@ -59,8 +59,10 @@ def test_aflw2000_and_photometric_scores_land_in_each_ablation_run(tmp_path, tra
     assert evaluation.main(["--latest-ablations", "--aflw2000", str(aflw), "--images", str(aflw),
                             "--output", str(output)]) == 0
     results = json.loads((output / "metrics.json").read_text())
-    assert set(results) == set(children.values())
-    for run_id, metrics in results.items():
+    # Rows are named by run name and id prefix: which variant each row is shows in the table.
+    assert set(results) == {f"{variant}-{run_id[:8]}" for variant, run_id in children.items()}
+    for label, metrics in results.items():
+        run_id = metrics["mlflow_run_id"]
         # The sample's yaws: five images in 0-30, two in 30-60, one above 60.
         assert (metrics["aflw2000_oracle_nme68_count_0_30"], metrics["aflw2000_oracle_nme68_count_30_60"],
                 metrics["aflw2000_oracle_nme68_count_60_90"]) == (5, 2, 1)
@@ -75,7 +77,7 @@ def test_aflw2000_and_photometric_scores_land_in_each_ablation_run(tmp_path, tra
         artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
         assert {"eval/metrics.json", "eval/comparison.md", "eval/ced_oracle.png"} <= artifacts
     table = (output / "comparison.md").read_text()
-    assert all(run_id in table for run_id in children.values())
+    assert all(f"| {variant}-{run_id[:8]} |" in table for variant, run_id in children.items())
     assert (output / "ced_detected.png").stat().st_size > 0
 
 

@@ -1,5 +1,6 @@
 import json
 
+import cv2
 import pytest
 import torch
 
@@ -40,6 +41,12 @@ def test_an_untrained_model_scores_as_the_mean_frontal_face(synthetic_set, tmp_p
     assert 0.5 < metrics["vertex_mm"]["mean"] < 10
     assert all(metrics[name]["mean"] > 0 for name in synthetic_eval.METRICS)
     assert "| 3D vertex error | mm |" in (tmp_path / "report.md").read_text()
+    # The grid: 4 rows x 6 panels; the untrained model's reflectance is flat, the true one is not.
+    grid = cv2.cvtColor(cv2.imread(str(tmp_path / "report_grid.png")), cv2.COLOR_BGR2RGB)
+    height, width = grid.shape[0] // 4, grid.shape[1] // 6
+    assert grid.shape[0] == 4 * height and grid.shape[1] == 6 * width and height == width
+    estimated, true = (grid[:, column * width:(column + 1) * width].astype(float) for column in (2, 3))
+    assert estimated.std() < 0.2 * true.std()
     assert "s per 1,000 images" in capsys.readouterr().out
 
 

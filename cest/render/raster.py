@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-BACKENDS = ("auto", "torch", "nvdiffrast")
+from cest.config import RASTER_BACKENDS
+
+BACKENDS = RASTER_BACKENDS
 # (triangle, candidate pixel) pairs tested at once: bounds the coverage pass's memory (~25 bytes a pair).
 MAX_CHUNK_PAIRS = 1 << 20
 
