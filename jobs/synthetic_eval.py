@@ -47,12 +47,17 @@ METRICS = {  # name -> (column title, unit)
 
 
 @torch.no_grad()
+def true_faces(model, truth: dict):
+    """(vertices, RasterizedFaces) of the true faces, rasterized by the model's renderer at its size."""
+    vertices = model.morphable.shape(truth["alpha_identity"], truth["alpha_expression"])
+    return vertices, model.renderer.rasterize(vertices, truth["viewpoint"])
+
+
 def score_batch(model, images, masks, landmarks, truth: dict) -> dict[str, torch.Tensor]:
     """Per-image metrics (B,) of one batch; `truth` holds tensors viewpoint, alpha_*, sh, reflectance."""
     morphable = model.morphable
     estimate = model(images)
-    true_vertices = morphable.shape(truth["alpha_identity"], truth["alpha_expression"])
-    true_faces = model.renderer.rasterize(true_vertices, truth["viewpoint"])
+    true_vertices, true_rasterized = true_faces(model, truth)
     uv_size = model.config.uv_size
     true_reflectance = F.interpolate(truth["reflectance"], size=(uv_size, uv_size), mode="area")
     reflectance, gain = reflectance_error(estimate.reflectance, true_reflectance, model.renderer.uv_mapper.covered)
@@ -60,8 +65,8 @@ def score_batch(model, images, masks, landmarks, truth: dict) -> dict[str, torch
         "vertex_mm": vertex_error_mm(estimate.vertices, true_vertices, float(morphable.unit_scale_mm)),
         "landmark_nme": landmark_nme(estimate.landmarks, landmarks),
         "rotation_deg": rotation_error_deg(estimate.viewpoint[:, 1:4], truth["viewpoint"][:, 1:4]),
-        "normal_deg": normal_angle_error_deg(estimate.faces.pixel_normals, true_faces.pixel_normals,
-                                             true_faces.face_mask * estimate.faces.face_mask),
+        "normal_deg": normal_angle_error_deg(estimate.faces.pixel_normals, true_rasterized.pixel_normals,
+                                             true_rasterized.face_mask * estimate.faces.face_mask),
         "reflectance_mae": reflectance,
         "sh_relative": sh_error(estimate.sh, truth["sh"], gain),
         "photometric_mae": photometric_mae(images, model.render(estimate), masks * estimate.faces.face_mask),
@@ -123,15 +128,13 @@ def qualitative_grid(model, data_dir: str | Path, count: int = 4) -> np.ndarray:
     frames = frames_from_rows(rows, model.config.image_size, max(r["num_frames"] for r in rows))
     truth = _truth_tensors([truth_by_key[r["segment_key"]] for r in rows])
     chosen = truth["yaw"].argsort()[np.linspace(0, len(truth["yaw"]) - 1, count).round().astype(int)]
-    images = frames.images[chosen]
+    images, truth = frames.images[chosen], {name: value[chosen] for name, value in truth.items()}
     estimate = model(images)
     panels = face_panels(model, images, estimate, ("input", "overlay", "reflectance", "shading"))
-    true_vertices = model.morphable.shape(truth["alpha_identity"][chosen], truth["alpha_expression"][chosen])
-    true_faces = model.renderer.rasterize(true_vertices, truth["viewpoint"][chosen])
-    white = torch.ones_like(estimate.reflectance)
     size = model.config.image_size
-    panels["true reflectance"] = F.interpolate(truth["reflectance"][chosen], size=(size, size), mode="area")
-    panels["true shading"] = model.renderer.shade(true_faces, white, truth["sh"][chosen]).clamp(0, 1)
+    panels["true reflectance"] = F.interpolate(truth["reflectance"], size=(size, size), mode="area")
+    white = torch.ones_like(estimate.reflectance)
+    panels["true shading"] = model.renderer.shade(true_faces(model, truth)[1], white, truth["sh"]).clamp(0, 1)
     return enlarged(panel_grid(panels, GRID_PANELS), rows=count)
 
 
