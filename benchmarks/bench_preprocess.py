@@ -1,6 +1,6 @@
 """Benchmarks of `make preprocess`, as JSON.
 
-    python benchmarks/bench_preprocess.py [--sections decode,end_to_end,long_video,manifest,masks]
+    python benchmarks/bench_preprocess.py [--sections decode,end_to_end,long_video,manifest,tracking,masks]
         [--max-frames 96] [--input DIR (default: the registered sample clips)] [--manifest-rows 1000000]
 
 - decode: CPU seconds and frames/s of each decoder backend (pyav, decord) decoding the whole sample in
@@ -12,6 +12,7 @@
   video written from the sample's frames, with the default frame buffer and with every frame held.
 - manifest: driver time and memory for a manifest of N rows: planning (before the first task), and
   the listing stage (paths resolved, already-done check) run to the end.
+- tracking: landmark-model runs, CPU time and agreement with the exact tracker, per tracker setting.
 - masks: frame-to-frame steadiness of the skin masks with and without the skin model's memory.
 
 On a shared machine wall-clock ratios depend on what else runs, so runs report the CPU seconds used by
@@ -172,6 +173,68 @@ def decoders(sample: str, max_frames: int) -> list[dict]:
     return results + [{"same_frame_indices": same}]
 
 
+def _landmark_errors(videos: list[dict], references: list[dict]) -> list[float]:
+    """Mean point distance / eye-centre distance of the reference, on every frame both hold."""
+    return [
+        np.linalg.norm(video[p] - reference[p], axis=1).mean()
+        / np.linalg.norm(reference[p][36:42].mean(axis=0) - reference[p][42:48].mean(axis=0))
+        for video, reference in zip(videos, references)
+        for p in set(video) & set(reference)
+    ]
+
+
+def tracking_modes(sample: str, max_frames: int) -> list[dict]:
+    """The tracker's settings on the sample's decoded frames (dlib): landmark-model runs per frame, CPU
+    seconds, and the mean landmark distance (/ eye-centre distance) to the reference tracker
+    (window 1, every frame re-centred) and to the detector run on every frame, on the frames both keep. Windows are forced on for dlib
+    here (it does not batch, so they cost it nothing and save nothing) to measure their accuracy."""
+    from pipelines.decode import decode_video
+    from pipelines.landmarks import DlibLandmarker
+    from pipelines.tracking import FaceTracker
+
+    class CountingDlib(DlibLandmarker):
+        runs = 0
+
+        def landmarks(self, image, boxes):
+            self.runs += len(boxes)
+            return super().landmarks(image, boxes)
+
+    landmarker = CountingDlib()
+    videos = [decode_video(item.path, PreprocessConfig(max_frames=max_frames)).frames for item in discover_inputs(sample)]
+    detected = []  # detector on every frame: the reference the tracking tests use
+    for frames in videos:
+        tracks, _ = FaceTracker(landmarker, PreprocessConfig(tracking=False)).track(frames)
+        detected.append({p: points for positions, points in tracks for p, points in zip(positions, points)})
+    modes = [("always_recentre", 0.0, 1), ("recentre_when_off", PreprocessConfig().recentre_tolerance, 1)]
+    modes += [(f"window_{window}", PreprocessConfig().recentre_tolerance, window) for window in (4, 8, 16)]
+    reference, results = None, []
+    for name, tolerance, window in modes:
+        cfg = PreprocessConfig(max_frames=max_frames, recentre_tolerance=tolerance, track_window=window)
+        landmarker.runs, landmarker.batches_frames, started, kept = 0, window > 1, time.process_time(), []
+        for frames in videos:
+            tracks, _ = FaceTracker(landmarker, cfg).track(frames)
+            kept.append({p: points for positions, points in tracks for p, points in zip(positions, points)})
+        seconds = time.process_time() - started
+        reference = reference or kept
+        errors, detector_errors = _landmark_errors(kept, reference), _landmark_errors(kept, detected)
+        frames = sum(len(video) for video in kept)
+        results.append(
+            {
+                "mode": name,
+                "recentre_tolerance": tolerance,
+                "track_window": window,
+                "frames_kept": frames,
+                "frames_kept_by_reference": sum(len(video) for video in reference),
+                "landmark_runs_per_frame": round(landmarker.runs / max(1, frames), 3),
+                "cpu_seconds": round(seconds, 2),
+                "mean_error_vs_reference_interocular": round(float(np.mean(errors)), 5),
+                "p99_error_vs_reference_interocular": round(float(np.percentile(errors, 99)), 5),
+                "mean_error_vs_detector_every_frame_interocular": round(float(np.mean(detector_errors)), 5),
+            }
+        )
+    return results
+
+
 def long_video(sample: str, frames: int) -> list[dict]:
     """Peak RSS of one worker process (and its decoder helper) on a long video, two buffer settings."""
     import subprocess
@@ -328,6 +391,8 @@ def main() -> None:
         results["long_video"] = long_video(args.input, args.long_video_frames)
     if "manifest" in sections:
         results["manifest"] = manifest(args.manifest_rows)
+    if "tracking" in sections:
+        results["tracking"] = tracking_modes(args.input, args.max_frames)
     if "masks" in sections:
         results["mask_stability"] = mask_stability(args.input, args.max_frames)
     results["load_average_at_end"] = os.getloadavg()

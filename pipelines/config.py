@@ -33,6 +33,12 @@ class PreprocessConfig:
     dlib_cnn_upsample: int = 0  # the fallback's pyramid upsampling on whole frames (1: 3.7x the CPU; local checks: 0)
     tracking: bool = True
     verify_every: int = 2  # tracked frames between local detector runs that confirm and re-anchor the track
+    # A tracked frame's landmarks run a second time on a box centred on them when they land more than
+    # this fraction of the box size away from its guessed box (0: always). See docs/preprocess.md.
+    recentre_tolerance: float = 0.05
+    # Frames followed per batch of the landmark model for backends that batch (FAN): the boxes of a
+    # window are guessed from its first frame, so longer windows guess worse on a moving head.
+    track_window: int = 8
     min_face_size: float = 40.0  # faces whose detector box side is below this (working pixels) are too small
     max_scale_jump: float = 1.25  # frame-to-frame face scale change above this breaks the track
     # Segments
@@ -59,6 +65,8 @@ class PreprocessConfig:
             "decoder must be pyav or decord": self.decoder in ("pyav", "decord"),
             "detector must be dlib or fan": self.detector in ("dlib", "fan"),
             "dlib_cnn_upsample must be >= 0": self.dlib_cnn_upsample >= 0,
+            "recentre_tolerance must be >= 0": self.recentre_tolerance >= 0,
+            "track_window must be >= 1": self.track_window >= 1,
             "device must be auto, cpu or cuda[:N]": self.device in ("auto", "cpu") or self.device.startswith("cuda"),
             "min_segment_frames must be >= 1": self.min_segment_frames >= 1,
             "max_segment_frames must be >= min_segment_frames": self.max_segment_frames >= self.min_segment_frames,

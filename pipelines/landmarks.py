@@ -27,6 +27,7 @@ class FaceLandmarker:
     detect(..., local=True) is used on small regions where the face fills about verify_face_size px."""
 
     name = "base"
+    batches_frames = False  # landmarks_many runs many frames in one pass (the tracker then follows windows)
     verify_face_size = 100.0  # the box is rescaled to about this many pixels for the local check
 
     def detect(self, image: np.ndarray, local: bool = False) -> np.ndarray:
@@ -124,6 +125,7 @@ class FanLandmarker(FaceLandmarker):
     """face-alignment's 2D FAN (weights from the torch hub cache; downloaded there on first use)."""
 
     name = "fan"
+    batches_frames = True
 
     def __init__(self, device: str = "auto", face_detector: str = "sfd", batch_size: int = 16):
         import face_alignment

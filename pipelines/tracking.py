@@ -7,6 +7,8 @@ frame of each track, on which the primary-face filter computes the track's ident
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,32 +89,57 @@ def _plausible_step(previous: np.ndarray, current: np.ndarray, model: BoxModel, 
 
 class FaceTracker:
     detection_batch = 64  # frames per landmark batch without tracking (bounds the frames held)
+    RECENTRE_PASSES = 2  # re-centred landmark runs at most, per frame
 
     def __init__(self, landmarker: FaceLandmarker, cfg: PreprocessConfig):
         self.landmarker = landmarker
         self.cfg = cfg
+        # Frames followed per landmark batch: only backends that batch gain from windows (dlib does not).
+        self.window = cfg.track_window if landmarker.batches_frames else 1
 
-    def _track_step(self, frame, history, model, since_check):
-        """(landmarks, box model, check) for this frame from the previous frame's landmarks, where check
-        is None (not checked), True (confirmed by the detector) or False (the detector found no face:
-        the track is lost and the unconfirmed frames before it are suspect too). landmarks is None when
-        the track weakened or was lost. Every `verify_every` frames a detector run on the region around
-        the face confirms the track and re-anchors it on the detector's box, so drift cannot build up."""
+    def _track_window(self, window, history, model, since_check):
+        """Follow the face through `window` (a list of (position, index, frame), consecutive frames)
+        from the last landmarks in `history`. Returns (results, model, since_check, stop): results holds
+        (landmarks, confirmed) for the frames followed, in order; stop is None when the whole window was
+        followed, "weak" when the next frame's step was implausible and "lost" when the detector found no
+        face there (the unconfirmed frames before it are suspect too); that frame is not in results.
+
+        Every frame's box is a constant-velocity guess from the window's start, so the landmark model runs
+        on all the window's frames at once (a batch for FAN); a frame whose landmarks land away from its
+        guessed box runs again on the box centred on them. Every `verify_every` frames a detector run on
+        the region around the face confirms the track and re-anchors it on the detector's box, so drift
+        cannot build up; the frames after it in the window keep their boxes from the old anchor."""
         previous = history[-1]
-        # Constant-velocity guess of where the face is now, then a second pass centred on the result.
         velocity = landmark_frame(previous)[0] - landmark_frame(history[-2])[0] if len(history) > 1 else np.zeros(2)
-        landmarks = self.landmarker.landmarks(frame, model.box(previous, velocity)[None])[0]
-        landmarks = self.landmarker.landmarks(frame, model.box(landmarks)[None])[0]
-        if not _plausible_step(previous, landmarks, model, self.cfg.max_scale_jump):
-            return None, model, None
-        if since_check < self.cfg.verify_every:
-            return landmarks, model, None
-        self.stats.verifications += 1
-        box = self.landmarker.detect_near(frame, model.box(landmarks))
-        if box is None:
-            return None, model, False
-        landmarks = self.landmarker.landmarks(frame, box[None])[0]
-        return landmarks, BoxModel.calibrate(box, landmarks), True
+        frames = [frame for _, _, frame in window]
+        guesses = np.stack([model.box(previous, velocity * (step + 1)) for step in range(len(window))])
+        boxes, landmarks = guesses, self.landmarker.landmarks_many(frames, guesses)
+        for _ in range(self.RECENTRE_PASSES):
+            off = self._off_centre(boxes, landmarks, model)
+            if not off.any():
+                break
+            boxes[off] = np.stack([model.box(points) for points in landmarks[off]])
+            landmarks[off] = self.landmarker.landmarks_many([f for f, o in zip(frames, off) if o], boxes[off])
+        # Landmarks still away from their box (a guess too far off to recover from) end the window
+        # there: that frame starts the next window, with a guess from its predecessor's landmarks.
+        off = self._off_centre(boxes, landmarks, model)
+        settled = int(np.argmax(off[1:])) + 1 if off[1:].any() else len(window)
+        results = []
+        for frame, points in zip(frames[:settled], landmarks[:settled]):
+            if not _plausible_step(previous, points, model, self.cfg.max_scale_jump):
+                return results, model, since_check, "weak"
+            confirmed = since_check >= self.cfg.verify_every
+            if confirmed:
+                self.stats.verifications += 1
+                box = self.landmarker.detect_near(frame, model.box(points))
+                if box is None:
+                    return results, model, since_check, "lost"
+                points = self.landmarker.landmarks(frame, box[None])[0]
+                model = BoxModel.calibrate(box, points)
+            since_check = 0 if confirmed else since_check + 1
+            results.append((points, confirmed))
+            previous = points
+        return results, model, since_check, None
 
     def _detect_step(self, frame, previous_box):
         """(box, landmarks) of the face to follow: the one continuing the track, else the largest."""
@@ -145,39 +172,65 @@ class FaceTracker:
         if not self.cfg.tracking:
             return self._track_by_detection(frames, stride), self.stats
         tracks, current, model, since_check, previous_index = [], None, None, 0, None
-        for position, index, frame in frames:
+        frames, waiting, detect_next = iter(frames), deque(), False
+        while True:
+            want = self.window if current is not None and not detect_next else 1
+            waiting.extend(itertools.islice(frames, max(0, want - len(waiting))))
+            if not waiting:
+                break
+            position, index, frame = waiting[0]
             if previous_index is not None and index - previous_index > stride:
                 current = self._close(tracks, current)  # frames were lost in between
-            previous_index = index
-            landmarks = None
-            check = None
-            if current is not None:
-                landmarks, model, check = self._track_step(frame, current.landmarks[-2:], model, since_check)
-                since_check = 0 if since_check >= self.cfg.verify_every else since_check + 1
-                if check is False:  # never keep landmarks that may have left the face
+            if current is not None and not detect_next:
+                window = self._consecutive(waiting, index, want, stride)
+                results, model, since_check, stop = self._track_window(window, current.landmarks[-2:], model, since_check)
+                for (position, index, frame), (landmarks, confirmed) in zip(window, results):
+                    current.add(position, frame, landmarks, confirmed)
+                    waiting.popleft()
+                    previous_index = index
+                if stop == "lost":  # never keep landmarks that may have left the face
                     self._recheck_unconfirmed(current, model)
                     current = self._close(tracks, current)
-            if landmarks is None:
-                previous_box = model.box(current.landmarks[-1]) if current is not None else None
-                box, landmarks, continues = self._detect_step(frame, previous_box)
-                if box is not None:
-                    self.stats.faces_seen += 1
-                    if face_size(box) < self.cfg.min_face_size:
-                        self.stats.faces_too_small += 1
-                        box = None
-                if box is None:
-                    current = self._close(tracks, current)
-                    continue
-                if not continues:
-                    current = self._close(tracks, current)
-                model, since_check = BoxModel.calibrate(box, landmarks), 0
-                check = True  # a detection confirms like a verification
+                detect_next = stop is not None  # the frame where the track weakened or was lost
+                continue
+            detect_next = False
+            waiting.popleft()
+            previous_index = index
+            previous_box = model.box(current.landmarks[-1]) if current is not None else None
+            box, landmarks, continues = self._detect_step(frame, previous_box)
+            if box is not None:
+                self.stats.faces_seen += 1
+                if face_size(box) < self.cfg.min_face_size:
+                    self.stats.faces_too_small += 1
+                    box = None
+            if box is None:
+                current = self._close(tracks, current)
+                continue
+            if not continues:
+                current = self._close(tracks, current)
+            model, since_check = BoxModel.calibrate(box, landmarks), 0
             if current is None:
                 current = _Track()
                 self.start_frames[position] = frame.copy()
-            current.add(position, frame, landmarks, confirmed=bool(check))
+            current.add(position, frame, landmarks, confirmed=True)  # a detection confirms like a verification
         self._close(tracks, current)
         return tracks, self.stats
+
+    def _off_centre(self, boxes: np.ndarray, landmarks: np.ndarray, model: BoxModel) -> np.ndarray:
+        """(N,) bool: the landmarks' own box is more than `recentre_tolerance` of the box size from `boxes`."""
+        centred = np.stack([model.box(points) for points in landmarks])
+        return np.linalg.norm(centred[:, :2] - boxes[:, :2], axis=1) > self.cfg.recentre_tolerance * model.size.max()
+
+    @staticmethod
+    def _consecutive(waiting, first_index, count, stride) -> list:
+        """The first `count` waiting frames up to the first gap in their source indices (lost frames)."""
+        window, previous = [], first_index
+        for entry in itertools.islice(waiting, count):
+            if entry[1] - previous > stride:
+                break
+            window.append(entry)
+            previous = entry[1]
+        return window
 
     def _recheck_unconfirmed(self, current, model):
         """Redo the frames tracked since the last confirmation with a detector check each: keep those
