@@ -3,11 +3,11 @@
     python -m pipelines.preprocess --input "$(python -m cest.assets dir voxceleb_sample)" --output data/clips
 
 Without --address (and without RAY_ADDRESS, which `ray job submit` sets) it starts an embedded local
-Ray. Stages: decode (CPU tasks) -> face landmarks + tracking -> crop, mask, encode -> Parquet. On CPU
-the stages run fused in one task per video (no frames through the object store); with the fan
-detector on GPUs (--device cuda, or auto on a cluster with GPUs at start) or with --landmark-actors,
-the landmark stage runs on an autoscaling pool of actors instead, between CPU tasks for decoding and
-for cropping (`landmark_layout`).
+Ray. Stages, all in one process per input and streaming (frames never go through the object store):
+decode -> face landmarks + tracking -> crop, mask, encode -> Parquet. They run in CPU tasks, or, with
+the fan detector on GPUs (--device cuda, or auto on a cluster with GPUs at start) or with
+--landmark-actors, on an autoscaling pool of actors that keep the landmark model loaded, several
+sharing each GPU (`landmark_layout`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import pickle
 import sys
 import time
 
@@ -37,16 +36,7 @@ from pipelines.inputs import (
     walk_tree,
 )
 from pipelines.output import Output
-from pipelines.stages import (
-    RESULT_SCHEMA,
-    Work,
-    crop_stage,
-    decode_stage,
-    landmark_stage,
-    input_rows,
-    results_table,
-    write_rows,
-)
+from pipelines.stages import RESULT_SCHEMA, input_rows, results_table, write_rows
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,11 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--landmark-actors",
         type=actor_pool_bounds,
         metavar="MAX|MIN,MAX",
-        help="run the landmark stage on an autoscaling pool of 1..MAX (or MIN..MAX) actors; for --detector fan "
-        "with --device cuda one GPU each, also when the cluster has none yet (the autoscaler adds GPU nodes). "
-        "Default: fan with --device cuda: 1 to unbounded GPU actors; fan with --device auto: as many GPU "
-        "actors as the cluster has GPUs at start, or FAN on CPU in fused tasks when it has none; "
-        "otherwise all stages fused in CPU tasks",
+        help="run the stages on an autoscaling pool of 1..MAX (or MIN..MAX) actors that keep the landmark model "
+        "loaded; for --detector fan with --device cuda 1/--actors-per-gpu of a GPU each, also when the cluster "
+        "has none yet (the autoscaler adds GPU nodes). Default: fan with --device cuda: 1 to unbounded GPU "
+        "actors; fan with --device auto: --actors-per-gpu per GPU the cluster has at start, or FAN on CPU in "
+        "tasks when it has none; otherwise CPU tasks",
+    )
+    parser.add_argument(
+        "--actors-per-gpu",
+        type=positive_int,
+        default=8,
+        help="GPU actors sharing one GPU (each runs decode, crop and mask on its CPU between batches of FAN)",
     )
     parser.add_argument("--detector", choices=("dlib", "fan"), default=defaults.detector)
     parser.add_argument(
@@ -108,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def actor_pool_bounds(text: str) -> tuple[int, int]:
     """--landmark-actors: "MAX" -> (1, MAX), "MIN,MAX" -> (MIN, MAX), with 1 <= MIN <= MAX."""
     try:
@@ -121,15 +127,21 @@ def actor_pool_bounds(text: str) -> tuple[int, int]:
 
 
 def landmark_layout(
-    detector: str, device: str, landmark_actors: tuple[int, int] | None, cluster_gpus: float
+    detector: str,
+    device: str,
+    landmark_actors: tuple[int, int] | None,
+    cluster_gpus: float,
+    actors_per_gpu: int = 8,
+    cpus_per_actor: float = 1.0,
 ) -> tuple[dict | None, str]:
-    """Where the landmark stage runs: (map_batches keyword arguments of the landmark actor pool, or None
-    when all stages run fused in CPU tasks; one line saying where the landmarks run and why).
+    """Where the stages run: (map_batches keyword arguments of the actor pool, or None when they run in
+    CPU tasks; one line saying where the landmarks run and why).
 
-    FAN with --device cuda asks for one GPU per actor whatever the cluster has now: an autoscaling
-    cluster that starts without GPUs adds GPU nodes for them (sizing from the GPUs at start ran FAN on
-    CPU there). --device auto uses the GPUs the cluster has at start; dlib, and FAN on --device cpu,
-    use CPU actors when --landmark-actors asks for a pool."""
+    FAN with --device cuda asks for GPU actors whatever the cluster has now: an autoscaling cluster
+    that starts without GPUs adds GPU nodes for them (sizing from the GPUs at start ran FAN on CPU
+    there). --device auto uses the GPUs the cluster has at start; dlib, and FAN on --device cpu, use
+    CPU actors when --landmark-actors asks for a pool. A GPU actor runs every stage of its inputs, so
+    most of its time goes to CPU work between FAN batches: `actors_per_gpu` of them share a GPU."""
     import ray.data
 
     gpu_actors = detector == "fan" and (device.startswith("cuda") or (device == "auto" and cluster_gpus > 0))
@@ -138,13 +150,13 @@ def landmark_layout(
     elif detector == "fan" and device.startswith("cuda"):
         bounds = (1, None)  # unbounded: as many as the cluster (and its autoscaler's limits) gives
     elif gpu_actors:
-        bounds = (max(1, int(cluster_gpus)),) * 2
+        bounds = (max(1, int(cluster_gpus)) * actors_per_gpu,) * 2
     else:
         bounds = None
     if detector == "dlib":
         why = "dlib runs on CPU"
     elif device.startswith("cuda"):
-        why = f"--device {device}: one GPU per actor, asked of the cluster, which has {cluster_gpus:g} now"
+        why = f"--device {device}: 1/{actors_per_gpu} GPU per actor, asked of the cluster, which has {cluster_gpus:g} now"
     elif device == "cpu":
         why = "--device cpu"
     elif cluster_gpus > 0:
@@ -152,11 +164,11 @@ def landmark_layout(
     else:
         why = "--device auto and the cluster has no GPUs at start; --device cuda asks the autoscaler for GPU nodes"
     if bounds is None:
-        return None, f"landmarks ({detector}) on CPU in fused tasks ({why})"
+        return None, f"landmarks ({detector}) on CPU in tasks ({why})"
     arguments = dict(
         compute=ray.data.ActorPoolStrategy(min_size=bounds[0], max_size=bounds[1]),
-        num_gpus=1 if gpu_actors else 0,
-        num_cpus=0.5,
+        num_gpus=1 / actors_per_gpu if gpu_actors else 0,
+        num_cpus=cpus_per_actor,
     )
     pool = f"{bounds[0]}..{bounds[1] if bounds[1] is not None else 'unbounded'}"
     return arguments, f"landmarks ({detector}) on {pool} {'GPU' if gpu_actors else 'CPU'} actors ({why})"
@@ -252,43 +264,16 @@ def process_batch(batch: pa.Table, cfg: PreprocessConfig, output_uri: str) -> pa
     return results_table(results)
 
 
-def _works_table(works: list) -> pa.Table:
-    return pa.table({"work": pa.array([pickle.dumps(work, protocol=5) for work in works], pa.large_binary())})
+class InputActor:
+    """Every stage of each input, on an actor of the pool: the landmark model loads once, on the actor's
+    device (its share of a GPU for FAN)."""
 
-
-def decode_batch(batch: pa.Table, cfg: PreprocessConfig) -> pa.Table:
-    works = [decode_stage(Work(_item(row)), cfg) if row["input_id"] else row for row in batch.to_pylist()]
-    return _works_table(works)
-
-
-class LandmarkActor:
-    """Landmark stage on an actor (GPU path): the model stays loaded on its device."""
-
-    def __init__(self, cfg: PreprocessConfig):
-        self.cfg = cfg
-        self.landmarker, _, self.identity = _worker_models(cfg)
+    def __init__(self, cfg: PreprocessConfig, output_uri: str):
+        self.cfg, self.output_uri = cfg, output_uri
+        _worker_models(cfg)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        works = [pickle.loads(data) for data in batch["work"].to_pylist()]
-        works = [
-            landmark_stage(work, self.cfg, self.landmarker, self.identity) if isinstance(work, Work) else work
-            for work in works
-        ]
-        return _works_table(works)
-
-
-def crop_batch(batch: pa.Table, cfg: PreprocessConfig, output_uri: str) -> pa.Table:
-    from pipelines.masks import make_masker
-
-    masker = make_masker(cfg.mask_backend, cfg.skin_threshold)
-    results = []
-    for data in batch["work"].to_pylist():
-        work = pickle.loads(data)
-        if not isinstance(work, Work):
-            results.append(_done_result(work))
-            continue
-        results.append(write_rows(work.item, crop_stage(work, cfg, masker), _output(output_uri)))
-    return results_table(results)
+        return process_batch(batch, self.cfg, self.output_uri)
 
 
 def input_dataset(source: InputSource, output_uri: str):
@@ -331,18 +316,30 @@ def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Nam
 
     dataset = input_dataset(source, args.output)
     actor_pool, where = landmark_layout(
-        cfg.detector, cfg.device, args.landmark_actors, ray.cluster_resources().get("GPU", 0)
+        cfg.detector,
+        cfg.device,
+        args.landmark_actors,
+        ray.cluster_resources().get("GPU", 0),
+        args.actors_per_gpu,
+        args.cpus_per_task,
     )
     if cfg.detector == "fan":
         print(f"preprocess: {where}", file=sys.stderr)
-    common = dict(batch_size=1, batch_format="pyarrow", num_cpus=args.cpus_per_task)
     if actor_pool is not None:
-        dataset = dataset.map_batches(decode_batch, fn_kwargs={"cfg": cfg}, **common)
-        dataset = dataset.map_batches(
-            LandmarkActor, batch_size=1, batch_format="pyarrow", fn_constructor_kwargs={"cfg": cfg}, **actor_pool
+        return dataset.map_batches(
+            InputActor,
+            batch_size=1,
+            batch_format="pyarrow",
+            fn_constructor_kwargs={"cfg": cfg, "output_uri": args.output},
+            **actor_pool,
         )
-        return dataset.map_batches(crop_batch, fn_kwargs={"cfg": cfg, "output_uri": args.output}, **common)
-    return dataset.map_batches(process_batch, fn_kwargs={"cfg": cfg, "output_uri": args.output}, **common)
+    return dataset.map_batches(
+        process_batch,
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=args.cpus_per_task,
+        fn_kwargs={"cfg": cfg, "output_uri": args.output},
+    )
 
 
 def start_ray(args: argparse.Namespace) -> bool:

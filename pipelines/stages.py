@@ -1,12 +1,12 @@
-"""The per-input work of each stage, as plain functions (Ray-free, testable), and the row format of
+"""The per-input work of every stage, as plain functions (Ray-free, testable), and the row format of
 clip and reject rows.
 
-Two ways through the stages, same rows:
-- `input_rows` (the CPU path, fused in one task): bounded memory. The first decoding pass tracks
-  faces, holding frames only while the video fits in `max_buffered_frames`; a longer video is decoded
-  a second time for the crops. Rows come out one segment at a time and go straight to the output file.
-- `decode_stage` -> `landmark_stage` -> `crop_stage` (the landmark-actor path): a `Work` holding the
-  whole decoded video moves between the stages.
+`input_rows` runs all stages of one input in one process with bounded memory: the first decoding pass
+tracks faces (the decoder helper sends frames in chunks of `decode_batch`), holding frames only while
+the video fits in `max_buffered_frames`; a longer video is decoded a second time for the crops. Rows
+come out one segment at a time and go straight to the output file. The job runs it in CPU tasks or on
+actors that keep the landmark model loaded (on a share of a GPU for FAN): no frame ever moves between
+processes through Ray's object store.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyarrow as pa
 from pipelines import PIPELINE_VERSION
 from pipelines.align import alignment_frame, apply_matrix, crop_matrices, scale_input, smooth_frames, warp
 from pipelines.config import PreprocessConfig
-from pipelines.decode import DecodedVideo, Reject, VideoStream, decode_video, working_size
+from pipelines.decode import Reject, VideoStream, working_size
 from pipelines.identity import keep_primary_face
 from pipelines.inputs import VideoInput, is_image
 from pipelines.landmarks import FaceLandmarker
@@ -37,45 +37,9 @@ ROW_SCHEMA = pa.schema(
 )
 
 
-@dataclasses.dataclass
-class Work:
-    """One input on its way through the stages."""
-
-    item: VideoInput
-    video: DecodedVideo | None = None
-    segments: list | None = None  # [(positions (n,), landmarks (n, 68, 2) working pixels)]
-    reject: Reject | None = None
-
-
-def _guarded(stage: str, work: Work, function):
-    """Run one stage unless the input is already rejected; any failure becomes a reject, never a crash."""
-    if work.reject is not None:
-        return
-    try:
-        function(work)
-    except Reject as reject:
-        work.reject = reject
-    except Exception as error:  # noqa: BLE001 - every input must end as rows; the text says what broke
-        detail = "".join(traceback.format_exception_only(error)).strip()
-        work.reject = Reject(stage, "error", detail + " | " + traceback.format_exc(limit=-3)[-1500:])
-        work.video = None
-
-
 def input_config(item: VideoInput, cfg: PreprocessConfig) -> PreprocessConfig:
     """The settings for this input: an image is a clip of one frame (the paper's single-image setting)."""
     return dataclasses.replace(cfg, min_segment_frames=1) if is_image(item.path) else cfg
-
-
-def decode_stage(work: Work, cfg: PreprocessConfig) -> Work:
-    cfg = input_config(work.item, cfg)
-
-    def run(work):
-        work.video = decode_video(work.item.path, cfg)
-        if len(work.video.frames) < cfg.min_segment_frames:
-            raise Reject("decode", "too_short", f"{len(work.video.frames)} frames < {cfg.min_segment_frames}")
-
-    _guarded("decode", work, run)
-    return work
 
 
 def face_segments(tracker: FaceTracker, tracks, stats, cfg: PreprocessConfig, identity=None) -> list:
@@ -83,18 +47,6 @@ def face_segments(tracker: FaceTracker, tracks, stats, cfg: PreprocessConfig, id
     if identity is not None:
         tracks = keep_primary_face(tracks, tracker.start_frames, identity, cfg.identity_threshold)
     return split_segments(tracks, cfg, stats)
-
-
-def landmark_stage(work: Work, cfg: PreprocessConfig, landmarker: FaceLandmarker, identity=None) -> Work:
-    cfg = input_config(work.item, cfg)
-
-    def run(work):
-        tracker = FaceTracker(landmarker, cfg)
-        tracks, stats = tracker.track(work.video.frames, work.video.frame_indices, cfg.frame_stride)
-        work.segments = face_segments(tracker, tracks, stats, cfg, identity)
-
-    _guarded("landmarks", work, run)
-    return work
 
 
 @dataclasses.dataclass
@@ -164,22 +116,6 @@ def _with_input(item: VideoInput, row: dict) -> dict:
     common = dict(dataclasses.asdict(item), source_path=item.path, pipeline_version=PIPELINE_VERSION)
     common.pop("path")
     return dict(row, **common)
-
-
-def crop_stage(work: Work, cfg: PreprocessConfig, masker: FaceMasker) -> list[dict]:
-    """The input's rows: one per segment, or one reject row."""
-    cfg = input_config(work.item, cfg)
-    rows = []
-
-    def run(work):
-        video = work.video
-        facts = VideoFacts(video.fps, video.source_size, video.working_scale, video.frame_indices)
-        rows.extend(crop_rows(work.item, facts, video.frames, work.segments, cfg, masker))
-
-    _guarded("crop", work, run)
-    if work.reject is not None:
-        rows = [_reject_row(work.reject)]
-    return [_with_input(work.item, row) for row in rows]
 
 
 def rows_table(rows: list[dict]) -> pa.Table:

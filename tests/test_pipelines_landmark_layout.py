@@ -1,5 +1,5 @@
-"""Where the landmark stage runs: `--detector/--device/--landmark-actors` and the cluster's GPUs at start ->
-the map_batches keyword arguments of the landmark actor pool (or None: all stages fused in CPU tasks)."""
+"""Where the stages run: `--detector/--device/--landmark-actors/--actors-per-gpu` and the cluster's GPUs at
+start -> the map_batches keyword arguments of the actor pool (or None: CPU tasks)."""
 
 import math
 
@@ -11,7 +11,9 @@ from pipelines.preprocess import build_parser, landmark_layout
 
 def layout(arguments: list[str], cluster_gpus: float):
     args = build_parser().parse_args(["--input", "in", "--output", "out"] + arguments)
-    return landmark_layout(args.detector, args.device, args.landmark_actors, cluster_gpus)
+    return landmark_layout(
+        args.detector, args.device, args.landmark_actors, cluster_gpus, args.actors_per_gpu, args.cpus_per_task
+    )
 
 
 def pool(actor_pool: dict) -> tuple:
@@ -23,8 +25,8 @@ def pool(actor_pool: dict) -> tuple:
 
 def test_fan_on_cuda_asks_for_gpu_actors_on_a_cluster_with_no_gpus_yet():
     actor_pool, where = layout(["--detector", "fan", "--device", "cuda"], cluster_gpus=0)
-    assert pool(actor_pool) == (1, math.inf, 1, 0.5)
-    assert "GPU actors" in where and "which has 0 now" in where
+    assert pool(actor_pool) == (1, math.inf, 1 / 8, 1.0)
+    assert "GPU actors" in where and "1/8 GPU per actor" in where and "which has 0 now" in where
 
 
 @pytest.mark.parametrize(
@@ -32,20 +34,25 @@ def test_fan_on_cuda_asks_for_gpu_actors_on_a_cluster_with_no_gpus_yet():
 )
 def test_landmark_actors_bound_the_autoscaling_pool(actors, bounds):
     actor_pool, _ = layout(["--detector", "fan", "--device", "cuda", "--landmark-actors", actors], cluster_gpus=0)
-    assert pool(actor_pool) == (*bounds, 1, 0.5)
+    assert pool(actor_pool) == (*bounds, 1 / 8, 1.0)
 
 
 def test_fan_on_auto_uses_the_gpus_at_start():
     actor_pool, where = layout(["--detector", "fan"], cluster_gpus=4)
-    assert pool(actor_pool) == (4, 4, 1, 0.5)
-    assert where == "landmarks (fan) on 4..4 GPU actors (--device auto and the cluster has 4 GPUs at start)"
+    assert pool(actor_pool) == (32, 32, 1 / 8, 1.0)  # 8 actors share each GPU
+    assert where == "landmarks (fan) on 32..32 GPU actors (--device auto and the cluster has 4 GPUs at start)"
+
+
+def test_actors_per_gpu_sets_each_actors_share_of_a_gpu():
+    actor_pool, _ = layout(["--detector", "fan", "--actors-per-gpu", "2", "--cpus-per-task", "3"], cluster_gpus=4)
+    assert pool(actor_pool) == (8, 8, 0.5, 3.0)
 
 
 def test_fan_on_auto_without_gpus_runs_fused_on_cpu_and_says_why():
     actor_pool, where = layout(["--detector", "fan"], cluster_gpus=0)
     assert actor_pool is None
     assert where == (
-        "landmarks (fan) on CPU in fused tasks (--device auto and the cluster has no GPUs at start; "
+        "landmarks (fan) on CPU in tasks (--device auto and the cluster has no GPUs at start; "
         "--device cuda asks the autoscaler for GPU nodes)"
     )
 
@@ -54,9 +61,9 @@ def test_fan_on_auto_without_gpus_runs_fused_on_cpu_and_says_why():
     "arguments, expected",
     [
         (["--detector", "fan", "--device", "cpu"], None),
-        (["--detector", "fan", "--device", "cpu", "--landmark-actors", "2"], (1, 2, 0, 0.5)),
+        (["--detector", "fan", "--device", "cpu", "--landmark-actors", "2"], (1, 2, 0, 1.0)),
         ([], None),  # dlib
-        (["--landmark-actors", "1"], (1, 1, 0, 0.5)),  # dlib actors never take the cluster's GPUs
+        (["--landmark-actors", "1"], (1, 1, 0, 1.0)),  # dlib actors never take the cluster's GPUs
     ],
 )
 def test_cpu_layouts_never_ask_for_gpus(arguments, expected):
@@ -71,3 +78,11 @@ def test_bad_landmark_actors_is_one_error_line(capsys, actors):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--landmark-actors: expected MAX or MIN,MAX" in error
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "half"])
+def test_bad_actors_per_gpu_is_one_error_line(capsys, count):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--input", "in", "--output", "out", "--actors-per-gpu", count])
+    assert exit_info.value.code == 2
+    assert "--actors-per-gpu: expected a whole number >= 1" in capsys.readouterr().err

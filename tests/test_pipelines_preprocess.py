@@ -179,7 +179,8 @@ def test_transient_failure_is_retried_by_the_next_run(local_ray, tmp_path):
 
 
 def test_landmark_actor_pool_writes_the_same_clips_as_fused_tasks(local_ray, tmp_path):
-    """The GPU layout (decode tasks -> landmark actors -> crop tasks), here on CPU actors."""
+    """The GPU layout (every stage of an input on an actor that keeps the landmark model loaded), here on
+    CPU actors."""
     manifest = write_manifest(tmp_path / "a.csv", SUBSET[:3])
     rows = {}
     for layout, extra in (("fused", []), ("actors", ["--landmark-actors", "1"])):
