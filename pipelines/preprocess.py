@@ -189,7 +189,7 @@ def _worker_models(cfg: PreprocessConfig):
     workers across tasks)."""
     from pipelines.identity import FaceIdentity
     from pipelines.landmarks import make_landmarker
-    from pipelines.masks import make_masker
+    from pipelines.masks import make_masker, mask_options
 
     key = (
         cfg.detector, cfg.device, cfg.fan_face_detector, cfg.dlib_upsample, cfg.dlib_cnn_fallback, cfg.dlib_cnn_upsample
@@ -199,7 +199,7 @@ def _worker_models(cfg: PreprocessConfig):
     if cfg.primary_face_only and "identity" not in _WORKER_CACHE:
         _WORKER_CACHE["identity"] = FaceIdentity()
     identity = _WORKER_CACHE["identity"] if cfg.primary_face_only else None
-    return _WORKER_CACHE[key], make_masker(cfg.mask_backend, cfg.skin_threshold), identity
+    return _WORKER_CACHE[key], make_masker(cfg.mask_backend, cfg.skin_threshold, **mask_options(cfg)), identity
 
 
 def _output(uri: str) -> Output:
@@ -278,9 +278,9 @@ class LandmarkActor:
 
 
 def crop_batch(batch: pa.Table, cfg: PreprocessConfig, output_uri: str) -> pa.Table:
-    from pipelines.masks import make_masker
+    from pipelines.masks import make_masker, mask_options
 
-    masker = make_masker(cfg.mask_backend, cfg.skin_threshold)
+    masker = make_masker(cfg.mask_backend, cfg.skin_threshold, **mask_options(cfg))
     results = []
     for data in batch["work"].to_pylist():
         work = pickle.loads(data)
