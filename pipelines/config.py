@@ -80,6 +80,12 @@ class PreprocessConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    @classmethod
+    def settings_of_older_outputs(cls) -> dict:
+        """What an output recorded before a setting existed was made with: the default, except where the
+        default changed the output when the setting was added (masks were memoryless before)."""
+        return {**cls().output_settings(), "mask_boundary_memory": 0.0, "mask_pixel_memory": 0.0}
+
     def output_settings(self) -> dict:
         """Settings that change what is written; a resumed run must match them."""
         settings = dataclasses.asdict(self)

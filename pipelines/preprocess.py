@@ -395,7 +395,7 @@ def run(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         source = input_source(args.input)
         output = Output(args.output)
-        output.check_settings(cfg.output_settings(), defaults=PreprocessConfig().output_settings())
+        output.check_settings(cfg.output_settings(), defaults=PreprocessConfig.settings_of_older_outputs())
         output.remove_stale_temporaries()
     except (ValueError, OSError) as error:  # bad settings, InputError, OutputError, unreachable filesystem
         print(f"preprocess: error: {error}", file=sys.stderr)
