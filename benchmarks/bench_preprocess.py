@@ -12,8 +12,9 @@
   video written from the sample's frames, with the default frame buffer and with every frame held.
 - manifest: driver time and memory for a manifest of N rows: planning (before the first task), and
   the listing stage (paths resolved, already-done check) run to the end.
-- tracking: landmark-model runs, CPU time and agreement with the exact tracker, per tracker setting.
-- masks: frame-to-frame steadiness of the skin masks with and without the skin model's memory.
+- tracking: landmark-model runs, CPU time and agreement with the reference tracker, per tracker setting.
+- masks: frame-to-frame steadiness of the skin masks and their top edge's lag behind a moving head,
+  before (each frame on its own) and with the segment memories, side by side on the same crops.
 
 On a shared machine wall-clock ratios depend on what else runs, so runs report the CPU seconds used by
 this benchmark's process tree and by everything else on the machine meanwhile.
@@ -318,12 +319,24 @@ def manifest(rows: int) -> dict:
     }
 
 
-def mask_stability(sample: str, max_frames: int, memories=(0.0, 0.5, 0.8)) -> list[dict]:
+MASK_VARIANTS = {  # SkinRegionMasker options; the last is the default
+    "each frame on its own (before)": dict(boundary_memory=0.0, pixel_memory=0.0, forehead_component=False),
+    "skin model memory 0.5": dict(memory=0.5, boundary_memory=0.0, pixel_memory=0.0, forehead_component=False),
+    "boundary averaged": dict(pixel_memory=0.0, forehead_component=False),
+    "boundary and pixels averaged": dict(forehead_component=False),
+    "default (and forehead component)": dict(),
+}
+
+
+def mask_stability(sample: str, max_frames: int) -> list[dict]:
     """Frame-to-frame steadiness of the skin masks: the sample's crops (tracked and aligned once) are
-    masked again with each skin-model memory; IoU of consecutive masks over the whole mask and over
-    the forehead band (above the brows), and the mask's share of the landmark face region."""
+    masked again with each of MASK_VARIANTS; IoU of consecutive masks over the whole mask and over the
+    forehead band (above the brows), the mask's share of the landmark face region, and how far the
+    mask's top edge over the nose bridge is from the same variant's without memories on jitter-free
+    landmarks (Gaussian, sigma 2 frames, centred: it cannot lag), over all frames and where the head
+    moves > 1 px a frame."""
     from pipelines.landmarks import DlibLandmarker
-    from pipelines.masks import SkinRegionMasker, face_region
+    from pipelines.masks import SkinRegionMasker
     from pipelines.schema import decode_clip_row
     from pipelines.stages import input_rows
 
@@ -334,34 +347,70 @@ def mask_stability(sample: str, max_frames: int, memories=(0.0, 0.5, 0.8)) -> li
             if row["row_kind"] == "clip":
                 clip = decode_clip_row(row)
                 clips.append((clip["frames"], clip["landmarks"]))
-    results = []
-    for memory in memories:
-        whole, forehead, share = [], [], []
-        for frames, landmarks in clips:
-            masker = SkinRegionMasker(memory=memory).for_segment()
-            masks = [masker(frame, points).astype(bool) for frame, points in zip(frames, landmarks)]
-            for index, (mask, points) in enumerate(zip(masks, landmarks)):
-                region = face_region(points, mask.shape).astype(bool)
-                share.append(mask.sum() / max(1, region.sum()))
-                if index == 0:
-                    continue
-                band = np.zeros_like(mask)
-                band[: int(points[17:27, 1].min())] = True
-                for values, area in ((whole, np.ones_like(mask)), (forehead, band)):
-                    a, b = masks[index - 1] & area, mask & area
-                    if (a | b).any():
-                        values.append((a & b).sum() / (a | b).sum())
-        results.append(
-            {
-                "memory": memory,
-                "clips": len(clips),
-                "iou_consecutive": round(float(np.mean(whole)), 4),
-                "iou_consecutive_forehead": round(float(np.mean(forehead)), 4),
-                "forehead_iou_below_0.8_share": round(float(np.mean(np.asarray(forehead) < 0.8)), 4),
-                "mask_share_of_face_region": round(float(np.mean(share)), 4),
-            }
-        )
-    return results
+    references = {
+        forehead: [_reference_top_edges(frames, landmarks, forehead) for frames, landmarks in clips] for forehead in (False, True)
+    }
+    return [
+        _mask_variant(name, options, clips, references[options.get("forehead_component", True)])
+        for name, options in MASK_VARIANTS.items()
+    ]
+
+
+def _reference_top_edges(frames, landmarks, forehead_component: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T,) top-edge row of a memoryless mask on smoothed landmarks, (T,) its column (nose bridge),
+    (T,) whether the head moves > 1 px a frame there (the smoothed upper boundary's speed)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from pipelines.masks import SkinRegionMasker, raised_brows
+
+    smooth = gaussian_filter1d(landmarks, 2.0, axis=0, mode="nearest")
+    masker = SkinRegionMasker(boundary_memory=0.0, pixel_memory=0.0, forehead_component=forehead_component).for_segment()
+    columns = np.clip(smooth[:, 27, 0].astype(int), 0, frames.shape[2] - 1)
+    tops = np.array([_top_edge(masker(frame, points), column) for frame, points, column in zip(frames, smooth, columns)])
+    boundary = np.array([raised_brows(points)[:, 1].mean() for points in smooth])
+    return tops, columns, np.abs(np.gradient(boundary)) > 1.0
+
+
+def _top_edge(mask: np.ndarray, column: int) -> float:
+    rows = np.flatnonzero(mask[:, column])
+    return float(rows[0]) if len(rows) else np.nan
+
+
+def _mask_variant(name: str, options: dict, clips, references) -> dict:
+    from pipelines.masks import SkinRegionMasker, face_region
+
+    whole, forehead, share, errors, moving = [], [], [], [], []
+    for (frames, landmarks), (reference, columns, motion) in zip(clips, references):
+        masker = SkinRegionMasker(**options).for_segment()
+        masks = [masker(frame, points).astype(bool) for frame, points in zip(frames, landmarks)]
+        errors.append(np.array([_top_edge(mask, column) for mask, column in zip(masks, columns)]) - reference)
+        moving.append(motion)
+        for index, (mask, points) in enumerate(zip(masks, landmarks)):
+            region = face_region(points, mask.shape).astype(bool)
+            share.append(mask.sum() / max(1, region.sum()))
+            if index == 0:
+                continue
+            band = np.zeros_like(mask)
+            band[: int(points[17:27, 1].min())] = True
+            for values, area in ((whole, np.ones_like(mask)), (forehead, band)):
+                a, b = masks[index - 1] & area, mask & area
+                if (a | b).any():
+                    values.append((a & b).sum() / (a | b).sum())
+    errors, moving = np.abs(np.concatenate(errors)), np.concatenate(moving)
+    return {
+        "masker": name,
+        "options": options,
+        "clips": len(clips),
+        "iou_consecutive": round(float(np.mean(whole)), 4),
+        "iou_consecutive_forehead": round(float(np.mean(forehead)), 4),
+        "forehead_iou_below_0.8_share": round(float(np.mean(np.asarray(forehead) < 0.8)), 4),
+        "mask_share_of_face_region": round(float(np.mean(share)), 4),
+        "top_edge_error_px_mean": round(float(np.nanmean(errors)), 2),
+        "top_edge_error_px_p95": round(float(np.nanpercentile(errors, 95)), 2),
+        "moving_frames": int(moving.sum()),
+        "top_edge_error_px_moving_mean": round(float(np.nanmean(errors[moving])), 2),
+        "top_edge_error_px_moving_p95": round(float(np.nanpercentile(errors[moving], 95)), 2),
+    }
 
 
 def main() -> None:

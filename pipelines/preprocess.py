@@ -94,6 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--all-faces", action="store_true", help="keep tracks of every person, not only the clip's primary face"
     )
+    parser.add_argument(
+        "--recentre-tolerance",
+        type=float,
+        default=defaults.recentre_tolerance,
+        help="tracking: run the landmarks again on a box centred on them when they land more than this "
+        "fraction of the box size from the guessed box (0: always; outputs before 0.3 were made with 0)",
+    )
+    parser.add_argument(
+        "--track-window", type=int, default=defaults.track_window, help="tracking: frames per FAN batch"
+    )
+    parser.add_argument(
+        "--mask-memory",
+        type=float,
+        nargs=2,
+        metavar=("BOUNDARY", "PIXEL"),
+        default=(defaults.mask_boundary_memory, defaults.mask_pixel_memory),
+        help="weights of a segment's previous frames in the mask's upper boundary and in each pixel's skin "
+        "distance (0 0: each frame on its own, as outputs before 0.3)",
+    )
     parser.add_argument("--decoder", choices=("pyav", "decord"), default=defaults.decoder)
     parser.add_argument("--frame-stride", type=int, default=defaults.frame_stride)
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames, help="per video, 0: all")
@@ -181,6 +200,10 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         fan_face_detector=args.fan_face_detector,
         dlib_cnn_fallback=args.dlib_cnn_fallback,
         tracking=not args.no_tracking,
+        recentre_tolerance=args.recentre_tolerance,
+        track_window=args.track_window,
+        mask_boundary_memory=args.mask_memory[0],
+        mask_pixel_memory=args.mask_memory[1],
         primary_face_only=not args.all_faces,
         decoder=args.decoder,
         frame_stride=args.frame_stride,
@@ -201,7 +224,7 @@ def _worker_models(cfg: PreprocessConfig):
     workers across tasks)."""
     from pipelines.identity import FaceIdentity
     from pipelines.landmarks import make_landmarker
-    from pipelines.masks import make_masker
+    from pipelines.masks import make_masker, mask_options
 
     key = (
         cfg.detector, cfg.device, cfg.fan_face_detector, cfg.dlib_upsample, cfg.dlib_cnn_fallback, cfg.dlib_cnn_upsample
@@ -211,7 +234,7 @@ def _worker_models(cfg: PreprocessConfig):
     if cfg.primary_face_only and "identity" not in _WORKER_CACHE:
         _WORKER_CACHE["identity"] = FaceIdentity()
     identity = _WORKER_CACHE["identity"] if cfg.primary_face_only else None
-    return _WORKER_CACHE[key], make_masker(cfg.mask_backend, cfg.skin_threshold), identity
+    return _WORKER_CACHE[key], make_masker(cfg.mask_backend, cfg.skin_threshold, **mask_options(cfg)), identity
 
 
 def _output(uri: str) -> Output:
@@ -392,7 +415,7 @@ def run(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         source = input_source(args.input)
         output = Output(args.output)
-        output.check_settings(cfg.output_settings(), defaults=PreprocessConfig().output_settings())
+        output.check_settings(cfg.output_settings(), defaults=PreprocessConfig.settings_of_older_outputs())
         output.remove_stale_temporaries()
     except (ValueError, OSError) as error:  # bad settings, InputError, OutputError, unreachable filesystem
         print(f"preprocess: error: {error}", file=sys.stderr)

@@ -121,3 +121,14 @@ def test_a_setting_added_after_an_output_was_written_counts_as_its_default_there
     Output(str(tmp_path)).check_settings(PreprocessConfig().output_settings(), defaults=defaults)
     with pytest.raises(ValueError, match=r"other settings \(dlib_cnn_fallback\)"):
         Output(str(tmp_path)).check_settings(PreprocessConfig(dlib_cnn_fallback=True).output_settings(), defaults)
+
+
+def test_an_output_from_before_the_mask_memories_is_not_resumed_with_them(tmp_path):
+    """Its masks were made without memory, not with the new default's."""
+    older = {key: value for key, value in PreprocessConfig().output_settings().items() if not key.startswith("mask_")}
+    older["mask_backend"] = "skin"
+    Output(str(tmp_path)).check_settings(older)
+    defaults = PreprocessConfig.settings_of_older_outputs()
+    with pytest.raises(ValueError, match=r"other settings \(mask_boundary_memory, mask_pixel_memory\)"):
+        Output(str(tmp_path)).check_settings(PreprocessConfig().output_settings(), defaults)
+    Output(str(tmp_path)).check_settings(PreprocessConfig(mask_boundary_memory=0, mask_pixel_memory=0).output_settings(), defaults)
