@@ -79,6 +79,7 @@ def clip_rows(clip, key: str, settings: str) -> tuple[dict, dict]:
         "source_path": f"synthetic://{key}",
         "speaker_id": speaker, "video_id": video, "clip_id": clip_id,
         "segment_index": 0, "num_segments": 1, "num_frames": frames, "fps": 25.0,
+        "header_frames": frames, "presented_frames": frames,
         "frame_indices": list(range(frames)),
         "source_width": size, "source_height": size, "crop_size": size,
         "frames_jpeg": [encode_jpeg(image, JPEG_QUALITY) for image in images],

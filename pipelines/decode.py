@@ -52,6 +52,7 @@ class DecodedVideo:
     fps: float
     source_size: tuple[int, int]  # (width, height) of the source frames
     reported_frames: int  # frame count the container's header claims (0: not given)
+    presented_frames: int  # frames the source presents, counted to its end (0: stopped at max_frames)
     decode_errors: int = 0  # packets that failed to decode (their frames are missing from the indices)
     replays: int = 0  # frames the decoder returned a second time, dropped
 
@@ -104,7 +105,7 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
         # A frame's index counts the frames presented before it, and one for each packet that failed
         # (a video packet holds one frame), so frames lost in a damaged block leave a gap in the
         # indices. (Timestamps would not do: variable frame rate files have uneven gaps between them.)
-        index, broken, kept = -1, False, 0
+        index, broken, kept, presented = -1, False, 0, 0
         indices, frames = [], []
         for packet in container.demux(stream):
             try:
@@ -131,8 +132,11 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
                     indices, frames = [], []
             if max_frames and kept >= max_frames:
                 break
+        else:
+            presented = index + 1  # decoded to the stream's end: the frames it really presents
         if frames:
             connection.send(("frames", np.asarray(indices, np.int32), np.stack(frames)))
+        return presented
 
 
 def _decord_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
@@ -154,6 +158,7 @@ def _decord_frames(connection, path: str, stride: int, max_frames: int, max_side
             connection.send(("decode_error", f"{type(error).__name__}: {str(error)[:200]}"))
             continue
         connection.send(("frames", np.asarray(part, np.int32), np.stack([_resize(frame, size) for frame in frames])))
+    return count if len(indices) == len(range(0, count, stride)) else 0  # 0: stopped early at max_frames
 
 
 def _image_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
@@ -168,6 +173,7 @@ def _image_frames(connection, path: str, stride: int, max_frames: int, max_side:
     connection.send(("meta", 1, 0.0, width, height))
     frame = _resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), working_size(width, height, max_side))
     connection.send(("frames", np.zeros(1, np.int32), frame[None]))
+    return 1
 
 
 BACKENDS = {"pyav": _pyav_frames, "decord": _decord_frames, "image": _image_frames}
@@ -175,16 +181,17 @@ BACKENDS = {"pyav": _pyav_frames, "decord": _decord_frames, "image": _image_fram
 
 def _decode_in_helper(connection, path: str, backend: str, stride: int, max_frames: int, max_side: int, chunk: int):
     """Runs in the helper: send ('meta', ...), ('frames', indices, frames) and ('decode_error', text)
-    messages, then ('done',); ('open_error', text) when the file cannot be opened at all."""
+    messages, then ('done', frames the source presents, or 0 when decoding stopped early); ('open_error',
+    text) when the file cannot be opened at all."""
     import cv2
 
     cv2.setNumThreads(1)
     try:
-        BACKENDS[backend](connection, path, stride, max_frames, max_side, chunk)
+        presented = BACKENDS[backend](connection, path, stride, max_frames, max_side, chunk)
     except Exception as error:  # noqa: BLE001 - whatever the decoder raises on open: an unreadable file
         connection.send(("open_error", f"{type(error).__name__}: {str(error)[:300]}"))
         return
-    connection.send(("done",))
+    connection.send(("done", presented or 0))
 
 
 def _serve(connection):
@@ -317,14 +324,15 @@ def _local_copy(path: str, directory: str) -> str:
 class VideoStream:
     """One input's frames, decoded in chunks so that a long video is never held whole. Every call of
     `frames()` is one decoding pass yielding (source index, frame) after the replay filter; passes give
-    the same frames. After a pass: `info` (fps, source size, header count), `decode_errors`, `replays`.
+    the same frames. After a pass: `fps`, `source_size`, `reported_frames` (the header's count),
+    `presented_frames` (counted to the end; 0 when stopped at max_frames), `decode_errors`, `replays`.
     Use as a context manager (a remote input is copied to a local temporary file for the decoders)."""
 
     GRAYSCALE_SAMPLES = 8  # frames (of the first 8 x 8) the colour check looks at
 
     def __init__(self, path: str, cfg: PreprocessConfig):
         self.path, self.cfg = path, cfg
-        self.fps, self.source_size, self.reported_frames = 0.0, (0, 0), 0
+        self.fps, self.source_size, self.reported_frames, self.presented_frames = 0.0, (0, 0), 0, 0
         self.decode_errors = self.replays = 0
         self._directory = tempfile.TemporaryDirectory(prefix="decode-")
         try:
@@ -376,6 +384,8 @@ class VideoStream:
                         yield index, frame
                 elif kind == "decode_error":
                     errors += 1
+                elif kind == "done":
+                    self.presented_frames = message[1]
         except TimeoutError:
             # Never a partial result: which frames survive must not depend on the machine's speed.
             raise Reject("decode", "timeout", f"not decoded within {cfg.decode_timeout_s} s") from None
@@ -407,6 +417,7 @@ def decode_video(path: str, cfg: PreprocessConfig) -> DecodedVideo:
             fps=stream.fps,
             source_size=stream.source_size,
             reported_frames=stream.reported_frames,
+            presented_frames=stream.presented_frames,
             decode_errors=stream.decode_errors,
             replays=stream.replays,
         )

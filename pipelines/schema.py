@@ -35,6 +35,15 @@ CLIP_COLUMNS = {
     "num_segments": (pa.int32(), "number of segments the input produced; all are present in a complete output"),
     "num_frames": (pa.int32(), "T, frames in this segment"),
     "fps": (pa.float32(), "source frame rate (frames per second of the source video)"),
+    "header_frames": (
+        pa.int32(),
+        "frame count the source's container header claims (0: none); above presented_frames when the header "
+        "over-counts (edit lists of trimmed clips)",
+    ),
+    "presented_frames": (
+        pa.int32(),
+        "frames the source presents, counted by decoding to its end (0: decoding stopped early at max_frames)",
+    ),
     "frame_indices": (pa.list_(pa.int32()), "(T,) index of each frame in the source video, increasing"),
     "source_width": (pa.int32(), "source frame width in pixels"),
     "source_height": (pa.int32(), "source frame height in pixels"),

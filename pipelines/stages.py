@@ -57,6 +57,8 @@ class VideoFacts:
     source_size: tuple[int, int]
     working_scale: tuple[float, float]
     frame_indices: np.ndarray  # (T,) source index of every decoded frame
+    header_frames: int  # the container header's frame count (0: none)
+    presented_frames: int  # frames the source presents (0: decoding stopped at max_frames)
 
 
 def crop_rows(item: VideoInput, facts: VideoFacts, frames, segments, cfg: PreprocessConfig, masker: FaceMasker):
@@ -100,6 +102,8 @@ def _clip_row(item: VideoInput, facts: VideoFacts, index: int, count: int, plan:
         frame_indices=facts.frame_indices[plan["positions"]].tolist(),
         num_frames=len(plan["positions"]),
         fps=facts.fps,
+        header_frames=facts.header_frames,
+        presented_frames=facts.presented_frames,
         source_width=facts.source_size[0],
         source_height=facts.source_size[1],
         crop_size=cfg.crop_size,
@@ -195,6 +199,8 @@ def input_rows(item: VideoInput, cfg: PreprocessConfig, landmarker: FaceLandmark
                 stream.source_size,
                 (width / stream.source_size[0], height / stream.source_size[1]),
                 np.asarray(indices, np.int32),
+                stream.reported_frames,
+                stream.presented_frames,
             )
             frames = buffer if buffer is not None else (frame for _, frame in stream.frames())
             for row in crop_rows(item, facts, frames, segments, cfg, masker):

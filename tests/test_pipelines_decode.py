@@ -72,9 +72,11 @@ def test_header_over_counting_frames_keeps_the_real_frames(tmp_path, decoder, st
     source = distinct_frames(40)
     path = trim_edit_list(encode(tmp_path / "trimmed.mp4", source), presented_seconds=1.0)
     video = decode_video(str(path), PreprocessConfig(decoder=decoder, frame_stride=stride, **SMALL))
-    assert video.reported_frames == 40
+    assert (video.reported_frames, video.presented_frames) == (40, 25)  # what clip rows record
     assert video.frame_indices.tolist() == list(range(0, 25, stride))
     assert match_source(video.frames, source) == video.frame_indices.tolist()
+    # Stopped early by --max-frames, the frames the source presents are not known.
+    assert decode_video(str(path), PreprocessConfig(decoder=decoder, max_frames=5)).presented_frames == 0
 
 
 @pytest.mark.parametrize("decoder", BACKENDS)

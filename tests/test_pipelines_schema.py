@@ -1,5 +1,6 @@
 """The clip table contract: a real row passes validation and decodes; broken tables are refused."""
 
+import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +29,9 @@ def test_real_row_validates_and_decodes(clip_table):
     assert clip["frames"].shape == (10, 224, 224, 3)
     assert clip["frame_indices"].tolist() == list(range(10))
     assert (clip["source_width"], clip["source_height"]) == (700, 700)
+    with av.open(str(sample_clip("id10014/vretalk1"))) as container:  # the header's frame count, recorded
+        assert clip_table.column("header_frames")[0].as_py() == container.streams.video[0].frames > 10
+    assert clip_table.column("presented_frames")[0].as_py() == 0  # stopped at max_frames: not counted
     # The stored transform takes source pixels into the crop: the landmarks it maps back to the
     # source frame lie inside it, on a face about a third of the 700 px frame wide.
     matrix = clip["crop_transforms"][0]
