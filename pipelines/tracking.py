@@ -106,7 +106,8 @@ class FaceTracker:
 
         Every frame's box is a constant-velocity guess from the window's start, so the landmark model runs
         on all the window's frames at once (a batch for FAN); a frame whose landmarks land away from its
-        guessed box runs again on the box centred on them. Every `verify_every` frames a detector run on
+        box runs again on the box centred on them (at most RECENTRE_PASSES times), and one still away
+        ends the window before it. Every `verify_every` frames a detector run on
         the region around the face confirms the track and re-anchors it on the detector's box, so drift
         cannot build up; the frames after it in the window keep their boxes from the old anchor."""
         previous = history[-1]
