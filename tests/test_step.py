@@ -108,8 +108,10 @@ def test_bf16_autocast_step_matches_fp32_losses_and_trains(morphable, sample_fra
     exact = compute_loss(model, batch, LossConfig(), torch.Generator().manual_seed(0))
     mixed = compute_loss(model, batch, LossConfig(), torch.Generator().manual_seed(0), precision="bf16")
     assert all(value.dtype == torch.float32 for value in mixed.values())
+    # Relative deviations measured: 0.1-0.9% on the frames of pipeline 0.2, 1.3-3.7% on those of 0.3 (other
+    # crops and masks; the untrained model's bf16 pose moves silhouette pixels), varying between runs.
     for name in exact:
-        assert abs(float(mixed[name]) - float(exact[name])) < 0.02 * abs(float(exact[name])) + 1e-4, name
+        assert abs(float(mixed[name]) - float(exact[name])) < 0.05 * abs(float(exact[name])) + 1e-4, name
     optimizer = make_optimizer(model, Config().optim)
     first = train_step(model, optimizer, batch, LossConfig(), precision="bf16")
     for _ in range(5):
