@@ -11,6 +11,7 @@ import pytest
 from pipelines.config import PreprocessConfig
 from pipelines.inputs import discover_inputs, make_input
 from pipelines.output import Output
+from pipelines.preprocess import build_parser, config_from_args
 from pipelines.schema import REJECT_SCHEMA
 
 
@@ -123,12 +124,15 @@ def test_a_setting_added_after_an_output_was_written_counts_as_its_default_there
         Output(str(tmp_path)).check_settings(PreprocessConfig(dlib_cnn_fallback=True).output_settings(), defaults)
 
 
-def test_an_output_from_before_the_mask_memories_is_not_resumed_with_them(tmp_path):
-    """Its masks were made without memory, not with the new default's."""
-    older = {key: value for key, value in PreprocessConfig().output_settings().items() if not key.startswith("mask_")}
-    older["mask_backend"] = "skin"
+def test_an_output_from_pipeline_0_2_is_resumed_only_with_its_settings(tmp_path):
+    """Its masks were made without memory and its tracker re-centred every frame, one frame per batch:
+    the new defaults are refused, and the command-line flags that restore 0.2's behaviour resume it."""
+    added = ("mask_boundary_memory", "mask_pixel_memory", "recentre_tolerance", "track_window")
+    older = {key: value for key, value in PreprocessConfig().output_settings().items() if key not in added}
     Output(str(tmp_path)).check_settings(older)
     defaults = PreprocessConfig.settings_of_older_outputs()
-    with pytest.raises(ValueError, match=r"other settings \(mask_boundary_memory, mask_pixel_memory\)"):
+    with pytest.raises(ValueError, match=r"other settings \(mask_boundary_memory, mask_pixel_memory, recentre_tolerance, track_window\)"):
         Output(str(tmp_path)).check_settings(PreprocessConfig().output_settings(), defaults)
-    Output(str(tmp_path)).check_settings(PreprocessConfig(mask_boundary_memory=0, mask_pixel_memory=0).output_settings(), defaults)
+    flags = ["--recentre-tolerance", "0", "--track-window", "1", "--mask-memory", "0", "0"]
+    args = build_parser().parse_args(["--input", "in", "--output", str(tmp_path)] + flags)
+    Output(str(tmp_path)).check_settings(config_from_args(args).output_settings(), defaults)
