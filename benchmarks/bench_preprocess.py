@@ -329,11 +329,12 @@ def manifest(rows: int) -> dict:
 
 
 MASK_VARIANTS = {  # SkinRegionMasker options; the last is the default
-    "each frame on its own (before)": dict(boundary_memory=0.0, pixel_memory=0.0, forehead_component=False),
-    "skin model memory 0.5": dict(memory=0.5, boundary_memory=0.0, pixel_memory=0.0, forehead_component=False),
-    "boundary averaged": dict(pixel_memory=0.0, forehead_component=False),
-    "boundary and pixels averaged": dict(forehead_component=False),
-    "default (and forehead component)": dict(),
+    "each frame on its own (before)": dict(boundary_memory=0.0, pixel_memory=0.0, forehead_component=False, dark_tolerance=0.0),
+    "skin model memory 0.5": dict(memory=0.5, boundary_memory=0.0, pixel_memory=0.0, forehead_component=False, dark_tolerance=0.0),
+    "boundary averaged": dict(pixel_memory=0.0, forehead_component=False, dark_tolerance=0.0),
+    "boundary and pixels averaged": dict(forehead_component=False, dark_tolerance=0.0),
+    "and forehead component": dict(dark_tolerance=0.0),
+    "default (and darker than skin is out)": dict(),
 }
 
 

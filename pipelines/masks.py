@@ -2,8 +2,10 @@
 
 The paper uses a face-parsing network trained on CelebAMask-HQ; its weights cannot be downloaded here.
 The default masker intersects the landmark face region (jaw line, brows raised towards the forehead)
-with a skin-colour model fitted per frame on the cheeks and nose, so hair, glasses frames, hands and
-background drop out; the eyes and the mouth are kept. A parsing-network backend only has to provide
+with a skin-colour model fitted per frame on the cheeks and nose (chroma, plus a luminance floor: dark
+hair and frames share skin's chroma), so hair, glasses frames, hands and background drop out; the eyes
+and the mouth are kept. Within a segment the region's upper boundary and each pixel's skin distance are
+averaged over the frames so far (steadier foreheads, docs/preprocess.md). A parsing-network backend only has to provide
 the same call: mask = masker(crop (H, W, 3) uint8 RGB, landmarks (68, 2) crop pixels) -> (H, W) uint8 {0, 1}.
 """
 
@@ -20,6 +22,7 @@ JAW = list(range(0, 17))
 BROWS = list(range(17, 27))
 EYES = (list(range(36, 42)), list(range(42, 48)))
 MOUTH = list(range(48, 60))
+DARK_SPREAD_FLOOR = 4.0  # luminance levels
 SKIN_SAMPLE = [1, 2, 3, 31, 33, 35, 13, 14, 15, 29]  # cheeks and nose: rarely hair or glasses
 
 
@@ -59,6 +62,7 @@ class SkinRegionMasker:
         boundary_memory: float = PreprocessConfig.mask_boundary_memory,
         pixel_memory: float = PreprocessConfig.mask_pixel_memory,
         forehead_component: bool = True,
+        dark_tolerance: float = PreprocessConfig.mask_dark_tolerance,
     ):
         self.threshold = threshold  # squared Mahalanobis distance in (Cr, Cb)
         # Weight of the previous frames' skin model in this frame's (0: each frame on its own); a
@@ -72,20 +76,28 @@ class SkinRegionMasker:
         self.pixel_memory = pixel_memory
         # Keep the forehead when the brows or a glasses rim cut it off from the largest component.
         self.forehead_component = forehead_component
+        # Pixels darker than the cheeks' and nose's luminance by more than this many robust deviations
+        # are not skin (0: chroma only): brown hair, beards and glasses frames share skin's chroma.
+        self.dark_tolerance = dark_tolerance
         self._previous = None  # (mean, inverse covariance) of the previous frame
         self._top = None  # (10, 2) upper boundary of the previous frame
         self._distances = None  # (H, W) averaged skin distances of the previous frame
 
     def for_segment(self) -> "SkinRegionMasker":
-        return SkinRegionMasker(self.threshold, self.memory, self.boundary_memory, self.pixel_memory, self.forehead_component)
+        return SkinRegionMasker(
+            self.threshold, self.memory, self.boundary_memory, self.pixel_memory, self.forehead_component, self.dark_tolerance
+        )
 
     def __call__(self, crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         shape = crop.shape[:2]
         top = self._upper_boundary(landmarks)
         region = face_region(landmarks, shape, top)
         sample = _fill(shape, [cv2.convexHull(landmarks[SKIN_SAMPLE].astype(np.float32))[:, 0]]) & region
-        chroma = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb)[..., 1:].reshape(-1, 2).astype(np.float32)
+        ycrcb = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb)
+        chroma = ycrcb[..., 1:].reshape(-1, 2).astype(np.float32)
         distance = self._distance(chroma, sample.reshape(-1).astype(bool)).reshape(shape)
+        if self.dark_tolerance:
+            distance[self._darker_than_skin(ycrcb[..., 0], sample.astype(bool))] = 2 * self.threshold
         skin = (self._pixel_average(distance) < self.threshold).astype(np.uint8)
         features = _fill(shape, [landmarks[EYES[0]], landmarks[EYES[1]], landmarks[MOUTH]])
         mask = region & (skin | features)
@@ -124,6 +136,16 @@ class SkinRegionMasker:
             inverse = (1 - self.memory) * inverse + self.memory * self._previous[1]
         self._previous = (mean, inverse)
         return _mahalanobis2(chroma, mean, inverse)
+
+    def _darker_than_skin(self, luma: np.ndarray, sample: np.ndarray) -> np.ndarray:
+        """(H, W) bool: luminance below the sample's median by more than `dark_tolerance` robust
+        deviations (1.4826 MAD, at least DARK_SPREAD_FLOOR levels so a flat-lit face keeps its shading)."""
+        values = luma[sample].astype(np.float32)
+        if len(values) < 10:
+            return np.zeros(luma.shape, bool)
+        median = float(np.median(values))
+        spread = max(1.4826 * float(np.median(np.abs(values - median))), DARK_SPREAD_FLOOR)
+        return luma < median - self.dark_tolerance * spread
 
     def _pixel_average(self, distance: np.ndarray) -> np.ndarray:
         """(H, W) skin distance exponentially averaged per crop pixel over the segment's frames so far.
@@ -165,11 +187,13 @@ def _main_components(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 
 def mask_options(cfg: PreprocessConfig) -> dict:
     """The configured options of make_masker's skin backend."""
-    return dict(boundary_memory=cfg.mask_boundary_memory, pixel_memory=cfg.mask_pixel_memory)
+    return dict(
+        boundary_memory=cfg.mask_boundary_memory, pixel_memory=cfg.mask_pixel_memory, dark_tolerance=cfg.mask_dark_tolerance
+    )
 
 
 def make_masker(backend: str, threshold: float, **options) -> FaceMasker:
-    """options: the backend's own (skin: boundary_memory, pixel_memory)."""
+    """options: the backend's own (skin: boundary_memory, pixel_memory, dark_tolerance)."""
     if backend == "skin":
         return SkinRegionMasker(threshold, **options)
     raise ValueError(f"unknown mask backend {backend!r}")

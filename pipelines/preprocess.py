@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights of a segment's previous frames in the mask's upper boundary and in each pixel's skin "
         "distance (0 0: each frame on its own, as outputs before 0.3)",
     )
+    parser.add_argument(
+        "--mask-dark-tolerance",
+        type=float,
+        default=defaults.mask_dark_tolerance,
+        help="pixels darker than the cheeks by more than this many robust deviations are not skin "
+        "(0: chroma only, as outputs before 0.3)",
+    )
     parser.add_argument("--decoder", choices=("pyav", "decord"), default=defaults.decoder)
     parser.add_argument("--frame-stride", type=int, default=defaults.frame_stride)
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames, help="per video, 0: all")
@@ -204,6 +211,7 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         track_window=args.track_window,
         mask_boundary_memory=args.mask_memory[0],
         mask_pixel_memory=args.mask_memory[1],
+        mask_dark_tolerance=args.mask_dark_tolerance,
         primary_face_only=not args.all_faces,
         decoder=args.decoder,
         frame_stride=args.frame_stride,

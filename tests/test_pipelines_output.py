@@ -127,12 +127,12 @@ def test_a_setting_added_after_an_output_was_written_counts_as_its_default_there
 def test_an_output_from_pipeline_0_2_is_resumed_only_with_its_settings(tmp_path):
     """Its masks were made without memory and its tracker re-centred every frame, one frame per batch:
     the new defaults are refused, and the command-line flags that restore 0.2's behaviour resume it."""
-    added = ("mask_boundary_memory", "mask_pixel_memory", "recentre_tolerance", "track_window")
+    added = ("mask_boundary_memory", "mask_pixel_memory", "mask_dark_tolerance", "recentre_tolerance", "track_window")
     older = {key: value for key, value in PreprocessConfig().output_settings().items() if key not in added}
     Output(str(tmp_path)).check_settings(older)
     defaults = PreprocessConfig.settings_of_older_outputs()
-    with pytest.raises(ValueError, match=r"other settings \(mask_boundary_memory, mask_pixel_memory, recentre_tolerance, track_window\)"):
+    with pytest.raises(ValueError, match=r"other settings \(mask_boundary_memory, mask_dark_tolerance, mask_pixel_memory, recentre_tolerance, track_window\)"):
         Output(str(tmp_path)).check_settings(PreprocessConfig().output_settings(), defaults)
-    flags = ["--recentre-tolerance", "0", "--track-window", "1", "--mask-memory", "0", "0"]
+    flags = ["--recentre-tolerance", "0", "--track-window", "1", "--mask-memory", "0", "0", "--mask-dark-tolerance", "0"]
     args = build_parser().parse_args(["--input", "in", "--output", str(tmp_path)] + flags)
     Output(str(tmp_path)).check_settings(config_from_args(args).output_settings(), defaults)
