@@ -58,8 +58,27 @@ def scale_input(matrix: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return result
 
 
+def _opencv_matrix(matrix: np.ndarray) -> np.ndarray:
+    """A (2, 3) matrix in the pixel-centre convention as one on OpenCV's integer pixel centres."""
+    linear, translation = matrix[:, :2], matrix[:, 2]
+    return np.concatenate([linear, (translation + linear.sum(axis=1) * 0.5 - 0.5)[:, None]], axis=1)
+
+
 def warp(image: np.ndarray, matrix: np.ndarray, crop_size: int) -> np.ndarray:
     """The crop of `image` under `matrix` (pixel-centre convention converted to OpenCV's integer centres)."""
-    linear, translation = matrix[:, :2], matrix[:, 2]
-    opencv = np.concatenate([linear, (translation + linear.sum(axis=1) * 0.5 - 0.5)[:, None]], axis=1)
-    return cv2.warpAffine(image, opencv, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(
+        image, _opencv_matrix(matrix), (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+
+
+def source_coverage(frame_shape: tuple[int, int], matrix: np.ndarray, crop_size: int) -> np.ndarray:
+    """(S, S) bool: crop pixels whose every interpolation tap lies inside the source frame (the rest is
+    padding). When the crop's corners map at least a pixel inside the frame, all of it does (an affine
+    map keeps the square convex), and no warp is needed."""
+    height, width = frame_shape
+    inverse = cv2.invertAffineTransform(_opencv_matrix(matrix).astype(np.float64))
+    corners = np.array([[0, 0, 1], [crop_size - 1, 0, 1], [0, crop_size - 1, 1], [crop_size - 1, crop_size - 1, 1]])
+    x, y = inverse @ corners.T
+    if x.min() >= 1 and y.min() >= 1 and x.max() <= width - 2 and y.max() <= height - 2:
+        return np.ones((crop_size, crop_size), bool)
+    return warp(np.full(frame_shape, 255, np.uint8), matrix, crop_size) == 255

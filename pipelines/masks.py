@@ -93,11 +93,11 @@ class SkinRegionMasker:
         top = self._upper_boundary(landmarks)
         region = face_region(landmarks, shape, top)
         sample = _fill(shape, [cv2.convexHull(landmarks[SKIN_SAMPLE].astype(np.float32))[:, 0]]) & region
-        ycrcb = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb)
-        chroma = ycrcb[..., 1:].reshape(-1, 2).astype(np.float32)
-        distance = self._distance(chroma, sample.reshape(-1).astype(bool)).reshape(shape)
+        luma, cr, cb = cv2.split(cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb))
+        luma_sample, cr_sample, cb_sample = _masked_values(sample, luma, cr, cb)
+        distance = self._distance(cr, cb, cr_sample, cb_sample)
         if self.dark_tolerance:
-            distance[self._darker_than_skin(ycrcb[..., 0], sample.astype(bool))] = 2 * self.threshold
+            distance[luma < self._darkness_limit(luma_sample)] = 2 * self.threshold
         skin = (self._pixel_average(distance) < self.threshold).astype(np.uint8)
         features = _fill(shape, [landmarks[EYES[0]], landmarks[EYES[1]], landmarks[MOUTH]])
         mask = region & (skin | features)
@@ -114,38 +114,39 @@ class SkinRegionMasker:
         self._top = top
         return top
 
-    def _distance(self, chroma: np.ndarray, sample: np.ndarray) -> np.ndarray:
-        """(N,) squared Mahalanobis distances of (N, 2) chroma to the skin model fitted on the (N,)
-        boolean sample (all 0, i.e. skin, when the sample is too small to fit one)."""
-        if sample.sum() < 10:
-            return np.zeros(len(chroma), np.float32)
-        values = chroma[sample]
+    def _distance(self, cr: np.ndarray, cb: np.ndarray, cr_sample: np.ndarray, cb_sample: np.ndarray) -> np.ndarray:
+        """(H, W) squared Mahalanobis distances of the crop's chroma planes (H, W) to the skin model
+        fitted on the sample's chroma values, (N,) each (all 0, i.e. skin, when the sample is too small)."""
+        if len(cr_sample) < 10:
+            return np.zeros(cr.shape, np.float32)
+        values = np.stack([cr_sample, cb_sample], axis=1).astype(np.float32)
         # Robust start (median, MAD) so that an occluder covering part of the cheeks cannot pull the
         # model, then Gaussian refits on the inliers.
         mean = np.median(values, axis=0)
         spread = 1.4826 * np.median(np.abs(values - mean), axis=0) + 1.0
         inverse = np.diag(1.0 / spread**2)
         for _ in range(2):
-            inliers = values[_mahalanobis2(values, mean, inverse) < self.threshold]
+            inliers = values[_mahalanobis2(values[:, 0], values[:, 1], mean, inverse) < self.threshold]
             if len(inliers) < 10:
                 break
             mean = inliers.mean(axis=0)
-            inverse = np.linalg.inv(np.cov(inliers.T) + np.eye(2) * 2.0)
+            inverse = np.linalg.inv(_covariance(inliers[:, 0], inliers[:, 1]) + np.eye(2) * 2.0)
         if self.memory and self._previous is not None:
             mean = (1 - self.memory) * mean + self.memory * self._previous[0]
             inverse = (1 - self.memory) * inverse + self.memory * self._previous[1]
         self._previous = (mean, inverse)
-        return _mahalanobis2(chroma, mean, inverse)
+        return _mahalanobis2(cr.astype(np.float32), cb.astype(np.float32), mean, inverse)
 
-    def _darker_than_skin(self, luma: np.ndarray, sample: np.ndarray) -> np.ndarray:
-        """(H, W) bool: luminance below the sample's median by more than `dark_tolerance` robust
-        deviations (1.4826 MAD, at least DARK_SPREAD_FLOOR levels so a flat-lit face keeps its shading)."""
-        values = luma[sample].astype(np.float32)
-        if len(values) < 10:
-            return np.zeros(luma.shape, bool)
+    def _darkness_limit(self, sample: np.ndarray) -> float:
+        """Luminance below which a pixel is not skin: the sample's (N,) median less `dark_tolerance`
+        robust deviations (1.4826 MAD, at least DARK_SPREAD_FLOOR levels so a flat-lit face keeps its
+        shading); -1 (no pixel is darker) when the sample is too small."""
+        if len(sample) < 10:
+            return -1.0
+        values = sample.astype(np.float32)
         median = float(np.median(values))
         spread = max(1.4826 * float(np.median(np.abs(values - median))), DARK_SPREAD_FLOOR)
-        return luma < median - self.dark_tolerance * spread
+        return median - self.dark_tolerance * spread
 
     def _pixel_average(self, distance: np.ndarray) -> np.ndarray:
         """(H, W) skin distance exponentially averaged per crop pixel over the segment's frames so far.
@@ -158,11 +159,29 @@ class SkinRegionMasker:
         return distance
 
 
-def _mahalanobis2(points: np.ndarray, mean: np.ndarray, inverse: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance of (N, 2) points (written out: einsum is several times slower here)."""
-    u = points[:, 0] - mean[0]
-    v = points[:, 1] - mean[1]
+def _mahalanobis2(u: np.ndarray, v: np.ndarray, mean: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distances of points (u, v), two arrays of one shape, to `mean` (2,) under the
+    (2, 2) inverse covariance (written out: einsum is several times slower here)."""
+    u = u - mean[0]
+    v = v - mean[1]
     return inverse[0, 0] * u * u + (inverse[0, 1] + inverse[1, 0]) * u * v + inverse[1, 1] * v * v
+
+
+def _masked_values(mask: np.ndarray, *planes: np.ndarray) -> list[np.ndarray]:
+    """plane[mask] for each (H, W) plane, in row-major order, read from the mask's bounding box (on a
+    crop's small cheek sample this is several times cheaper than indexing the whole crop)."""
+    x, y, w, h = cv2.boundingRect(mask)
+    inside = mask[y : y + h, x : x + w].astype(bool)
+    return [plane[y : y + h, x : x + w][inside] for plane in planes]
+
+
+def _covariance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(2, 2) sample covariance of points (u, v), (N,) each: np.cov's arithmetic without its overhead."""
+    points = np.array([u, v], np.float64)
+    points -= points.mean(axis=1, keepdims=True)
+    covariance = np.dot(points, points.T)
+    covariance *= 1.0 / (len(u) - 1)
+    return covariance
 
 
 def _forehead_seeds(landmarks: np.ndarray, top: np.ndarray) -> np.ndarray:
@@ -173,10 +192,10 @@ def _forehead_seeds(landmarks: np.ndarray, top: np.ndarray) -> np.ndarray:
 
 def _main_components(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """(H, W) uint8: the largest 4-connected component of `mask`, and those holding a seed (N, 2)."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    count, labels = cv2.connectedComponents(mask, connectivity=4)
     if count <= 2:
         return mask
-    keep = {1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))}
+    keep = {1 + int(np.argmax(np.bincount(labels.ravel(), minlength=count)[1:]))}
     height, width = mask.shape
     for x, y in seeds:
         label = labels[min(height - 1, max(0, int(y))), min(width - 1, max(0, int(x)))]

@@ -19,7 +19,15 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import PIPELINE_VERSION
-from pipelines.align import alignment_frame, apply_matrix, crop_matrices, scale_input, smooth_frames, warp
+from pipelines.align import (
+    alignment_frame,
+    apply_matrix,
+    crop_matrices,
+    scale_input,
+    smooth_frames,
+    source_coverage,
+    warp,
+)
 from pipelines.config import PreprocessConfig
 from pipelines.decode import Reject, VideoStream, working_size
 from pipelines.identity import keep_primary_face
@@ -73,15 +81,13 @@ def crop_rows(item: VideoInput, facts: VideoFacts, frames, segments, cfg: Prepro
         )
         for slot, position in enumerate(positions):
             wanted.setdefault(int(position), []).append((number, slot))
-    full = None
     for position, frame in enumerate(frames):
         for number, slot in wanted.get(position, []):
             plan = plans[number]
             matrix, points = plan["matrices"][slot], plan["landmarks"][slot]
-            full = np.full(frame.shape[:2], 255, np.uint8) if full is None else full
             crop = warp(frame, matrix, cfg.crop_size)
             # Crop pixels (partly) outside the source frame are padding, never face.
-            inside = warp(full, matrix, cfg.crop_size) == 255
+            inside = source_coverage(frame.shape[:2], matrix, cfg.crop_size)
             plan["jpegs"].append(encode_jpeg(crop, cfg.jpeg_quality))
             plan["pngs"].append(encode_mask_png(plan["masker"](crop, points) & inside))
             if slot == len(plan["positions"]) - 1:

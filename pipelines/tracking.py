@@ -26,6 +26,11 @@ def landmark_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
     return frame[:2], float(np.linalg.norm(frame[2:]))
 
 
+def landmark_centres(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 2) centres of (N, 68, 2) shapes, as landmark_frame's (one call for a window of frames)."""
+    return alignment_frame(landmarks)[:, :2]
+
+
 @dataclass
 class BoxModel:
     """Where the detector put its box relative to the landmarks at the last detection (the anchor).
@@ -42,8 +47,12 @@ class BoxModel:
         return cls(offset=(box[:2] + box[2:]) / 2 - centre, size=box[2:] - box[:2], scale=scale)
 
     def box(self, landmarks: np.ndarray, velocity=np.zeros(2)) -> np.ndarray:
-        centre = landmark_frame(landmarks)[0] + self.offset + velocity
-        return np.concatenate([centre - self.size / 2, centre + self.size / 2]).astype(np.float32)
+        return self.box_at(landmark_frame(landmarks)[0], velocity)
+
+    def box_at(self, centres: np.ndarray, velocity=np.zeros(2)) -> np.ndarray:
+        """(..., 4) boxes of landmark centres (..., 2) moved by `velocity`."""
+        centres = centres + self.offset + velocity
+        return np.concatenate([centres - self.size / 2, centres + self.size / 2], axis=-1).astype(np.float32)
 
 
 @dataclass
@@ -78,9 +87,9 @@ def face_size(box: np.ndarray) -> float:
     return float(max(box[2] - box[0], box[3] - box[1]))
 
 
-def _plausible_step(previous: np.ndarray, current: np.ndarray, model: BoxModel, max_scale_jump: float) -> bool:
-    """The tracked face kept its size (relative to the anchor) and did not jump."""
-    previous_centre = landmark_frame(previous)[0]
+def _plausible_step(previous_centre: np.ndarray, current: np.ndarray, model: BoxModel, max_scale_jump: float) -> bool:
+    """The tracked face (landmarks `current`) kept its size (relative to the anchor) and did not jump
+    from the previous frame's landmark centre."""
     centre, scale = landmark_frame(current)
     ratio = scale / model.scale
     moved = np.linalg.norm(centre - previous_centre) / model.scale
@@ -110,16 +119,16 @@ class FaceTracker:
         ends the window before it. Every `verify_every` frames a detector run on
         the region around the face confirms the track and re-anchors it on the detector's box, so drift
         cannot build up; the frames after it in the window keep their boxes from the old anchor."""
-        previous = history[-1]
-        velocity = landmark_frame(previous)[0] - landmark_frame(history[-2])[0] if len(history) > 1 else np.zeros(2)
+        previous_centre = landmark_frame(history[-1])[0]
+        velocity = previous_centre - landmark_frame(history[-2])[0] if len(history) > 1 else np.zeros(2)
         frames = [frame for _, _, frame in window]
-        guesses = np.stack([model.box(previous, velocity * (step + 1)) for step in range(len(window))])
+        guesses = np.stack([model.box_at(previous_centre, velocity * (step + 1)) for step in range(len(window))])
         boxes, landmarks = guesses, self.landmarker.landmarks_many(frames, guesses)
         for _ in range(self.RECENTRE_PASSES):
             off = self._off_centre(boxes, landmarks, model)
             if not off.any():
                 break
-            boxes[off] = np.stack([model.box(points) for points in landmarks[off]])
+            boxes[off] = model.box_at(landmark_centres(landmarks[off]))
             landmarks[off] = self.landmarker.landmarks_many([f for f, o in zip(frames, off) if o], boxes[off])
         # Landmarks still away from their box (a guess too far off to recover from) end the window
         # there: that frame starts the next window, with a guess from its predecessor's landmarks.
@@ -127,7 +136,7 @@ class FaceTracker:
         settled = int(np.argmax(off[1:])) + 1 if off[1:].any() else len(window)
         results = []
         for frame, points in zip(frames[:settled], landmarks[:settled]):
-            if not _plausible_step(previous, points, model, self.cfg.max_scale_jump):
+            if not _plausible_step(previous_centre, points, model, self.cfg.max_scale_jump):
                 return results, model, since_check, "weak"
             confirmed = since_check >= self.cfg.verify_every
             if confirmed:
@@ -139,7 +148,7 @@ class FaceTracker:
                 model = BoxModel.calibrate(box, points)
             since_check = 0 if confirmed else since_check + 1
             results.append((points, confirmed))
-            previous = points
+            previous_centre = landmark_frame(points)[0]
         return results, model, since_check, None
 
     def _detect_step(self, frame, previous_box):
@@ -219,7 +228,7 @@ class FaceTracker:
 
     def _off_centre(self, boxes: np.ndarray, landmarks: np.ndarray, model: BoxModel) -> np.ndarray:
         """(N,) bool: the landmarks' own box is more than `recentre_tolerance` of the box size from `boxes`."""
-        centred = np.stack([model.box(points) for points in landmarks])
+        centred = model.box_at(landmark_centres(landmarks))
         return np.linalg.norm(centred[:, :2] - boxes[:, :2], axis=1) > self.cfg.recentre_tolerance * model.size.max()
 
     @staticmethod

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from pipelines.align import alignment_frame, apply_matrix, crop_matrices, scale_input, smooth_frames, warp
+from pipelines.align import (
+    alignment_frame,
+    apply_matrix,
+    crop_matrices,
+    scale_input,
+    smooth_frames,
+    source_coverage,
+    warp,
+)
 
 
 def blob_centre(image: np.ndarray) -> np.ndarray:
@@ -61,3 +69,21 @@ def test_smoothing_keeps_constant_tracks_and_reduces_jitter():
     assert smooth_frames(constant, 2.0) == pytest.approx(constant)
     jitter = constant + np.random.default_rng(1).normal(0, 1, constant.shape)
     assert np.std(smooth_frames(jitter, 2.0) - constant) < 0.5 * np.std(jitter - constant)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        (250.0, 200.0, 80.0, 10.0),  # well inside: the fast path
+        (112.0, 200.0, 110.0, 0.0),  # the corners 2 px from the left edge: the fast path
+        (111.0, 200.0, 110.0, 0.0),  # 1 px from it: warped, and still all inside
+        (250.0, 200.0, 110.0, 110.0),  # rotated 45 degrees, its corners out at top and bottom
+        (30.0, 380.0, 60.0, -20.0),  # over a corner of the frame
+    ],
+)
+def test_source_coverage_is_the_warped_frame_of_ones(frame):
+    """Crop pixels whose every interpolation tap is inside the source: the warp of an all-255 frame,
+    computed or (when the crop's corners lie a pixel inside the frame) known to be everything."""
+    matrix = crop_matrices(np.array([frame]), 224)[0]
+    expected = warp(np.full((400, 500), 255, np.uint8), matrix, 224) == 255
+    assert np.array_equal(source_coverage((400, 500), matrix, 224), expected)

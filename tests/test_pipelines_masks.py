@@ -9,7 +9,7 @@ from pipelines.config import PreprocessConfig
 from sample_assets import sample_clip
 from pipelines.inputs import make_input
 from pipelines.landmarks import DlibLandmarker
-from pipelines.masks import SkinRegionMasker, _mahalanobis2, face_region
+from pipelines.masks import SKIN_SAMPLE, SkinRegionMasker, _fill, _mahalanobis2, _masked_values, face_region
 from pipelines.schema import decode_clip_row
 from pipelines.stages import process_input
 
@@ -30,7 +30,53 @@ def test_mahalanobis_matches_the_matrix_form():
     a = rng.normal(size=(2, 2))
     inverse = a @ a.T + np.eye(2)
     expected = [(p - mean) @ inverse @ (p - mean) for p in points]
-    assert _mahalanobis2(points, mean, inverse) == pytest.approx(expected)
+    assert _mahalanobis2(points[:, 0], points[:, 1], mean, inverse) == pytest.approx(expected)
+
+
+def test_masked_values_are_the_masks_pixels_in_row_major_order():
+    rng = np.random.default_rng(1)
+    planes = rng.integers(0, 256, size=(2, 40, 30), dtype=np.uint8)
+    mask = np.zeros((40, 30), np.uint8)
+    mask[7:20, 3:9] = 1
+    mask[25, 28] = 1
+    mask[11, 4] = 0
+    for values, plane in zip(_masked_values(mask, *planes), planes):
+        assert np.array_equal(values, plane[mask.astype(bool)])
+
+
+def _reference_skin_distance(crop, landmarks, threshold=9.21):
+    """The skin model written plainly (np.cov, the crop's chroma indexed by the sample mask): (H, W)."""
+    region = face_region(landmarks, crop.shape[:2])
+    sample = _fill(crop.shape[:2], [cv2.convexHull(landmarks[SKIN_SAMPLE].astype(np.float32))[:, 0]]) & region
+    chroma = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb)[..., 1:].reshape(-1, 2).astype(np.float32)
+    values = chroma[sample.reshape(-1).astype(bool)]
+
+    def distances(points, mean, inverse):
+        centred = points - mean
+        return np.einsum("ni,ij,nj->n", centred, inverse, centred)
+
+    mean = np.median(values, axis=0)
+    inverse = np.diag(1.0 / (1.4826 * np.median(np.abs(values - mean), axis=0) + 1.0) ** 2)
+    for _ in range(2):
+        inliers = values[distances(values, mean, inverse) < threshold]
+        mean, inverse = inliers.mean(axis=0), np.linalg.inv(np.cov(inliers.T) + np.eye(2) * 2.0)
+    return distances(chroma, mean, inverse).reshape(crop.shape[:2])
+
+
+def test_skin_distances_match_the_plain_skin_model(crop_and_landmarks):
+    """The masker's skin model (the sample read from its bounding box, np.cov's arithmetic inlined) is
+    the plain one, on a sample crop and on the same crop with a blue occluder over a cheek."""
+    crop, landmarks = crop_and_landmarks
+    occluded = crop.copy()
+    occluded[int(landmarks[29, 1]) - 6 : int(landmarks[29, 1]) + 6, int(landmarks[1, 0]) : int(landmarks[31, 0])] = (40, 60, 200)
+    for image in (crop, occluded):
+        region = face_region(landmarks, image.shape[:2])
+        sample = _fill(image.shape[:2], [cv2.convexHull(landmarks[SKIN_SAMPLE].astype(np.float32))[:, 0]]) & region
+        _, cr, cb = cv2.split(cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb))
+        distance = SkinRegionMasker()._distance(cr, cb, *_masked_values(sample, cr, cb))
+        reference = _reference_skin_distance(image, landmarks)
+        assert np.abs(distance - reference).max() < 1e-3 * reference.max()
+        assert ((distance < 9.21) == (reference < 9.21)).mean() > 0.9999
 
 
 def test_mask_is_inside_the_face_region_and_drops_an_occluder(crop_and_landmarks):
