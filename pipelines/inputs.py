@@ -14,6 +14,7 @@ that pyarrow.fs (or fsspec, through pyarrow's FSSpecHandler) understands.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import posixpath
 from collections.abc import Iterator
@@ -185,17 +186,13 @@ def manifest_batch(batch: pa.Table) -> pa.Table:
 
 
 def walk_tree(root: str) -> Iterator[pa.Table]:
-    """All media files under `root`, in batches of LISTING_BATCH rows (runs in a Ray task).
+    """All media files under `root`, in batches of LISTING_BATCH rows, each batch largest file first
+    (runs in a Ray task). Inputs start in that order, so that a long video does not start last and
+    keep one worker busy after the others have finished (on the sample the 1,008-frame clip did).
     Local trees follow directory symlinks once each (a loop is entered once, never again)."""
-    paths = []
     files = _walk_local(root) if "://" not in root else _walk_remote(root)
-    for path in files:
-        paths.append(path)
-        if len(paths) == LISTING_BATCH:
-            yield _listing(paths)
-            paths = []
-    if paths:
-        yield _listing(paths)
+    while batch := list(itertools.islice(files, LISTING_BATCH)):
+        yield _listing([path for path, _ in sorted(batch, key=lambda file: -file[1])])
 
 
 def _listing(paths: list[str]) -> pa.Table:
@@ -203,7 +200,8 @@ def _listing(paths: list[str]) -> pa.Table:
     return pa.table([pa.array(paths, pa.string()), empty, empty, empty], schema=LISTING_SCHEMA)
 
 
-def _walk_local(root: str) -> Iterator[str]:
+def _walk_local(root: str) -> Iterator[tuple[str, int]]:
+    """(path, size in bytes) of the media files under `root`."""
     seen, stack = {os.path.realpath(root)}, [root]
     while stack:
         directory = stack.pop()
@@ -219,12 +217,13 @@ def _walk_local(root: str) -> Iterator[str]:
                         seen.add(real)
                         stack.append(entry.path)
                 elif entry.name.lower().endswith(MEDIA_SUFFIXES) and entry.is_file():
-                    yield entry.path
+                    yield entry.path, entry.stat().st_size
             except OSError:
                 continue
 
 
-def _walk_remote(root: str) -> Iterator[str]:
+def _walk_remote(root: str) -> Iterator[tuple[str, int]]:
+    """(location, size in bytes) of the media files under the URI `root`."""
     fs, path = resolve(root)
     stack = [path]
     while stack:
@@ -233,7 +232,7 @@ def _walk_remote(root: str) -> Iterator[str]:
             if info.type == pyarrow.fs.FileType.Directory:
                 stack.append(info.path)
             elif info.type == pyarrow.fs.FileType.File and info.path.lower().endswith(MEDIA_SUFFIXES):
-                yield _location(root, fs, info.path)
+                yield _location(root, fs, info.path), info.size or 0
 
 
 def resolve_batch(batch: pa.Table, base: str = "") -> list[VideoInput]:

@@ -105,6 +105,23 @@ def test_tree_listing_visits_each_file_once(tmp_path, loop):
     assert all(Path(path).is_relative_to(tmp_path) for path in listed)
 
 
+def test_each_listed_batch_starts_with_its_largest_files(tmp_path, monkeypatch):
+    """Inputs start in listing order: the largest (longest) videos of a batch first, so that none of
+    them starts last and keeps one worker busy while the others idle."""
+    import pipelines.inputs
+
+    monkeypatch.setattr(pipelines.inputs, "LISTING_BATCH", 4)
+    sizes = [3, 40, 7, 12, 500, 1, 90]
+    for number, size in enumerate(sizes):
+        (tmp_path / "id0" / "v").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "id0" / "v" / f"{number:05d}.mp4").write_bytes(b"x" * size)
+    batches = [
+        [Path(path).stat().st_size for path in batch.column("path").to_pylist()]
+        for batch in pipelines.inputs.walk_tree(str(tmp_path))
+    ]
+    assert batches == [[40, 12, 7, 3], [500, 90, 1]]  # batches in name order, each largest first
+
+
 def test_an_image_folder_lists_every_image(tmp_path):
     for name in ("a.jpg", "b.PNG", "notes.txt"):
         (tmp_path / "photos" / name).parent.mkdir(exist_ok=True)
