@@ -1,6 +1,6 @@
 """Benchmarks of `make preprocess`, as JSON.
 
-    python benchmarks/bench_preprocess.py [--sections decode,end_to_end,long_video,manifest,tracking,masks]
+    python benchmarks/bench_preprocess.py [--sections decode,end_to_end,stages,long_video,manifest,tracking,masks]
         [--max-frames 96] [--input DIR (default: the registered sample clips)] [--manifest-rows 1000000]
 
 - decode: CPU seconds and frames/s of each decoder backend (pyav, decord) decoding the whole sample in
@@ -9,6 +9,8 @@
   run pinned to that many cores), and a decode-only job (the same listing and decode, nothing after
   it) as the ceiling. Goals: 2 CPUs >= 1.8 x one CPU;
   end to end within 2x of the decode-only ceiling.
+- stages: CPU milliseconds per frame of each stage (decoding, landmarks, face detector, masks, crops,
+  encoding, the rest) with every input's stages in this process on one core: the job's work without Ray.
 - long_video: peak resident memory of a worker (the process and its decoder helper) processing a long
   video written from the sample's frames, with the default frame buffer and with every frame held.
 - manifest: driver time and memory for a manifest of N rows: planning (before the first task), and
@@ -328,6 +330,88 @@ def manifest(rows: int) -> dict:
     }
 
 
+class StageTimers:
+    """CPU seconds (this thread) spent in named functions, by wrapping them where the stages look them up."""
+
+    def __init__(self):
+        self.seconds = collections.Counter()
+        self._restore = []
+
+    def wrap(self, owner, name: str, key: str):
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[key] += time.thread_time() - started
+
+        setattr(owner, name, timed)
+        self._restore.append((owner, name, original))
+
+    def restore(self):
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+
+
+def stage_costs(sample: str, max_frames: int) -> dict:
+    """CPU milliseconds per written frame of each stage: every sample input through all stages in this
+    process (the job's work without Ray), pinned to one core, next to a pass that only decodes (the
+    decode-only job's work). Decoding includes the decoder helper, the frames' transfer and the replay
+    filter; the rest is timed where the stages call it."""
+    import pipelines.stages
+    from pipelines.decode import VideoStream
+    from pipelines.identity import FaceIdentity
+    from pipelines.landmarks import DlibLandmarker
+    from pipelines.masks import SkinRegionMasker
+    from pipelines.output import Output
+    from pipelines.stages import input_rows, write_rows
+
+    cfg, items = PreprocessConfig(max_frames=max_frames), discover_inputs(sample)
+    everything = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, sorted(everything)[:1])  # the decoder helper shares the core, as in a 1-CPU job
+    timers = StageTimers()
+    try:
+        landmarker, identity = DlibLandmarker(), FaceIdentity()
+        with VideoStream(items[0].path, cfg) as stream:  # start the decoder helper
+            next(iter(stream.frames()))
+        started, decoded = process_tree_cpu_seconds(os.getpid()), 0
+        for item in items:
+            with VideoStream(item.path, cfg) as stream:
+                decoded += sum(1 for _ in stream.frames())
+        decode_seconds = process_tree_cpu_seconds(os.getpid()) - started
+        timers.wrap(landmarker, "landmarks", "landmarks (68-point model)")
+        timers.wrap(landmarker, "detect", "face detector")
+        timers.wrap(identity, "descriptor", "identity (clips with several tracks)")
+        timers.wrap(SkinRegionMasker, "__call__", "masks")
+        for name in ("warp", "source_coverage"):
+            timers.wrap(pipelines.stages, name, "crops")
+        for name in ("encode_jpeg", "encode_mask_png"):
+            timers.wrap(pipelines.stages, name, "JPEG and PNG encoding")
+        with tempfile.TemporaryDirectory(prefix="bench-stages-") as directory:
+            output = Output(directory)
+            started, frames = process_tree_cpu_seconds(os.getpid()), 0
+            for item in items:
+                rows = input_rows(item, cfg, landmarker, SkinRegionMasker(), identity)
+                frames += write_rows(item, rows, output)["num_frames"]
+            total_seconds = process_tree_cpu_seconds(os.getpid()) - started
+    finally:
+        timers.restore()
+        os.sched_setaffinity(0, everything)
+    timed = dict(timers.seconds)
+    rest = total_seconds - decode_seconds - sum(timed.values())
+    per_frame = {"decoding": decode_seconds, **timed, "rest (tracking logic, alignment, rows, writing)": rest}
+    return {
+        "frames_decoded": decoded,
+        "frames_written": frames,
+        "cpu_seconds_all_stages": round(total_seconds, 2),
+        "cpu_seconds_decoding_only": round(decode_seconds, 2),
+        "cpu_ms_per_written_frame": {name: round(1000 * seconds / frames, 3) for name, seconds in per_frame.items()},
+        "decoding_share": round(decode_seconds / total_seconds, 3),
+    }
+
+
 MASK_VARIANTS = {  # SkinRegionMasker options; the last is the default
     "each frame on its own (before)": dict(boundary_memory=0.0, pixel_memory=0.0, forehead_component=False, dark_tolerance=0.0),
     "skin model memory 0.5": dict(memory=0.5, boundary_memory=0.0, pixel_memory=0.0, forehead_component=False, dark_tolerance=0.0),
@@ -450,6 +534,8 @@ def main() -> None:
         results["long_video"] = long_video(args.input, args.long_video_frames)
     if "manifest" in sections:
         results["manifest"] = manifest(args.manifest_rows)
+    if "stages" in sections:
+        results["stages"] = stage_costs(args.input, args.max_frames)
     if "tracking" in sections:
         results["tracking"] = tracking_modes(args.input, args.max_frames)
     if "masks" in sections:
