@@ -264,7 +264,8 @@ def long_video(sample: str, frames: int) -> list[dict]:
         looped = (np.clip(back_and_forth[i % len(back_and_forth)].astype(np.int16) + (i % 7) - 3, 0, 255).astype(np.uint8) for i in range(frames))
         path = encode(Path(directory) / "long.mp4", looped)
         results = []
-        for buffered in (PreprocessConfig().max_buffered_frames, frames + 1):
+        frame_mib = clip[0].nbytes / 2**20
+        for buffered in (PreprocessConfig().max_buffered_mib, int(frames * frame_mib) + 1):
             code = (
                 "import json, time\n"
                 "from pipelines.config import PreprocessConfig\n"
@@ -273,7 +274,7 @@ def long_video(sample: str, frames: int) -> list[dict]:
                 "from pipelines.landmarks import DlibLandmarker\n"
                 "from pipelines.masks import SkinRegionMasker\n"
                 "from pipelines.stages import input_rows\n"
-                f"cfg = PreprocessConfig(max_buffered_frames={buffered}, primary_face_only=False)\n"
+                f"cfg = PreprocessConfig(max_buffered_mib={buffered}, primary_face_only=False)\n"
                 "started = time.monotonic()\n"
                 f"rows = [row['num_frames'] for row in input_rows(make_input({str(path)!r}), cfg, DlibLandmarker(), SkinRegionMasker())]\n"
                 "seconds = time.monotonic() - started\n"
@@ -288,9 +289,9 @@ def long_video(sample: str, frames: int) -> list[dict]:
             env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
             output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
             if output.returncode:
-                results.append({"max_buffered_frames": buffered, "failed": output.stderr[-1500:]})
+                results.append({"max_buffered_mib": buffered, "failed": output.stderr[-1500:]})
                 continue
-            results.append({"video_frames": frames, "frame_size": list(clip.shape[1:3]), "max_buffered_frames": buffered, **json.loads(output.stdout.strip().splitlines()[-1])})
+            results.append({"video_frames": frames, "frame_size": list(clip.shape[1:3]), "max_buffered_mib": buffered, **json.loads(output.stdout.strip().splitlines()[-1])})
         return results
 
 

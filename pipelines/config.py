@@ -17,9 +17,11 @@ class PreprocessConfig:
     decode_timeout_s: float = 120.0  # bound on wall time per decoding pass; decoders can hang on damaged files
     decoder: str = "pyav"  # pyav | decord (see decode.py; pyav measured faster and correct on edit lists)
     decode_batch: int = 8  # frames per message from the decoder process (about 3 x this many are in flight)
-    # Frames a task holds between tracking and cropping (0.8 MB each at 512 x 512): a longer video is
-    # decoded a second time for the crops instead. Most VoxCeleb clips (about 8 s) fit.
-    max_buffered_frames: int = 300
+    # Working frames a task holds between tracking and cropping, in MiB (0.75 MiB each at 512 x 512,
+    # 0.14 MiB at VoxCeleb's 224 x 224): a video whose frames do not fit is decoded a second time for the
+    # crops instead, which cost a 1,500-frame 512 px video 45% more time. 512 MiB hold 680 frames at
+    # 512 px (27 s at 25 fps) and 3,500 at 224 px (2 min 20 s), so nearly every VoxCeleb clip is decoded once.
+    max_buffered_mib: int = 512
     grayscale_tolerance: float = 2.0  # mean |R-G|+|G-B| (8-bit levels) below this means a grayscale video
     # Landmarks
     detector: str = "dlib"  # dlib | fan
@@ -106,6 +108,6 @@ class PreprocessConfig:
     def output_settings(self) -> dict:
         """Settings that change what is written; a resumed run must match them."""
         settings = dataclasses.asdict(self)
-        for runtime_only in ("decode_timeout_s", "device", "max_buffered_frames"):
+        for runtime_only in ("decode_timeout_s", "device", "max_buffered_mib"):
             settings.pop(runtime_only)
         return settings

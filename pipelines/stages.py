@@ -3,7 +3,7 @@ clip and reject rows.
 
 `input_rows` runs all stages of one input in one process with bounded memory: the first decoding pass
 tracks faces (the decoder helper sends frames in chunks of `decode_batch`), holding frames only while
-the video fits in `max_buffered_frames`; a longer video is decoded a second time for the crops. Rows
+the video's frames fit in `max_buffered_mib`; a longer video is decoded a second time for the crops. Rows
 come out one segment at a time and go straight to the output file. The job runs it in CPU tasks or on
 actors that keep the landmark model loaded (on a share of a GPU for FAN): no frame ever moves between
 processes through Ray's object store.
@@ -180,13 +180,14 @@ def input_rows(item: VideoInput, cfg: PreprocessConfig, landmarker: FaceLandmark
     stage = "decode"
     try:
         with VideoStream(item.path, cfg) as stream:
-            indices, buffer = [], []
+            indices, buffer, room = [], [], cfg.max_buffered_mib * 2**20
 
             def first_pass():
-                nonlocal buffer
+                nonlocal buffer, room
                 for index, frame in stream.frames():
                     indices.append(index)
-                    if buffer is not None and len(buffer) < cfg.max_buffered_frames:
+                    room -= frame.nbytes
+                    if buffer is not None and room >= 0:
                         buffer.append(frame)
                     else:
                         buffer = None  # too long to hold: the crops decode it again

@@ -1,4 +1,4 @@
-"""Bounded memory: a video longer than `max_buffered_frames` is decoded twice instead of held whole,
+"""Bounded memory: a video whose frames exceed `max_buffered_mib` is decoded twice instead of held whole,
 and gives the same rows."""
 
 import tracemalloc
@@ -21,8 +21,8 @@ def models():
     return DlibLandmarker(), SkinRegionMasker()
 
 
-def rows_and_peak(models, buffered: int):
-    cfg = PreprocessConfig(max_frames=64, max_buffered_frames=buffered, max_segment_frames=32, primary_face_only=False)
+def rows_and_peak(models, buffered_mib: int):
+    cfg = PreprocessConfig(max_frames=64, max_buffered_mib=buffered_mib, max_segment_frames=32, primary_face_only=False)
     tracemalloc.start()
     peak, rows = 0, []
     for row in input_rows(make_input(str(LONG)), cfg, *models):
@@ -33,8 +33,8 @@ def rows_and_peak(models, buffered: int):
 
 
 def test_a_long_video_streams_through_in_bounded_memory_with_the_same_rows(models):
-    held, held_peak = rows_and_peak(models, buffered=300)
-    streamed, streamed_peak = rows_and_peak(models, buffered=16)
+    held, held_peak = rows_and_peak(models, buffered_mib=512)
+    streamed, streamed_peak = rows_and_peak(models, buffered_mib=12)  # 16 working frames (0.75 MiB each)
     assert [row["row_kind"] for row in held] == ["clip"] * 2 and held == streamed
     frame_bytes = 512 * 512 * 3
     print(f"peak traced memory: {held_peak / frame_bytes:.1f} frames held, {streamed_peak / frame_bytes:.1f} streamed")
