@@ -4,6 +4,8 @@ centres at +0.5) to crop pixel coordinates in the same convention."""
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
@@ -81,4 +83,12 @@ def source_coverage(frame_shape: tuple[int, int], matrix: np.ndarray, crop_size:
     x, y = inverse @ corners.T
     if x.min() >= 1 and y.min() >= 1 and x.max() <= width - 2 and y.max() <= height - 2:
         return np.ones((crop_size, crop_size), bool)
-    return warp(np.full(frame_shape, 255, np.uint8), matrix, crop_size) == 255
+    return warp(_white_frame(height, width), matrix, crop_size) == 255
+
+
+@functools.lru_cache(maxsize=4)
+def _white_frame(height: int, width: int) -> np.ndarray:
+    """A read-only all-255 frame of this size, made once (a video's crops share it)."""
+    frame = np.full((height, width), 255, np.uint8)
+    frame.flags.writeable = False
+    return frame

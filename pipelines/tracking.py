@@ -87,10 +87,11 @@ def face_size(box: np.ndarray) -> float:
     return float(max(box[2] - box[0], box[3] - box[1]))
 
 
-def _plausible_step(previous_centre: np.ndarray, current: np.ndarray, model: BoxModel, max_scale_jump: float) -> bool:
-    """The tracked face (landmarks `current`) kept its size (relative to the anchor) and did not jump
-    from the previous frame's landmark centre."""
-    centre, scale = landmark_frame(current)
+def _plausible_step(
+    previous_centre: np.ndarray, centre: np.ndarray, scale: float, model: BoxModel, max_scale_jump: float
+) -> bool:
+    """The tracked face (landmark centre and scale of this frame) kept its size (relative to the anchor)
+    and did not jump from the previous frame's landmark centre."""
     ratio = scale / model.scale
     moved = np.linalg.norm(centre - previous_centre) / model.scale
     return 1 / max_scale_jump <= ratio <= max_scale_jump and moved < 0.5
@@ -136,7 +137,8 @@ class FaceTracker:
         settled = int(np.argmax(off[1:])) + 1 if off[1:].any() else len(window)
         results = []
         for frame, points in zip(frames[:settled], landmarks[:settled]):
-            if not _plausible_step(previous_centre, points, model, self.cfg.max_scale_jump):
+            centre, scale = landmark_frame(points)
+            if not _plausible_step(previous_centre, centre, scale, model, self.cfg.max_scale_jump):
                 return results, model, since_check, "weak"
             confirmed = since_check >= self.cfg.verify_every
             if confirmed:
@@ -146,9 +148,10 @@ class FaceTracker:
                     return results, model, since_check, "lost"
                 points = self.landmarker.landmarks(frame, box[None])[0]
                 model = BoxModel.calibrate(box, points)
+                centre = landmark_frame(points)[0]
             since_check = 0 if confirmed else since_check + 1
             results.append((points, confirmed))
-            previous_centre = landmark_frame(points)[0]
+            previous_centre = centre
         return results, model, since_check, None
 
     def _detect_step(self, frame, previous_box):
