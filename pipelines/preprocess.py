@@ -200,6 +200,32 @@ def landmark_layout(
     return arguments, f"landmarks ({detector}) on {pool} {'GPU' if gpu_actors else 'CPU'} actors ({why})"
 
 
+LISTING_CPUS = 1.0  # the listing tasks' share (see resolved_inputs)
+
+
+def resource_problem(actor_pool: dict | None, cpus_per_task: float, cluster_cpus: float, cluster_gpus: float) -> str:
+    """Why the job could never start on a cluster of this size ("" when it can): Ray would wait for
+    resources forever. The actor pool starts its minimum size at once and holds those CPUs, so the
+    listing that feeds the actors needs one CPU beside them."""
+    if actor_pool is None:
+        if cpus_per_task > cluster_cpus:
+            return f"--cpus-per-task {cpus_per_task:g} is more than the cluster's {cluster_cpus:g} CPUs"
+        return ""
+    actors = actor_pool["compute"].min_size
+    if actors * actor_pool["num_cpus"] > cluster_cpus - LISTING_CPUS:
+        return (
+            f"{actors} landmark actors x {actor_pool['num_cpus']:g} CPUs leave the listing less than "
+            f"{LISTING_CPUS:g} of the cluster's {cluster_cpus:g} CPUs (the actors would wait for inputs forever): "
+            "lower the MIN of --landmark-actors or --cpus-per-task"
+        )
+    if actors * actor_pool["num_gpus"] > cluster_gpus:
+        return (
+            f"{actors} landmark actors x {actor_pool['num_gpus']:g} GPU need more than the cluster's "
+            f"{cluster_gpus:g} GPUs: lower the MIN of --landmark-actors, raise --actors-per-gpu, or use --device cpu"
+        )
+    return ""
+
+
 def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     return PreprocessConfig(
         detector=args.detector,
@@ -341,21 +367,33 @@ def resolved_inputs(source: InputSource, output_uri: str):
     )
 
 
-def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Namespace):
+class ClusterTooSmall(RuntimeError):
+    pass
+
+
+def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Namespace, fixed_cluster: bool):
+    """The job's dataset. On a `fixed_cluster` (the embedded local Ray) a layout that could never start
+    raises ClusterTooSmall; on another cluster it is a warning, since its autoscaler may add nodes."""
     import ray
     import ray.data
 
     dataset = input_dataset(source, args.output)
+    resources = ray.cluster_resources()
     actor_pool, where = landmark_layout(
         cfg.detector,
         cfg.device,
         args.landmark_actors,
-        ray.cluster_resources().get("GPU", 0),
+        resources.get("GPU", 0),
         args.actors_per_gpu,
         args.cpus_per_task,
     )
     if cfg.detector == "fan":
         print(f"preprocess: {where}", file=sys.stderr)
+    problem = resource_problem(actor_pool, args.cpus_per_task, resources.get("CPU", 0), resources.get("GPU", 0))
+    if problem and fixed_cluster:
+        raise ClusterTooSmall(problem)
+    if problem:
+        print(f"preprocess: warning: {problem}; waiting for the cluster's autoscaler to add nodes", file=sys.stderr)
     if actor_pool is not None:
         return dataset.map_batches(
             InputActor,
@@ -373,6 +411,11 @@ def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Nam
     )
 
 
+def cluster_address(args: argparse.Namespace) -> str | None:
+    """The cluster to join (--address, else RAY_ADDRESS as `ray job submit` sets it); None: embedded local Ray."""
+    return args.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def start_ray(args: argparse.Namespace) -> bool:
     """Connect to the given cluster or start a local one; True when this call started Ray.
     The embedded default is address="local": a new Ray for this job, never a stray cluster that
@@ -381,7 +424,7 @@ def start_ray(args: argparse.Namespace) -> bool:
 
     if ray.is_initialized():
         return False
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(args)
     if address:
         ray.init(address=address)
     else:
@@ -430,7 +473,7 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     try:
         results, startup, seconds = _execute(source, cfg, args)
-    except RayUnavailable as error:
+    except (RayUnavailable, ClusterTooSmall) as error:
         print(f"preprocess: error: {error}", file=sys.stderr)
         return 2
     ids = pa.concat_arrays(
@@ -466,7 +509,8 @@ def _execute(source: InputSource, cfg: PreprocessConfig, args: argparse.Namespac
         raise RayUnavailable(f"cannot start or reach Ray ({args.address or 'local'}): {error}") from error
     running = time.monotonic()
     try:
-        batches = build_dataset(source, cfg, args).iter_batches(batch_size=None, batch_format="pyarrow")
+        fixed_cluster = started_ray and cluster_address(args) is None  # the embedded local Ray
+        batches = build_dataset(source, cfg, args, fixed_cluster).iter_batches(batch_size=None, batch_format="pyarrow")
         results = pa.concat_tables([RESULT_SCHEMA.empty_table()] + [batch.cast(RESULT_SCHEMA) for batch in batches])
     finally:
         if started_ray:

@@ -6,7 +6,7 @@ import math
 import pytest
 from ray.data import ActorPoolStrategy
 
-from pipelines.preprocess import build_parser, landmark_layout
+from pipelines.preprocess import build_parser, landmark_layout, resource_problem
 
 
 def layout(arguments: list[str], cluster_gpus: float):
@@ -86,3 +86,24 @@ def test_bad_actors_per_gpu_is_one_error_line(capsys, count):
         build_parser().parse_args(["--input", "in", "--output", "out", "--actors-per-gpu", count])
     assert exit_info.value.code == 2
     assert "--actors-per-gpu: expected a whole number >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, cpus, gpus, problem",
+    [
+        ([], 1, 0, ""),  # CPU tasks take turns with the listing
+        (["--cpus-per-task", "2"], 1, 0, "--cpus-per-task 2 is more than the cluster's 1 CPUs"),
+        (["--landmark-actors", "1,2"], 2, 0, ""),  # one actor and the listing's CPU
+        (["--landmark-actors", "2,2"], 2, 0, "2 landmark actors x 1 CPUs leave the listing less than 1 of the cluster's 2"),
+        (["--landmark-actors", "2,2"], 3, 0, ""),
+        (["--detector", "fan", "--device", "cuda"], 2, 0, "1 landmark actors x 0.125 GPU need more than the cluster's 0 GPUs"),
+        (["--detector", "fan", "--device", "cuda", "--landmark-actors", "8,8"], 16, 1, ""),  # 8 x 1/8 GPU
+        (["--detector", "fan", "--device", "cuda", "--landmark-actors", "9,9"], 16, 1, "9 landmark actors x 0.125 GPU"),
+    ],
+)
+def test_layouts_that_could_never_start_are_named(arguments, cpus, gpus, problem):
+    actor_pool, _ = layout(arguments, cluster_gpus=gpus)
+    args = build_parser().parse_args(["--input", "in", "--output", "out"] + arguments)
+    found = resource_problem(actor_pool, args.cpus_per_task, cpus, gpus)
+    assert (problem in found) if problem else found == ""
+    assert bool(found) == bool(problem)

@@ -238,6 +238,23 @@ def test_bad_configuration_is_one_error_line(tmp_path, args, message):
     assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--landmark-actors", "2,2"], "2 landmark actors x 1 CPUs leave the listing less than 1 of the cluster's 2 CPUs"),
+        (["--cpus-per-task", "3"], "--cpus-per-task 3 is more than the cluster's 2 CPUs"),
+    ],
+)
+def test_a_layout_the_local_ray_cannot_start_is_refused_instead_of_waiting_forever(tmp_path, args, message):
+    # Before, both waited forever: the two actors held both CPUs and the listing that feeds them had none;
+    # a 3-CPU task never fits 2 CPUs.
+    result = run_cli("--input", str(asset_dir("voxceleb_sample")), "--output", str(tmp_path / "out"), "--num-cpus", "2",
+                     *args)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("preprocess: error:")]
+    assert result.returncode == 2 and len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr and not (tmp_path / "out" / "clips").exists()
+
+
 def test_output_written_with_other_settings_is_refused(tmp_path):
     output = tmp_path / "out"
     Output(str(output)).check_settings(PreprocessConfig(frame_stride=2).output_settings())
