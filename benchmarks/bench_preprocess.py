@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from cest.assets import fetch_dir  # noqa: E402
 from pipelines.config import PreprocessConfig  # noqa: E402
 from pipelines.inputs import discover_inputs, input_source  # noqa: E402
-from pipelines.preprocess import resolved_inputs, run  # noqa: E402
+from pipelines.preprocess import init_local_ray, resolved_inputs, run  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -87,8 +87,7 @@ def local_ray(cpus: int):
 
     everything = os.sched_getaffinity(0)
     os.sched_setaffinity(0, sorted(everything)[:cpus])  # inherited by every process Ray starts from here
-    # address="local": a Ray of its own, never another job's cluster on the same machine.
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    init_local_ray(cpus)  # as the job's embedded Ray: a Ray of its own, never another job's cluster
     try:
         yield
     finally:
@@ -113,6 +112,22 @@ def measure(job) -> dict:
     }
 
 
+def idle_between_tasks() -> dict:
+    """Seconds a worker waited between the end of one input's task and the start of its next (Ray
+    Data's scheduling latency), from the timeline of the current Ray session."""
+    import ray
+
+    starts = collections.defaultdict(list)
+    for event in ray.timeline():
+        if event.get("ph") == "X" and event["name"].endswith("_map_task"):
+            starts[event["tid"]].append((event["ts"] / 1e6, event["dur"] / 1e6))
+    gaps = []
+    for tasks in starts.values():
+        tasks.sort()
+        gaps += [start - (previous + duration) for (previous, duration), (start, _) in zip(tasks, tasks[1:])]
+    return {"mean": round(float(np.mean(gaps)), 3) if gaps else 0.0, "total": round(float(np.sum(gaps)), 2)}
+
+
 def end_to_end(sample: str, cpus: int, tracking: bool, max_frames: int) -> dict:
     def job():
         with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as output:
@@ -123,7 +138,7 @@ def end_to_end(sample: str, cpus: int, tracking: bool, max_frames: int) -> dict:
         return summary["run"]["frames"], summary["run"]["seconds"]
 
     with local_ray(cpus):
-        return {"cpus": cpus, "tracking": tracking, **measure(job)}
+        return {"cpus": cpus, "tracking": tracking, **measure(job), "idle_between_tasks_s": idle_between_tasks()}
 
 
 def decode_count(batch, cfg, output_uri):

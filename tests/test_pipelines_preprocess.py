@@ -19,10 +19,11 @@ from pipelines.config import PreprocessConfig
 from sample_assets import asset_dir, sample_clip, sample_clip_names
 from pipelines.inputs import discover_inputs
 from pipelines.output import Output
-from pipelines.preprocess import run
+from pipelines.preprocess import init_local_ray, run
 from pipelines.schema import decode_clip_row, validate_rejects, validate_table
 
 ROOT = Path(__file__).resolve().parents[1]
+PYTHONPATH_BEFORE_RAY = os.environ.get("PYTHONPATH")
 FAST = ["--max-frames", "16"]
 # id10006/pcavs00002 turns to profile in frames 4-23, where dlib's frontal detector finds no face.
 SAMPLE_ARGS = ["--max-frames", "40"]
@@ -32,9 +33,23 @@ SAMPLE_ARGS = ["--max-frames", "40"]
 def local_ray():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    init_local_ray(num_cpus=2)
     yield
     ray.shutdown()
+
+
+def test_local_ray_workers_import_this_checkout_and_the_driver_environment_is_left_alone(local_ray):
+    import ray
+
+    @ray.remote
+    def worker_path():
+        import pipelines
+
+        return sys.path, os.path.dirname(os.path.dirname(os.path.abspath(pipelines.__file__)))
+
+    path, package_root = ray.get(worker_path.remote())
+    assert str(ROOT) in path and package_root == str(ROOT)
+    assert os.environ.get("PYTHONPATH") == PYTHONPATH_BEFORE_RAY  # set only while the local Ray started
 
 
 def read_all(directory: Path, kind: str):
