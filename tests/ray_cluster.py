@@ -47,14 +47,31 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def free_port_range(size: int) -> tuple[int, int]:
-    """`size` consecutive ports that are free now (for a node's worker processes)."""
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Ray's processes open many)."""
+    try:
+        low, high = (int(value) for value in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
+WORKER_PORTS_FROM = 20000
+WORKER_PORTS_PER_NODE = 128  # above Ray's default worker ports (10002-19999), which other local Rays use
+
+
+def free_port_range(size: int, taken: list[tuple[int, int]] = ()) -> tuple[int, int]:
+    """`size` consecutive ports that are free now (for a node's worker processes), below the ephemeral
+    range, so that no outgoing connection of any process can take one of them later, and outside `taken`."""
+    below = ephemeral_ports()[0]
+    if below - size <= WORKER_PORTS_FROM:
+        below = 65535  # no room below the ephemeral range: take any
     for _ in range(100):
-        start = free_port()
-        if start + size >= 65535:
+        start = secrets.randbelow(below - size - WORKER_PORTS_FROM) + WORKER_PORTS_FROM
+        if any(start <= high and low < start + size for low, high in taken):
             continue
+        probes = []
         try:
-            probes = []
             for port in range(start, start + size):
                 probe = socket.socket()
                 probes.append(probe)
@@ -72,6 +89,7 @@ class RayCluster:
     def __init__(self, start_timeout_s: float = 180.0):
         self.start_timeout_s = start_timeout_s
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+        self.worker_port_ranges: list[tuple[int, int]] = []
         self.env = dict(
             os.environ,
             RAY_AUTH_MODE="token",
@@ -119,7 +137,10 @@ class RayCluster:
         raise RuntimeError(f"`ray start` did not start a node in {attempts} attempts; last output:\n{output}")
 
     def _launch(self, role: list[str], num_cpus: int, num_gpus: int, resources) -> subprocess.Popen:
-        low, high = free_port_range(24)
+        # Ray Data's Parquet reads start 32 footer-reader actors, spread over the nodes, beside Train's and
+        # Data's own actors and the job supervisors: 24 ports per node ran out and the job hung.
+        low, high = free_port_range(WORKER_PORTS_PER_NODE, self.worker_port_ranges)
+        self.worker_port_ranges.append((low, high))
         command = [
             RAY, "start", "--block", *role, f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
             f"--resources={json.dumps(resources or {})}", "--node-ip-address=127.0.0.1",
