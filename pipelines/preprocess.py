@@ -159,6 +159,9 @@ def actor_pool_bounds(text: str) -> tuple[int, int]:
     return bounds
 
 
+LISTING_CPUS = 1.0  # the listing tasks' share (see resolved_inputs)
+
+
 def landmark_layout(
     detector: str,
     device: str,
@@ -166,6 +169,7 @@ def landmark_layout(
     cluster_gpus: float,
     actors_per_gpu: int = 8,
     cpus_per_actor: float = 1.0,
+    cluster_cpus: float | None = None,
 ) -> tuple[dict | None, str]:
     """Where the stages run: (map_batches keyword arguments of the actor pool, or None when they run in
     CPU tasks; one line saying where the landmarks run and why).
@@ -174,16 +178,23 @@ def landmark_layout(
     that starts without GPUs adds GPU nodes for them (sizing from the GPUs at start ran FAN on CPU
     there). --device auto uses the GPUs the cluster has at start; dlib, and FAN on --device cpu, use
     CPU actors when --landmark-actors asks for a pool. A GPU actor runs every stage of its inputs, so
-    most of its time goes to CPU work between FAN batches: `actors_per_gpu` of them share a GPU."""
+    most of its time goes to CPU work between FAN batches: `actors_per_gpu` of them share a GPU; sized
+    from the cluster at start (--device auto), the pool leaves one of `cluster_cpus` to the listing that
+    feeds it (8 actors of 1 CPU on an 8-core machine with one GPU would hold every CPU and never get an
+    input, as `--landmark-actors 2,2` did on 2 CPUs)."""
     import ray.data
 
     gpu_actors = detector == "fan" and (device.startswith("cuda") or (device == "auto" and cluster_gpus > 0))
+    fit = ""  # why a pool sized from the cluster at start is smaller than its GPUs would take
     if landmark_actors is not None:
         bounds = landmark_actors
     elif detector == "fan" and device.startswith("cuda"):
         bounds = (1, None)  # unbounded: as many as the cluster (and its autoscaler's limits) gives
     elif gpu_actors:
-        bounds = (max(1, int(cluster_gpus)) * actors_per_gpu,) * 2
+        wanted = max(1, int(cluster_gpus)) * actors_per_gpu
+        room = wanted if cluster_cpus is None else int((cluster_cpus - LISTING_CPUS) // cpus_per_actor)
+        bounds = (max(1, min(wanted, room)),) * 2
+        fit = f", CPUs for {bounds[0]} of {wanted} actors beside the listing" if bounds[0] < wanted else ""
     else:
         bounds = None
     if detector == "dlib":
@@ -193,7 +204,7 @@ def landmark_layout(
     elif device == "cpu":
         why = "--device cpu"
     elif cluster_gpus > 0:
-        why = f"--device auto and the cluster has {cluster_gpus:g} GPUs at start"
+        why = f"--device auto and the cluster has {cluster_gpus:g} GPUs at start{fit}"
     else:
         why = "--device auto and the cluster has no GPUs at start; --device cuda asks the autoscaler for GPU nodes"
     if bounds is None:
@@ -205,9 +216,6 @@ def landmark_layout(
     )
     pool = f"{bounds[0]}..{bounds[1] if bounds[1] is not None else 'unbounded'}"
     return arguments, f"landmarks ({detector}) on {pool} {'GPU' if gpu_actors else 'CPU'} actors ({why})"
-
-
-LISTING_CPUS = 1.0  # the listing tasks' share (see resolved_inputs)
 
 
 def resource_problem(actor_pool: dict | None, cpus_per_task: float, cluster_cpus: float, cluster_gpus: float) -> str:
@@ -393,6 +401,7 @@ def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Nam
         resources.get("GPU", 0),
         args.actors_per_gpu,
         args.cpus_per_task,
+        resources.get("CPU", 0),
     )
     if cfg.detector == "fan":
         print(f"preprocess: {where}", file=sys.stderr)

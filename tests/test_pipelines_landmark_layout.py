@@ -9,10 +9,11 @@ from ray.data import ActorPoolStrategy
 from pipelines.preprocess import build_parser, landmark_layout, resource_problem
 
 
-def layout(arguments: list[str], cluster_gpus: float):
+def layout(arguments: list[str], cluster_gpus: float, cluster_cpus: float | None = None):
     args = build_parser().parse_args(["--input", "in", "--output", "out"] + arguments)
     return landmark_layout(
-        args.detector, args.device, args.landmark_actors, cluster_gpus, args.actors_per_gpu, args.cpus_per_task
+        args.detector, args.device, args.landmark_actors, cluster_gpus, args.actors_per_gpu, args.cpus_per_task,
+        cluster_cpus,
     )
 
 
@@ -41,6 +42,23 @@ def test_fan_on_auto_uses_the_gpus_at_start():
     actor_pool, where = layout(["--detector", "fan"], cluster_gpus=4)
     assert pool(actor_pool) == (32, 32, 1 / 8, 1.0)  # 8 actors share each GPU
     assert where == "landmarks (fan) on 32..32 GPU actors (--device auto and the cluster has 4 GPUs at start)"
+
+
+@pytest.mark.parametrize(
+    "arguments, cpus, actors, note",
+    [
+        ([], 64, 8, ""),  # room for all 8 beside the listing
+        ([], 8, 7, ", CPUs for 7 of 8 actors beside the listing"),  # 8 would take every CPU: never an input
+        (["--cpus-per-task", "2"], 8, 3, ", CPUs for 3 of 8 actors beside the listing"),
+        (["--landmark-actors", "2,8"], 4, 2, ""),  # asked for: kept (resource_problem judges it)
+    ],
+)
+def test_a_pool_sized_from_the_gpus_at_start_leaves_the_listing_a_cpu(arguments, cpus, actors, note):
+    actor_pool, where = layout(["--detector", "fan"] + arguments, cluster_gpus=1, cluster_cpus=cpus)
+    assert pool(actor_pool)[0] == actors
+    assert where.endswith(f"(--device auto and the cluster has 1 GPUs at start{note})")
+    args = build_parser().parse_args(["--input", "in", "--output", "out"] + arguments)
+    assert resource_problem(actor_pool, args.cpus_per_task, cpus, 1) == ""
 
 
 def test_actors_per_gpu_sets_each_actors_share_of_a_gpu():
