@@ -233,6 +233,8 @@ def resource_problem(actor_pool: dict | None, cpus_per_task: float, cluster_cpus
             f"{LISTING_CPUS:g} of the cluster's {cluster_cpus:g} CPUs (the actors would wait for inputs forever): "
             "lower the MIN of --landmark-actors or --cpus-per-task"
         )
+    if actor_pool["num_gpus"] and not cluster_gpus:
+        return "GPU actors (FAN on --device cuda) need GPUs and the cluster has none: use --device auto or cpu"
     if actors * actor_pool["num_gpus"] > cluster_gpus:
         return (
             f"{actors} landmark actors x {actor_pool['num_gpus']:g} GPU need more than the cluster's "

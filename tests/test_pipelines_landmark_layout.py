@@ -114,7 +114,7 @@ def test_bad_actors_per_gpu_is_one_error_line(capsys, count):
         (["--landmark-actors", "1,2"], 2, 0, ""),  # one actor and the listing's CPU
         (["--landmark-actors", "2,2"], 2, 0, "2 landmark actors x 1 CPUs leave the listing less than 1 of the cluster's 2"),
         (["--landmark-actors", "2,2"], 3, 0, ""),
-        (["--detector", "fan", "--device", "cuda"], 2, 0, "1 landmark actors x 0.125 GPU need more than the cluster's 0 GPUs"),
+        (["--detector", "fan", "--device", "cuda"], 2, 0, "GPU actors (FAN on --device cuda) need GPUs and the cluster has none"),
         (["--detector", "fan", "--device", "cuda", "--landmark-actors", "8,8"], 16, 1, ""),  # 8 x 1/8 GPU
         (["--detector", "fan", "--device", "cuda", "--landmark-actors", "9,9"], 16, 1, "9 landmark actors x 0.125 GPU"),
     ],
