@@ -52,6 +52,10 @@ class RayUnavailable(RuntimeError):
     pass
 
 
+class ClusterTooSmall(RuntimeError):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, as for every other configuration error
         self.exit(2, f"preprocess: error: {message}\n")
@@ -384,10 +388,6 @@ def resolved_inputs(source: InputSource, output_uri: str):
     )
 
 
-class ClusterTooSmall(RuntimeError):
-    pass
-
-
 def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Namespace, fixed_cluster: bool):
     """The job's dataset. On a `fixed_cluster` (the embedded local Ray) a layout that could never start
     raises ClusterTooSmall; on another cluster it is a warning, since its autoscaler may add nodes."""
@@ -396,18 +396,13 @@ def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Nam
 
     dataset = input_dataset(source, args.output)
     resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     actor_pool, where = landmark_layout(
-        cfg.detector,
-        cfg.device,
-        args.landmark_actors,
-        resources.get("GPU", 0),
-        args.actors_per_gpu,
-        args.cpus_per_task,
-        resources.get("CPU", 0),
+        cfg.detector, cfg.device, args.landmark_actors, gpus, args.actors_per_gpu, args.cpus_per_task, cpus
     )
     if cfg.detector == "fan":
         print(f"preprocess: {where}", file=sys.stderr)
-    problem = resource_problem(actor_pool, args.cpus_per_task, resources.get("CPU", 0), resources.get("GPU", 0))
+    problem = resource_problem(actor_pool, args.cpus_per_task, cpus, gpus)
     if problem and fixed_cluster:
         raise ClusterTooSmall(problem)
     if problem:

@@ -9,8 +9,12 @@ from ray.data import ActorPoolStrategy
 from pipelines.preprocess import build_parser, landmark_layout, resource_problem
 
 
+def parse(arguments: list[str]):
+    return build_parser().parse_args(["--input", "in", "--output", "out"] + arguments)
+
+
 def layout(arguments: list[str], cluster_gpus: float, cluster_cpus: float | None = None):
-    args = build_parser().parse_args(["--input", "in", "--output", "out"] + arguments)
+    args = parse(arguments)
     return landmark_layout(
         args.detector, args.device, args.landmark_actors, cluster_gpus, args.actors_per_gpu, args.cpus_per_task,
         cluster_cpus,
@@ -57,8 +61,7 @@ def test_a_pool_sized_from_the_gpus_at_start_leaves_the_listing_a_cpu(arguments,
     actor_pool, where = layout(["--detector", "fan"] + arguments, cluster_gpus=1, cluster_cpus=cpus)
     assert pool(actor_pool)[0] == actors
     assert where.endswith(f"(--device auto and the cluster has 1 GPUs at start{note})")
-    args = build_parser().parse_args(["--input", "in", "--output", "out"] + arguments)
-    assert resource_problem(actor_pool, args.cpus_per_task, cpus, 1) == ""
+    assert resource_problem(actor_pool, parse(arguments).cpus_per_task, cpus, 1) == ""
 
 
 def test_actors_per_gpu_sets_each_actors_share_of_a_gpu():
@@ -121,7 +124,6 @@ def test_bad_actors_per_gpu_is_one_error_line(capsys, count):
 )
 def test_layouts_that_could_never_start_are_named(arguments, cpus, gpus, problem):
     actor_pool, _ = layout(arguments, cluster_gpus=gpus)
-    args = build_parser().parse_args(["--input", "in", "--output", "out"] + arguments)
-    found = resource_problem(actor_pool, args.cpus_per_task, cpus, gpus)
+    found = resource_problem(actor_pool, parse(arguments).cpus_per_task, cpus, gpus)
     assert (problem in found) if problem else found == ""
     assert bool(found) == bool(problem)
