@@ -12,7 +12,10 @@ Two backends run in a helper process, so that a file on which a decoder hangs co
   (duration x fps, as PyAV reads it from the container).
 Both: no frame identical to an earlier frame other than the previous one is ever emitted (a replay;
 checked by hash against every earlier frame); a run of identical consecutive frames (a still or black
-ending) is real footage and kept.
+ending) is real footage and kept. Frames come out as a player shows them: turned by the container's
+display rotation (phones write portrait video as landscape pictures plus a rotation; decord applies it
+itself), so that faces are upright for the detector and source coordinates are those of the upright
+picture.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class DecodedVideo:
     frames: np.ndarray  # (T, h, w, 3) uint8 RGB at working resolution
     frame_indices: np.ndarray  # (T,) int32 index of each frame in the source video, increasing
     fps: float
-    source_size: tuple[int, int]  # (width, height) of the source frames
+    source_size: tuple[int, int]  # (width, height) of the source frames as displayed (rotation applied)
     reported_frames: int  # frame count the container's header claims (0: not given)
     presented_frames: int  # frames the source presents, counted to its end (0: stopped at max_frames)
     decode_errors: int = 0  # packets that failed to decode (their frames are missing from the indices)
@@ -76,6 +79,12 @@ def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
+def quarter_turns(rotation: float) -> int:
+    """np.rot90's k that shows a decoded frame upright, from the display rotation FFmpeg reads from the
+    container (degrees counter-clockwise; a phone held upright records -90: turn a quarter clockwise)."""
+    return round(rotation / 90) % 4
+
+
 def _presented_frames(path: str) -> tuple[int, int, float]:
     """(frames presented by the container's timing (duration x fps), header count, fps), via PyAV."""
     import av
@@ -85,6 +94,10 @@ def _presented_frames(path: str) -> tuple[int, int, float]:
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         duration = stream.duration * stream.time_base if stream.duration else (container.duration or 0) / 1e6
         return int(round(float(duration) * fps)), int(stream.frames or 0), fps
+
+
+def _displayed_size(width: int, height: int, turns: int) -> tuple[int, int]:
+    return (height, width) if turns % 2 else (width, height)
 
 
 def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
@@ -100,7 +113,8 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
         stream.codec_context.options = {"err_detect": "explode"}
         fps = float(stream.average_rate or stream.guessed_rate or 25.0)
         width, height = stream.codec_context.width, stream.codec_context.height
-        connection.send(("meta", int(stream.frames or 0), fps, width, height))
+        # The rotation is side data of the decoded frames: the size is sent with the first frame.
+        turns, meta = None, ("meta", int(stream.frames or 0), fps)
         size = working_size(width, height, max_side)
         # A frame's index counts the frames presented before it, and one for each packet that failed
         # (a video packet holds one frame), so frames lost in a damaged block leave a gap in the
@@ -117,6 +131,9 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
                 continue
             for frame in decoded:
                 index += 1
+                if turns is None:
+                    turns = quarter_turns(frame.rotation)
+                    connection.send((*meta, *_displayed_size(width, height, turns)))
                 if frame.is_corrupt:  # the decoder patched it up: its pixels are partly invented
                     broken = True
                 if broken and (frame.is_corrupt or not frame.key_frame):
@@ -126,7 +143,7 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
                     continue
                 kept += 1
                 indices.append(index)
-                frames.append(_resize(frame.to_ndarray(format="rgb24"), size))
+                frames.append(np.rot90(_resize(frame.to_ndarray(format="rgb24"), size), turns))
                 if len(frames) == chunk:
                     connection.send(("frames", np.asarray(indices, np.int32), np.stack(frames)))
                     indices, frames = [], []
@@ -134,6 +151,8 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
                 break
         else:
             presented = index + 1  # decoded to the stream's end: the frames it really presents
+        if turns is None:  # no frame decoded
+            connection.send((*meta, width, height))
         if frames:
             connection.send(("frames", np.asarray(indices, np.int32), np.stack(frames)))
         return presented

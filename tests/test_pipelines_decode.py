@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 from pipelines.config import PreprocessConfig
+from pipelines.inputs import make_input
+from pipelines.landmarks import DlibLandmarker
+from pipelines.masks import SkinRegionMasker
+from pipelines.stages import process_input
 from sample_assets import sample_clip
-from pipelines.decode import Reject, ReplayFilter, decode_video, mp4_truncated
-from video_files import corrupt, distinct_frames, encode, match_source, trim_edit_list
+from pipelines.decode import Reject, ReplayFilter, decode_video, mp4_truncated, quarter_turns
+from video_files import corrupt, distinct_frames, encode, exif_oriented_jpeg, match_source, trim_edit_list
 
 BACKENDS = ["pyav", "decord"]
 SMALL = dict(min_side=32)  # the synthetic files are 96 px
@@ -55,6 +59,51 @@ def test_both_backends_decode_the_same_pixels(clip, count):
     assert pyav.frame_indices.tolist() == list(range(count))
     assert np.array_equal(pyav.frame_indices, decord.frame_indices)
     assert np.array_equal(pyav.frames, decord.frames)
+
+
+@pytest.mark.parametrize("decoder", BACKENDS)
+@pytest.mark.parametrize("rotation", [-90, 90, 180])
+def test_a_rotated_phone_video_decodes_upright(tmp_path, real_frames, decoder, rotation):
+    # A phone stores the picture as its sensor saw it (landscape) and the turn a player applies.
+    upright = real_frames[:12, :, 96:416]  # 320 wide, 512 tall: a portrait picture
+    turns = quarter_turns(rotation)
+    path = encode(tmp_path / "phone.mp4", np.rot90(upright, -turns, axes=(1, 2)), b_frames=0, display_rotation=rotation)
+    video = decode_video(str(path), PreprocessConfig(decoder=decoder))
+    assert video.source_size == (320, 512) and video.frames.shape == (12, 512, 320, 3)
+    difference = np.abs(video.frames.astype(np.int16) - upright).mean()
+    assert difference < 3, difference  # codec loss only; a quarter-turned picture differs by about 50
+    assert video.frame_indices.tolist() == list(range(12))
+
+
+def test_a_phone_photo_is_turned_by_its_exif_orientation(tmp_path, real_frames):
+    upright = real_frames[0, :, 96:416]  # portrait, 320 x 512
+    stored = np.rot90(upright, 1)  # as the sensor saw it; orientation 6 turns it back a quarter clockwise
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(stored, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    video = decode_video(str(exif_oriented_jpeg(tmp_path / "photo.jpg", jpeg, 6)), PreprocessConfig())
+    assert video.source_size == (320, 512)
+    assert np.abs(video.frames[0].astype(np.int16) - upright).mean() < 3
+
+
+def source_landmarks(row: dict) -> np.ndarray:
+    """The first frame's landmarks in source pixels (the crop transform inverted)."""
+    matrix = np.asarray(row["crop_transforms"][:6], float).reshape(2, 3)
+    inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
+    return np.asarray(row["landmarks"][:136], float).reshape(68, 2) @ inverse[:, :2].T + inverse[:, 2]
+
+
+def test_a_rotated_phone_video_becomes_the_same_clip_as_the_upright_one(tmp_path, real_frames):
+    upright = real_frames[:10, :, 96:416]
+    cfg, landmarker, masker = PreprocessConfig(), DlibLandmarker(), SkinRegionMasker()
+    rows = {}
+    for name, rotation in (("upright", 0), ("phone", -90)):
+        path = encode(tmp_path / f"{name}.mp4", np.rot90(upright, -quarter_turns(rotation), axes=(1, 2)), b_frames=0,
+                      display_rotation=rotation)
+        (rows[name],) = process_input(make_input(str(path)), cfg, landmarker, masker)
+    assert rows["phone"]["row_kind"] == "clip", rows["phone"].get("reason")
+    assert (rows["phone"]["source_width"], rows["phone"]["source_height"]) == (320, 512)
+    assert rows["phone"]["num_frames"] == rows["upright"]["num_frames"] == 10
+    distance = np.linalg.norm(source_landmarks(rows["phone"]) - source_landmarks(rows["upright"]), axis=1)
+    assert distance.mean() < 1.5, distance.mean()  # the same face, up to the codec's noise
 
 
 def test_replays_of_any_earlier_frame_are_dropped_and_stills_kept():

@@ -1,4 +1,5 @@
-"""Odd video files for the decode tests, written with PyAV (FFmpeg's libx264 and mp4 muxer)."""
+"""Odd video files for the decode tests, written with PyAV (FFmpeg's libx264 and mp4 muxer), and a
+phone photo's EXIF orientation."""
 
 import itertools
 import struct
@@ -21,9 +22,10 @@ def distinct_frames(count: int, size: int = 96, seed: int = 0) -> np.ndarray:
     return frames
 
 
-def encode(path: Path, frames, fps: int = 25, b_frames: int = 2, gop: int = 12) -> Path:
+def encode(path: Path, frames, fps: int = 25, b_frames: int = 2, gop: int = 12, display_rotation: int = 0) -> Path:
     """H.264 in mp4 from an array or any iterable of (h, w, 3) frames; with B-frames the muxer writes an
-    edit list (the composition delay)."""
+    edit list (the composition delay). `display_rotation` (degrees counter-clockwise) goes into the
+    track's display matrix, as phones write portrait video."""
     frames = iter(frames)
     first = next(frames)
     with av.open(str(path), "w") as container:
@@ -31,6 +33,8 @@ def encode(path: Path, frames, fps: int = 25, b_frames: int = 2, gop: int = 12) 
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
         stream.options = {"bf": str(b_frames), "g": str(gop), "crf": "12"}
+        if display_rotation:
+            stream.set_display_rotation(display_rotation)
         for index, frame in enumerate(itertools.chain([first], frames)):
             picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
             picture.pts = index
@@ -66,3 +70,15 @@ def match_source(decoded: np.ndarray, source: np.ndarray) -> list[int]:
     """The source index each decoded frame is closest to (mean absolute difference)."""
     source = source.astype(np.int16)
     return [int(np.argmin(np.abs(source - frame.astype(np.int16)).mean(axis=(1, 2, 3)))) for frame in decoded]
+
+
+def exif_oriented_jpeg(path: Path, jpeg: bytes, orientation: int) -> Path:
+    """Write a JPEG with an EXIF orientation tag (6: a viewer turns it a quarter clockwise), as phone
+    cameras store portrait photos: an APP1 segment holding one big-endian TIFF entry, after SOI."""
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)  # tag, SHORT, count, value, padding
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) + entry + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    assert jpeg[:2] == b"\xff\xd8"
+    path.write_bytes(jpeg[:2] + segment + jpeg[2:])
+    return path
