@@ -26,8 +26,10 @@ import pyarrow.csv
 import pyarrow.fs
 import pyarrow.parquet
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# What the default decoder (PyAV) and OpenCV's image reader open, tested in test_pipelines_decode.py;
+# a tree's other files are not inputs. (decord cannot read MPEG-TS: .ts, .mts, .m2ts.)
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".3gp", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES + IMAGE_SUFFIXES
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 ID_COLUMNS = ("speaker_id", "video_id", "clip_id")

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from pipelines.config import PreprocessConfig
-from pipelines.inputs import make_input
+from pipelines.inputs import MEDIA_SUFFIXES, discover_inputs, make_input
 from pipelines.landmarks import DlibLandmarker
 from pipelines.masks import SkinRegionMasker
 from pipelines.stages import process_input
 from sample_assets import sample_clip
 from pipelines.decode import Reject, ReplayFilter, decode_video, mp4_truncated, quarter_turns
-from video_files import corrupt, distinct_frames, encode, exif_oriented_jpeg, match_source, trim_edit_list
+from video_files import corrupt, distinct_frames, encode, encode_as, exif_oriented_jpeg, match_source, trim_edit_list
 
 BACKENDS = ["pyav", "decord"]
 SMALL = dict(min_side=32)  # the synthetic files are 96 px
@@ -82,6 +82,31 @@ def test_a_phone_photo_is_turned_by_its_exif_orientation(tmp_path, real_frames):
     video = decode_video(str(exif_oriented_jpeg(tmp_path / "photo.jpg", jpeg, 6)), PreprocessConfig())
     assert video.source_size == (320, 512)
     assert np.abs(video.frames[0].astype(np.int16) - upright).mean() < 3
+
+
+CONTAINERS = {  # suffix -> (codec, container format) as cameras, phones and old downloads write them
+    ".3gp": ("h264", "3gp"), ".flv": ("flv", "flv"), ".mpg": ("mpeg2video", "mpeg"), ".mpeg": ("mpeg1video", "mpeg"),
+    ".ts": ("h264", "mpegts"), ".mts": ("h264", "mpegts"), ".m2ts": ("h264", "mpegts"), ".wmv": ("wmv2", "asf"),
+    ".avi": ("mpeg4", "avi"), ".mkv": ("h264", "matroska"), ".mov": ("h264", "mov"), ".webm": ("libvpx-vp9", "webm"),
+    ".m4v": ("h264", "mp4"),
+}
+
+
+def test_every_listed_video_container_and_image_format_decodes(tmp_path):
+    frames = distinct_frames(12)
+    for suffix, (codec, container_format) in CONTAINERS.items():
+        encode_as(tmp_path / f"clip{suffix}", frames, codec, container_format)
+    images = (".tif", ".tiff", ".bmp", ".webp", ".png", ".jpeg")
+    for suffix in images:
+        cv2.imwrite(str(tmp_path / f"photo{suffix}"), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
+    listed = {Path(item.path).suffix for item in discover_inputs(str(tmp_path))}
+    assert listed == set(CONTAINERS) | set(images)  # every file written is an input
+    assert set(MEDIA_SUFFIXES) - listed == {".mp4", ".jpg"}  # the tests above
+    for item in discover_inputs(str(tmp_path)):
+        video = decode_video(item.path, PreprocessConfig(**SMALL))
+        expected = [0] if Path(item.path).stem == "photo" else list(range(12))
+        assert video.frame_indices.tolist() == expected, item.path
+        assert match_source(video.frames, frames) == expected, item.path  # each its own source frame
 
 
 def source_landmarks(row: dict) -> np.ndarray:

@@ -43,6 +43,20 @@ def encode(path: Path, frames, fps: int = 25, b_frames: int = 2, gop: int = 12, 
     return path
 
 
+def encode_as(path: Path, frames: np.ndarray, codec: str, container_format: str, fps: int = 25) -> Path:
+    """Frames in another container and codec (3gp, flv, MPEG-PS and -TS, ASF/wmv, ...)."""
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for index, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = index
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    return path
+
+
 def trim_edit_list(path: Path, presented_seconds: float) -> Path:
     """Shorten the presentation (the edit list's segment duration) without removing any packet: the
     container then holds more frames than it presents, as in clips trimmed on phones and editors."""
