@@ -2,4 +2,4 @@
 
 PIPELINE_VERSION = "0.3.1"  # 0.2: one file per input, PyAV decoding, checked tracking, images; 0.3: steadier
 # masks, re-centring only where needed, FAN windows, the header frame count recorded; 0.3.1: videos turned
-# upright by their display rotation
+# upright by their display rotation, non-square pixels stretched

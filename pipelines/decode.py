@@ -14,8 +14,8 @@ Both: no frame identical to an earlier frame other than the previous one is ever
 checked by hash against every earlier frame); a run of identical consecutive frames (a still or black
 ending) is real footage and kept. Frames come out as a player shows them: turned by the container's
 display rotation (phones write portrait video as landscape pictures plus a rotation; decord applies it
-itself), so that faces are upright for the detector and source coordinates are those of the upright
-picture.
+itself) and stretched by the pixel aspect ratio (non-square pixels), so that faces are upright and
+in proportion, and source coordinates are those of the picture as shown.
 """
 
 from __future__ import annotations
@@ -85,15 +85,26 @@ def quarter_turns(rotation: float) -> int:
     return round(rotation / 90) % 4
 
 
-def _presented_frames(path: str) -> tuple[int, int, float]:
-    """(frames presented by the container's timing (duration x fps), header count, fps), via PyAV."""
+def _pixel_aspect(stream) -> float:
+    """Width over height of one pixel as shown: pixels that are not square (DV; HDV's and AVCHD's
+    1440 x 1080, shown at 1920 x 1080) would otherwise squeeze every face."""
+    aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return float(aspect) if aspect and aspect > 0 else 1.0
+
+
+def _display_width(width: int, pixel_aspect: float) -> int:
+    return max(1, round(width * pixel_aspect))
+
+
+def _presented_frames_and_aspect(path: str) -> tuple[int, float]:
+    """(frames presented by the container's timing (duration x fps), pixel aspect), via PyAV."""
     import av
 
     with av.open(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         duration = stream.duration * stream.time_base if stream.duration else (container.duration or 0) / 1e6
-        return int(round(float(duration) * fps)), int(stream.frames or 0), fps
+        return int(round(float(duration) * fps)), _pixel_aspect(stream)
 
 
 def _displayed_size(width: int, height: int, turns: int) -> tuple[int, int]:
@@ -112,7 +123,7 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
         # A damaged packet is an error, not a frame the decoder patches up from its neighbours.
         stream.codec_context.options = {"err_detect": "explode"}
         fps = float(stream.average_rate or stream.guessed_rate or 25.0)
-        width, height = stream.codec_context.width, stream.codec_context.height
+        width, height = _display_width(stream.codec_context.width, _pixel_aspect(stream)), stream.codec_context.height
         # The rotation is side data of the decoded frames: the size is sent with the first frame.
         turns, meta = None, ("meta", int(stream.frames or 0), fps)
         size = working_size(width, height, max_side)
@@ -163,8 +174,9 @@ def _decord_frames(connection, path: str, stride: int, max_frames: int, max_side
 
     reader = decord.VideoReader(path, num_threads=1)
     header = len(reader)
-    height, width = reader[0].shape[:2] if header else (0, 0)
-    presented, _, fps = _presented_frames(path)
+    height, width = reader[0].shape[:2] if header else (0, 0)  # decord turns frames by the display rotation
+    presented, pixel_aspect = _presented_frames_and_aspect(path)
+    width = _display_width(width, pixel_aspect)
     connection.send(("meta", header, float(reader.get_avg_fps()), width, height))
     count = min(header, presented) if presented else header  # never past the real end
     indices = list(range(0, count, stride))[: max_frames or None]

@@ -45,7 +45,7 @@ CLIP_COLUMNS = {
         "frames the source presents, counted by decoding to its end (0: decoding stopped early at max_frames)",
     ),
     "frame_indices": (pa.list_(pa.int32()), "(T,) index of each frame in the source video, increasing"),
-    "source_width": (pa.int32(), "source frame width in pixels, as displayed (the container's rotation applied)"),
+    "source_width": (pa.int32(), "source frame width in pixels, as displayed (the container's rotation and pixel aspect applied)"),
     "source_height": (pa.int32(), "source frame height in pixels, as displayed"),
     "crop_size": (pa.int32(), "S, crops are S x S (224)"),
     "frames_jpeg": (pa.list_(pa.binary()), "(T,) JPEG bytes of S x S RGB crops"),

@@ -2,6 +2,7 @@
 lists, damaged blocks, still endings), repeated-frame and time guards; both decoder backends."""
 
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -73,6 +74,17 @@ def test_a_rotated_phone_video_decodes_upright(tmp_path, real_frames, decoder, r
     difference = np.abs(video.frames.astype(np.int16) - upright).mean()
     assert difference < 3, difference  # codec loss only; a quarter-turned picture differs by about 50
     assert video.frame_indices.tolist() == list(range(12))
+
+
+@pytest.mark.parametrize("decoder", BACKENDS)
+def test_pixels_that_are_not_square_are_shown_at_their_width(tmp_path, real_frames, decoder):
+    upright = real_frames[:6, :, 96:416]  # 320 x 512
+    squeezed = np.stack([cv2.resize(frame, (240, 512), interpolation=cv2.INTER_AREA) for frame in upright])
+    path = encode(tmp_path / "hdv.mp4", squeezed, b_frames=0, pixel_aspect=Fraction(4, 3))  # as 1440 -> 1920
+    video = decode_video(str(path), PreprocessConfig(decoder=decoder))
+    assert video.source_size == (320, 512) and video.frames.shape == (6, 512, 320, 3)
+    difference = np.abs(video.frames.astype(np.int16) - upright).mean()
+    assert difference < 4, difference  # the codec's and the squeeze's loss
 
 
 def test_a_phone_photo_is_turned_by_its_exif_orientation(tmp_path, real_frames):

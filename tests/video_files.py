@@ -3,6 +3,7 @@ phone photo's EXIF orientation."""
 
 import itertools
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -22,10 +23,12 @@ def distinct_frames(count: int, size: int = 96, seed: int = 0) -> np.ndarray:
     return frames
 
 
-def encode(path: Path, frames, fps: int = 25, b_frames: int = 2, gop: int = 12, display_rotation: int = 0) -> Path:
+def encode(path: Path, frames, fps: int = 25, b_frames: int = 2, gop: int = 12, display_rotation: int = 0,
+           pixel_aspect: Fraction | None = None) -> Path:
     """H.264 in mp4 from an array or any iterable of (h, w, 3) frames; with B-frames the muxer writes an
     edit list (the composition delay). `display_rotation` (degrees counter-clockwise) goes into the
-    track's display matrix, as phones write portrait video."""
+    track's display matrix, as phones write portrait video; `pixel_aspect` (a pixel's width over its
+    height as shown) into the stream, as DV and HDV camcorders write it."""
     frames = iter(frames)
     first = next(frames)
     with av.open(str(path), "w") as container:
@@ -35,6 +38,8 @@ def encode(path: Path, frames, fps: int = 25, b_frames: int = 2, gop: int = 12, 
         stream.options = {"bf": str(b_frames), "g": str(gop), "crf": "12"}
         if display_rotation:
             stream.set_display_rotation(display_rotation)
+        if pixel_aspect:
+            stream.codec_context.sample_aspect_ratio = pixel_aspect
         for index, frame in enumerate(itertools.chain([first], frames)):
             picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
             picture.pts = index
