@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-tracking", action="store_true", help="detect on every frame instead of tracking")
     parser.add_argument(
+        "--redo-rejects",
+        action="store_true",
+        help="process the inputs an earlier run rejected again, e.g. after an upgrade (0.3.1 turns rotated phone "
+        "videos upright, which 0.3.0 rejected as no_face); a reject becomes clips or an updated reject",
+    )
+    parser.add_argument(
         "--all-faces", action="store_true", help="keep tracks of every person, not only the clip's primary face"
     )
     parser.add_argument(
@@ -304,10 +310,10 @@ def list_tree(batch: pa.Table):
         yield from walk_tree(root)
 
 
-def resolve_and_skip(batch: pa.Table, base: str, output_uri: str) -> pa.Table:
+def resolve_and_skip(batch: pa.Table, base: str, output_uri: str, redo_rejects: bool = False) -> pa.Table:
     """Listing rows -> the inputs still to do, plus one row carrying the ids of those already done."""
     items = resolve_batch(batch, base)
-    done = _output(output_uri).done([item.input_id for item in items])
+    done = _output(output_uri).done([item.input_id for item in items], rejects_count=not redo_rejects)
     rows = [dict(dataclasses.asdict(item), done_ids=[]) for item, finished in zip(items, done) if not finished]
     finished_ids = [item.input_id for item, finished in zip(items, done) if finished]
     if finished_ids:
@@ -354,12 +360,12 @@ class InputActor:
         return process_batch(batch, self.cfg, self.output_uri)
 
 
-def input_dataset(source: InputSource, output_uri: str):
+def input_dataset(source: InputSource, output_uri: str, redo_rejects: bool = False):
     """The stream of inputs still to do, one per block (so that each is its own task)."""
-    return resolved_inputs(source, output_uri).repartition(target_num_rows_per_block=1)
+    return resolved_inputs(source, output_uri, redo_rejects).repartition(target_num_rows_per_block=1)
 
 
-def resolved_inputs(source: InputSource, output_uri: str):
+def resolved_inputs(source: InputSource, output_uri: str, redo_rejects: bool = False):
     """The inputs still to do, listed and resolved in tasks, in batches (the driver only plans)."""
     import ray.data
 
@@ -384,7 +390,7 @@ def resolved_inputs(source: InputSource, output_uri: str):
         resolve_and_skip,
         batch_format="pyarrow",
         batch_size=LISTING_BATCH,
-        fn_kwargs={"base": source.base, "output_uri": output_uri},
+        fn_kwargs={"base": source.base, "output_uri": output_uri, "redo_rejects": redo_rejects},
     )
 
 
@@ -394,7 +400,7 @@ def build_dataset(source: InputSource, cfg: PreprocessConfig, args: argparse.Nam
     import ray
     import ray.data
 
-    dataset = input_dataset(source, args.output)
+    dataset = input_dataset(source, args.output, args.redo_rejects)
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     actor_pool, where = landmark_layout(

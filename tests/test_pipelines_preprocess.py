@@ -12,11 +12,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import PreprocessConfig
 from sample_assets import asset_dir, sample_clip, sample_clip_names
+from video_files import encode
 from pipelines.inputs import discover_inputs
 from pipelines.output import Output
 from pipelines.preprocess import init_local_ray, run
@@ -191,6 +193,49 @@ def test_transient_failure_is_retried_by_the_next_run(local_ray, tmp_path):
     summary = json.loads((output / "summary.json").read_text())
     assert summary["run"]["inputs_processed"] == 2 and summary["accepted_inputs"] == 2
     assert summary["retry_inputs"] == 0 and not list((output / "retry").glob("part-*.parquet"))
+
+
+def phone_video(path: Path) -> Path:
+    """A sample clip as a phone stores portrait video: the picture on its side plus a display rotation."""
+    import av
+
+    with av.open(str(sample_clip("id10019/lpd0"))) as container:
+        frames = [frame.to_ndarray(format="rgb24")[:, 96:416] for _, frame in zip(range(16), container.decode(video=0))]
+    return encode(path, np.rot90(np.stack(frames), 1, axes=(1, 2)), b_frames=0, display_rotation=-90)
+
+
+def test_redo_rejects_turns_an_earlier_runs_reject_into_clips(local_ray, tmp_path):
+    """An output from before a fix (0.3.0 rejected rotated phone videos as no_face) is brought up to date
+    by --redo-rejects; without it a reject is a final answer."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\n{phone_video(tmp_path / 'phone.mp4')}\n{sample_clip(SUBSET[0])}\n")
+    output = tmp_path / "out"
+    args = ["--input", str(manifest), "--output", str(output)] + FAST
+    assert run(args) == 0
+    (phone,) = [item for item in discover_inputs(str(manifest)) if item.path.endswith("phone.mp4")]
+    store = Output(str(output))  # as the earlier pipeline left it: the phone video rejected
+    (output / "clips" / f"part-{phone.input_id}.parquet").unlink()
+    store.write_part("reject", phone.input_id, reject_row_table(phone, "no_face"))
+    assert run(args) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["run"]["inputs_processed"] == 0 and summary["rejected_inputs"] == 1
+    assert run(args + ["--redo-rejects"]) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["run"]["inputs_processed"] == 1 and summary["run"]["inputs_skipped"] == 1
+    assert (summary["accepted_inputs"], summary["rejected_inputs"], summary["balanced"]) == (2, 0, True)
+    assert not list((output / "rejects").glob("part-*.parquet"))
+    phone_rows = read_all(output, "clips").filter(pc.equal(pc.field("input_id"), phone.input_id))
+    assert phone_rows.num_rows >= 1 and phone_rows.column("source_width")[0].as_py() == 320
+
+
+def reject_row_table(item, reason: str):
+    import pyarrow as pa
+
+    from pipelines.schema import REJECT_SCHEMA
+
+    row = dict(input_id=item.input_id, source_path=item.path, speaker_id=item.speaker_id, video_id=item.video_id,
+               clip_id=item.clip_id, stage="landmarks", reason=reason, error="", pipeline_version="0.3.0")
+    return pa.Table.from_pylist([row], schema=REJECT_SCHEMA)
 
 
 def test_landmark_actor_pool_writes_the_same_clips_as_fused_tasks(local_ray, tmp_path):
