@@ -53,7 +53,7 @@ class DecodedVideo:
     frames: np.ndarray  # (T, h, w, 3) uint8 RGB at working resolution
     frame_indices: np.ndarray  # (T,) int32 index of each frame in the source video, increasing
     fps: float
-    source_size: tuple[int, int]  # (width, height) of the source frames as displayed (rotation applied)
+    source_size: tuple[int, int]  # (width, height) of the source frames as shown (rotation, pixel aspect)
     reported_frames: int  # frame count the container's header claims (0: not given)
     presented_frames: int  # frames the source presents, counted to its end (0: stopped at max_frames)
     decode_errors: int = 0  # packets that failed to decode (their frames are missing from the indices)

@@ -28,7 +28,9 @@ import pyarrow.parquet
 
 # What the default decoder (PyAV) and OpenCV's image reader open, tested in test_pipelines_decode.py;
 # a tree's other files are not inputs. (decord cannot read MPEG-TS: .ts, .mts, .m2ts.)
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".3gp", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv")
+VIDEO_SUFFIXES = (
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".3gp", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv"
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES + IMAGE_SUFFIXES
 MANIFEST_SUFFIXES = (".csv", ".parquet")
