@@ -111,6 +111,40 @@ def _displayed_size(width: int, height: int, turns: int) -> tuple[int, int]:
     return (height, width) if turns % 2 else (width, height)
 
 
+class _IntactFrames:
+    """A PyAV stream's frames that decoded intact, as (index, frame), in presentation order. A frame's
+    index counts the frames presented before it, and one for each packet that failed (a video packet
+    holds one frame), so frames lost in a damaged block leave a gap in the indices. (Timestamps would
+    not do: variable frame rate files have uneven gaps between them.) A failed packet, or a frame the
+    decoder flags as patched up, drops the frames up to the next key frame: they depend on what was
+    lost. Each failed packet is reported as a ('decode_error', text) message. `presented`: the frames
+    the stream presents, once walked to its end (0 before)."""
+
+    def __init__(self, container, stream, connection):
+        self.container, self.stream, self.connection = container, stream, connection
+        self.presented = 0
+
+    def __iter__(self):
+        import av
+
+        index, broken = -1, False
+        for packet in self.container.demux(self.stream):
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as error:
+                index, broken = index + 1, True
+                self.connection.send(("decode_error", f"{type(error).__name__}: {str(error)[:200]}"))
+                continue
+            for frame in decoded:
+                index += 1
+                broken = broken or frame.is_corrupt  # patched up: its pixels are partly invented
+                if broken and (frame.is_corrupt or not frame.key_frame):
+                    continue
+                broken = False
+                yield index, frame
+        self.presented = index + 1
+
+
 def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
     import av
 
@@ -124,49 +158,29 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
         stream.codec_context.options = {"err_detect": "explode"}
         fps = float(stream.average_rate or stream.guessed_rate or 25.0)
         width, height = _display_width(stream.codec_context.width, _pixel_aspect(stream)), stream.codec_context.height
-        # The rotation is side data of the decoded frames: the size is sent with the first frame.
-        turns, meta = None, ("meta", int(stream.frames or 0), fps)
         size = working_size(width, height, max_side)
-        # A frame's index counts the frames presented before it, and one for each packet that failed
-        # (a video packet holds one frame), so frames lost in a damaged block leave a gap in the
-        # indices. (Timestamps would not do: variable frame rate files have uneven gaps between them.)
-        index, broken, kept, presented = -1, False, 0, 0
-        indices, frames = [], []
-        for packet in container.demux(stream):
-            try:
-                decoded = packet.decode()
-            except av.FFmpegError as error:
-                index += 1
-                broken = True  # frames until the next key frame depend on what was lost
-                connection.send(("decode_error", f"{type(error).__name__}: {str(error)[:200]}"))
+        # The rotation is side data of the decoded frames: the size is sent with the first frame.
+        meta, turns, kept, indices, frames = ("meta", int(stream.frames or 0), fps), None, 0, [], []
+        walk = _IntactFrames(container, stream, connection)
+        for index, frame in walk:
+            if turns is None:
+                turns = quarter_turns(frame.rotation)
+                connection.send((*meta, *_displayed_size(width, height, turns)))
+            if index % stride:
                 continue
-            for frame in decoded:
-                index += 1
-                if turns is None:
-                    turns = quarter_turns(frame.rotation)
-                    connection.send((*meta, *_displayed_size(width, height, turns)))
-                if frame.is_corrupt:  # the decoder patched it up: its pixels are partly invented
-                    broken = True
-                if broken and (frame.is_corrupt or not frame.key_frame):
-                    continue
-                broken = False
-                if index % stride or (max_frames and kept >= max_frames):
-                    continue
-                kept += 1
-                indices.append(index)
-                frames.append(np.rot90(_resize(frame.to_ndarray(format="rgb24"), size), turns))
-                if len(frames) == chunk:
-                    connection.send(("frames", np.asarray(indices, np.int32), np.stack(frames)))
-                    indices, frames = [], []
-            if max_frames and kept >= max_frames:
-                break
-        else:
-            presented = index + 1  # decoded to the stream's end: the frames it really presents
+            kept += 1
+            indices.append(index)
+            frames.append(np.rot90(_resize(frame.to_ndarray(format="rgb24"), size), turns))
+            if len(frames) == chunk:
+                connection.send(("frames", np.asarray(indices, np.int32), np.stack(frames)))
+                indices, frames = [], []
+            if kept == max_frames:
+                break  # stopped early: the frames presented are not counted (walk.presented stays 0)
         if turns is None:  # no frame decoded
             connection.send((*meta, width, height))
         if frames:
             connection.send(("frames", np.asarray(indices, np.int32), np.stack(frames)))
-        return presented
+        return walk.presented
 
 
 def _decord_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
