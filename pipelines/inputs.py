@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import os
 import posixpath
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -205,14 +206,17 @@ def _listing(paths: list[str]) -> pa.Table:
 
 
 def _walk_local(root: str) -> Iterator[tuple[str, int]]:
-    """(path, size in bytes) of the media files under `root`."""
+    """(path, size in bytes) of the media files under `root`. What cannot be listed (a directory without
+    permission, a media name that is a broken link) is named in a warning on stderr, never passed over
+    silently."""
     seen, stack = {os.path.realpath(root)}, [root]
     while stack:
         directory = stack.pop()
         try:
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-        except OSError:
-            continue  # unreadable directory: nothing to list there
+        except OSError as error:
+            _listing_warning(f"cannot list {directory} ({error.strerror or error}): its files are not inputs")
+            continue
         for entry in entries:
             try:
                 if entry.is_dir():
@@ -222,8 +226,15 @@ def _walk_local(root: str) -> Iterator[tuple[str, int]]:
                         stack.append(entry.path)
                 elif entry.name.lower().endswith(MEDIA_SUFFIXES) and entry.is_file():
                     yield entry.path, entry.stat().st_size
-            except OSError:
-                continue
+                elif entry.name.lower().endswith(MEDIA_SUFFIXES):
+                    _listing_warning(f"cannot read {entry.path} (not a file: a broken link?): not an input")
+            except OSError as error:
+                _listing_warning(f"cannot read {entry.path} ({error.strerror or error}): not an input")
+
+
+def _listing_warning(message: str) -> None:
+    # Runs in the listing's Ray task: Ray shows a task's stderr on the driver's console.
+    print(f"preprocess: warning: {message}", file=sys.stderr)
 
 
 def _walk_remote(root: str) -> Iterator[tuple[str, int]]:

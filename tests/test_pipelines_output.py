@@ -122,6 +122,25 @@ def test_each_listed_batch_starts_with_its_largest_files(tmp_path, monkeypatch):
     assert batches == [[40, 12, 7, 3], [500, 90, 1]]  # batches in name order, each largest first
 
 
+def test_what_a_tree_listing_cannot_read_is_named_not_passed_over(tmp_path, monkeypatch, capsys):
+    (tmp_path / "speaker" / "video").mkdir(parents=True)
+    (tmp_path / "speaker" / "video" / "00001.mp4").write_bytes(b"video")
+    (tmp_path / "speaker" / "video" / "00002.mp4").symlink_to(tmp_path / "moved-away.mp4")
+    (tmp_path / "locked").mkdir()
+    scandir = os.scandir
+
+    def without_permission(path):  # tests run as root, whom permissions do not stop
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", without_permission)
+    assert [Path(item.path).name for item in discover_inputs(str(tmp_path))] == ["00001.mp4"]
+    warnings = capsys.readouterr().err
+    assert f"cannot list {tmp_path / 'locked'} (Permission denied)" in warnings
+    assert f"cannot read {tmp_path / 'speaker' / 'video' / '00002.mp4'} (not a file: a broken link?)" in warnings
+
+
 def test_an_image_folder_lists_every_image(tmp_path):
     for name in ("a.jpg", "b.PNG", "notes.txt"):
         (tmp_path / "photos" / name).parent.mkdir(exist_ok=True)
