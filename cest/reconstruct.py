@@ -1,6 +1,7 @@
 """Reconstruct your own face: `python -m cest.reconstruct PATH --checkpoint CKPT [--output DIR]`.
 
-PATH is a photo (jpg, png, ppm, webp, bmp) or a video (mp4, mov, webm, avi, mkv). The face is found and
+PATH is a photo or a video in any format `make preprocess` reads (`pipelines.inputs`: jpg, png, webp, tif,
+...; mp4, mov, webm, 3gp, ...; turned and stretched as a player shows them). The face is found and
 cropped exactly as the training crops were made: the preprocessing pipeline's dlib detector and 68
 landmarks (offline), its FFHQ-style alignment to 224 px (`pipelines.align`; for a video, the longest face
 track with the pipeline's tracker and temporal smoothing of the crop), then resized to the checkpoint's
@@ -37,9 +38,8 @@ from cest.assets import AssetError
 from cest.checkpoint import CheckpointError, load_model
 from cest.export import write_textured_mesh
 from cest.visualize import face_panels, overlay, panel_grid, to_uint8
+from pipelines.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".webp", ".bmp")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv")
 CROP_SIZE = 224  # the pipeline's crop size; crops are resized from it to the model's image size
 PREVIEW_MIN_SIZE = 256  # small models' panels are enlarged to at least this many pixels for viewing
 

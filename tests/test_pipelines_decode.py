@@ -108,7 +108,7 @@ def test_every_listed_video_container_and_image_format_decodes(tmp_path):
     frames = distinct_frames(12)
     for suffix, (codec, container_format) in CONTAINERS.items():
         encode_as(tmp_path / f"clip{suffix}", frames, codec, container_format)
-    images = (".tif", ".tiff", ".bmp", ".webp", ".png", ".jpeg")
+    images = (".tif", ".tiff", ".bmp", ".webp", ".png", ".jpeg", ".ppm")
     for suffix in images:
         cv2.imwrite(str(tmp_path / f"photo{suffix}"), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
     listed = {Path(item.path).suffix for item in discover_inputs(str(tmp_path))}
