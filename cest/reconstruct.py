@@ -57,10 +57,13 @@ class FaceCrops:
 
 
 def read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """RGB uint8, as the pipeline reads photos (EXIF orientation applied; HEIC through pi-heif)."""
+    from pipelines.decode import read_image as read_rgb
+
+    image = read_rgb(str(path))
     if image is None:
         raise ReconstructError(f"cannot read {path} as an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def crop_photo(image: np.ndarray, landmarker=None) -> FaceCrops:

@@ -206,17 +206,42 @@ def _decord_frames(connection, path: str, stride: int, max_frames: int, max_side
     return count if len(indices) == len(range(0, count, stride)) else 0  # 0: stopped early at max_frames
 
 
-def _image_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
-    """An image is a one-frame clip."""
+HEIF_SUFFIXES = (".heic", ".heif")
+
+
+def read_image(path: str) -> np.ndarray | None:
+    """An image file as (H, W, 3) uint8 RGB, turned as a viewer shows it (EXIF orientation; HEIF's own
+    rotation), or None when it cannot be read. HEIC/HEIF (iPhones' photos) through libheif (pi-heif)
+    and Pillow, the rest through OpenCV."""
     import cv2
 
+    if path.lower().endswith(HEIF_SUFFIXES):
+        return _read_heif(path)
     image = cv2.imread(path, cv2.IMREAD_COLOR)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _read_heif(path: str) -> np.ndarray | None:
+    import pi_heif
+    from PIL import Image, ImageOps
+
+    pi_heif.register_heif_opener()
+    try:
+        with Image.open(path) as image:  # libheif applies the file's rotation and resets EXIF orientation
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except (OSError, ValueError):  # PIL.UnidentifiedImageError is an OSError
+        return None
+
+
+def _image_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
+    """An image is a one-frame clip."""
+    image = read_image(path)
     if image is None:
         connection.send(("open_error", "not a readable image"))
         return
     height, width = image.shape[:2]
     connection.send(("meta", 1, 0.0, width, height))
-    frame = _resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), working_size(width, height, max_side))
+    frame = _resize(image, working_size(width, height, max_side))
     connection.send(("frames", np.zeros(1, np.int32), frame[None]))
     return 1
 

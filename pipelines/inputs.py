@@ -27,12 +27,13 @@ import pyarrow.csv
 import pyarrow.fs
 import pyarrow.parquet
 
-# What the default decoder (PyAV) and OpenCV's image reader open, tested in test_pipelines_decode.py;
+# What the default decoder (PyAV) and the image reader (OpenCV; pi-heif for HEIC) open, tested in
+# test_pipelines_decode.py;
 # a tree's other files are not inputs. (decord cannot read MPEG-TS: .ts, .mts, .m2ts.)
 VIDEO_SUFFIXES = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".3gp", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv"
 )
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".heic", ".heif")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES + IMAGE_SUFFIXES
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 ID_COLUMNS = ("speaker_id", "video_id", "clip_id")

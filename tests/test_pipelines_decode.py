@@ -1,6 +1,7 @@
 """Decode stage: real sample clips, bad files made from real frames, odd files written with PyAV (edit
 lists, damaged blocks, still endings), repeated-frame and time guards; both decoder backends."""
 
+import shutil
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -111,14 +112,28 @@ def test_every_listed_video_container_and_image_format_decodes(tmp_path):
     images = (".tif", ".tiff", ".bmp", ".webp", ".png", ".jpeg", ".ppm")
     for suffix in images:
         cv2.imwrite(str(tmp_path / f"photo{suffix}"), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
+    shutil.copy(Path(__file__).parent / "fixtures" / "turned_pattern.heic", tmp_path / "pattern.HEIF")
     listed = {Path(item.path).suffix for item in discover_inputs(str(tmp_path))}
-    assert listed == set(CONTAINERS) | set(images)  # every file written is an input
-    assert set(MEDIA_SUFFIXES) - listed == {".mp4", ".jpg"}  # the tests above
+    assert listed == set(CONTAINERS) | set(images) | {".HEIF"}  # every file written is an input
+    assert set(MEDIA_SUFFIXES) - {suffix.lower() for suffix in listed} == {".mp4", ".jpg", ".heic"}  # tests above
     for item in discover_inputs(str(tmp_path)):
+        if item.path.endswith(".HEIF"):  # not the frames' picture: read in the test above
+            assert decode_video(item.path, PreprocessConfig(**SMALL)).frames.shape == (1, 128, 96, 3)
+            continue
         video = decode_video(item.path, PreprocessConfig(**SMALL))
         expected = [0] if Path(item.path).stem == "photo" else list(range(12))
         assert video.frame_indices.tolist() == expected, item.path
         assert match_source(video.frames, frames) == expected, item.path  # each its own source frame
+
+
+def test_an_iphone_heic_photo_reads_upright():
+    """HEIC, iPhones' default photo format (tests/fixtures/README.md: how the file was made)."""
+    y, x = np.mgrid[0:128, 0:96]
+    upright = np.stack([x * 255 // 96, y * 255 // 128, np.full_like(x, 128)], -1).astype(np.uint8)
+    upright[20:50, 10:40] = (230, 40, 40)
+    video = decode_video(str(Path(__file__).parent / "fixtures" / "turned_pattern.heic"), PreprocessConfig(**SMALL))
+    assert video.source_size == (96, 128) and video.frame_indices.tolist() == [0]
+    assert np.abs(video.frames[0].astype(np.int16) - upright).mean() < 2  # measured 0.7
 
 
 def source_landmarks(row: dict) -> np.ndarray:
