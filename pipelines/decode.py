@@ -9,7 +9,8 @@ Two backends run in a helper process, so that a file on which a decoder hangs co
   on every run and whatever the chunking.
 - `decord`: random access by index. It trusts the header's frame count and, for indices past the real
   end, returns earlier frames again; so it only reads indices below the presented frame count
-  (duration x fps, as PyAV reads it from the container).
+  (duration x fps, as PyAV reads it from the container). A file decord cannot open or seek (AV1,
+  MPEG-TS) is decoded with PyAV instead of being rejected.
 Both: no frame identical to an earlier frame other than the previous one is ever emitted (a replay;
 checked by hash against every earlier frame); a run of identical consecutive frames (a still or black
 ending) is real footage and kept. Frames come out as a player shows them: turned by the container's
@@ -186,9 +187,12 @@ def _pyav_frames(connection, path: str, stride: int, max_frames: int, max_side: 
 def _decord_frames(connection, path: str, stride: int, max_frames: int, max_side: int, chunk: int):
     import decord
 
-    reader = decord.VideoReader(path, num_threads=1)
-    header = len(reader)
-    height, width = reader[0].shape[:2] if header else (0, 0)  # decord turns frames by the display rotation
+    try:
+        reader = decord.VideoReader(path, num_threads=1)
+        header = len(reader)
+        height, width = reader[0].shape[:2] if header else (0, 0)  # decord turns frames by the display rotation
+    except decord.DECORDError:  # what decord 0.6 cannot open or seek (AV1, MPEG-TS): PyAV reads it
+        return _pyav_frames(connection, path, stride, max_frames, max_side, chunk)
     presented, pixel_aspect = _presented_frames_and_aspect(path)
     width = _display_width(width, pixel_aspect)
     connection.send(("meta", header, float(reader.get_avg_fps()), width, height))

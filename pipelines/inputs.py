@@ -27,9 +27,8 @@ import pyarrow.csv
 import pyarrow.fs
 import pyarrow.parquet
 
-# What the default decoder (PyAV) and the image reader (OpenCV; pi-heif for HEIC) open, tested in
-# test_pipelines_decode.py;
-# a tree's other files are not inputs. (decord cannot read MPEG-TS: .ts, .mts, .m2ts.)
+# What PyAV (the decoder; also for the files decord cannot open) and the image reader (OpenCV; pi-heif for
+# HEIC) open, each tested in test_pipelines_decode.py; a tree's other files are not inputs.
 VIDEO_SUFFIXES = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".3gp", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv"
 )

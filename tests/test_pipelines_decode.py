@@ -126,6 +126,15 @@ def test_every_listed_video_container_and_image_format_decodes(tmp_path):
         assert match_source(video.frames, frames) == expected, item.path  # each its own source frame
 
 
+@pytest.mark.parametrize("suffix, codec, container_format", [(".ts", "h264", "mpegts"), (".mp4", "libsvtav1", "mp4")])
+def test_what_decord_cannot_open_is_decoded_with_pyav(tmp_path, suffix, codec, container_format):
+    frames = distinct_frames(12)
+    path = encode_as(tmp_path / f"clip{suffix}", frames, codec, container_format)  # MPEG-TS; AV1 as YouTube serves
+    video = decode_video(str(path), PreprocessConfig(decoder="decord", **SMALL))
+    assert video.frame_indices.tolist() == list(range(12))
+    assert match_source(video.frames, frames) == list(range(12))
+
+
 def test_an_iphone_heic_photo_reads_upright():
     """HEIC, iPhones' default photo format (tests/fixtures/README.md: how the file was made)."""
     y, x = np.mgrid[0:128, 0:96]
