@@ -21,6 +21,7 @@ in proportion, and source coordinates are those of the picture as shown.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -36,7 +37,7 @@ import numpy as np
 import xxhash
 
 from pipelines.config import PreprocessConfig
-from pipelines.inputs import is_image
+from pipelines.inputs import HEIF_SUFFIXES, is_image
 
 
 class Reject(Exception):
@@ -210,9 +211,6 @@ def _decord_frames(connection, path: str, stride: int, max_frames: int, max_side
     return count if len(indices) == len(range(0, count, stride)) else 0  # 0: stopped early at max_frames
 
 
-HEIF_SUFFIXES = (".heic", ".heif")
-
-
 def read_image(path: str) -> np.ndarray | None:
     """An image file as (H, W, 3) uint8 RGB, turned as a viewer shows it (EXIF orientation; HEIF's own
     rotation), or None when it cannot be read. HEIC/HEIF (iPhones' photos) through libheif (pi-heif)
@@ -225,11 +223,17 @@ def read_image(path: str) -> np.ndarray | None:
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _read_heif(path: str) -> np.ndarray | None:
+@functools.cache
+def _register_heif_opener() -> None:
     import pi_heif
-    from PIL import Image, ImageOps
 
     pi_heif.register_heif_opener()
+
+
+def _read_heif(path: str) -> np.ndarray | None:
+    from PIL import Image, ImageOps
+
+    _register_heif_opener()
     try:
         with Image.open(path) as image:  # libheif applies the file's rotation and resets EXIF orientation
             return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))

@@ -32,7 +32,8 @@ import pyarrow.parquet
 VIDEO_SUFFIXES = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".3gp", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv"
 )
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".heic", ".heif")
+HEIF_SUFFIXES = (".heic", ".heif")  # iPhones' photos: read through pi-heif, the other images through OpenCV
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm") + HEIF_SUFFIXES
 MEDIA_SUFFIXES = VIDEO_SUFFIXES + IMAGE_SUFFIXES
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 ID_COLUMNS = ("speaker_id", "video_id", "clip_id")
@@ -224,10 +225,11 @@ def _walk_local(root: str) -> Iterator[tuple[str, int]]:
                     if real not in seen:
                         seen.add(real)
                         stack.append(entry.path)
-                elif entry.name.lower().endswith(MEDIA_SUFFIXES) and entry.is_file():
-                    yield entry.path, entry.stat().st_size
                 elif entry.name.lower().endswith(MEDIA_SUFFIXES):
-                    _listing_warning(f"cannot read {entry.path} (not a file: a broken link?): not an input")
+                    if not entry.is_file():
+                        _listing_warning(f"cannot read {entry.path} (not a file: a broken link?): not an input")
+                        continue
+                    yield entry.path, entry.stat().st_size
             except OSError as error:
                 _listing_warning(f"cannot read {entry.path} ({error.strerror or error}): not an input")
 

@@ -10,8 +10,9 @@ done exactly when its clips or rejects file exists, a killed run keeps every inp
 renamed into place, a redone input replaces its file whole (rename is atomic), and two runs on one
 output that process the same input write the same name. A run deletes only temporaries older than
 STALE_TEMPORARY_S (left by a dead run; a live writer touches its file at every segment), the retry
-file of an input it has just finished, and the reject file of an input it has redone into clips
-(`--redo-rejects`). Every input ends as all its segments or one reject row.
+file of an input it has just finished, and, with `--redo-rejects`, the reject files of the inputs it
+queues again (withdrawn: a killed run leaves those inputs to the next). Every input ends as all its
+segments or one reject row.
 """
 
 from __future__ import annotations
@@ -65,8 +66,6 @@ class PartWriter:
         self.output.fs.move(self.temporary, final)
         if self.kind != "retry":  # the input is finished: an earlier transient failure no longer counts
             self.output.delete_if_present(self.output.part_path("retry", self.input_id))
-        if self.kind == "clip":  # an earlier run's reject, redone (--redo-rejects): never clips and reject
-            self.output.delete_if_present(self.output.part_path("reject", self.input_id))
         return final
 
     def abort(self) -> None:
@@ -117,13 +116,18 @@ class Output:
         except FileNotFoundError:
             pass
 
-    def done(self, input_ids: list[str], rejects_count: bool = True) -> list[bool]:
-        """Whether each input has its clips or (when `rejects_count`) its permanent reject file; one
-        listing call."""
-        kinds = ("clip", "reject") if rejects_count else ("clip",)
-        paths = [self.part_path(kind, input_id) for input_id in input_ids for kind in kinds]
+    def done(self, input_ids: list[str]) -> list[bool]:
+        """Whether each input has its clips or its (permanent) reject file; one listing call."""
+        paths = [self.part_path(kind, input_id) for input_id in input_ids for kind in ("clip", "reject")]
         found = [info.type == pyarrow.fs.FileType.File for info in self.fs.get_file_info(paths)]
-        return [any(found[len(kinds) * index : len(kinds) * (index + 1)]) for index in range(len(input_ids))]
+        return [found[2 * index] or found[2 * index + 1] for index in range(len(input_ids))]
+
+    def withdraw_rejects(self, input_ids: list[str]) -> None:
+        """Delete these inputs' reject files, so that they are processed again (--redo-rejects)."""
+        infos = self.fs.get_file_info([self.part_path("reject", input_id) for input_id in input_ids])
+        for info in infos:
+            if info.type == pyarrow.fs.FileType.File:
+                self.delete_if_present(info.path)
 
     def remove_stale_temporaries(self, max_age_s: float = STALE_TEMPORARY_S) -> int:
         selector = pyarrow.fs.FileSelector(posixpath.join(self.root, TEMPORARY_DIRECTORY), allow_not_found=True)

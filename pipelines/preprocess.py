@@ -312,8 +312,10 @@ def list_tree(batch: pa.Table):
 
 def resolve_and_skip(batch: pa.Table, base: str, output_uri: str, redo_rejects: bool = False) -> pa.Table:
     """Listing rows -> the inputs still to do, plus one row carrying the ids of those already done."""
-    items = resolve_batch(batch, base)
-    done = _output(output_uri).done([item.input_id for item in items], rejects_count=not redo_rejects)
+    items, output = resolve_batch(batch, base), _output(output_uri)
+    if redo_rejects:
+        output.withdraw_rejects([item.input_id for item in items])
+    done = output.done([item.input_id for item in items])
     rows = [dict(dataclasses.asdict(item), done_ids=[]) for item, finished in zip(items, done) if not finished]
     finished_ids = [item.input_id for item, finished in zip(items, done) if finished]
     if finished_ids:
