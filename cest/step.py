@@ -6,6 +6,7 @@ the wrapped module (the renderer has no parameters). A non-finite loss or gradie
 `NonFiniteLossError` before the optimiser touches the weights, so a NaN is never trained on.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,20 @@ def unwrap_model(model: torch.nn.Module) -> CESTModel:
 
 def make_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+
+
+def learning_rate_at(config: OptimConfig, step: int, total_steps: int) -> float:
+    """The learning rate of step `step` (0-based) of `total_steps` under the config's schedule."""
+    if config.schedule == "constant" or total_steps <= 1:
+        return config.learning_rate
+    progress = min(max(step / (total_steps - 1), 0.0), 1.0)
+    final = config.learning_rate * config.final_fraction
+    return final + (config.learning_rate - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from cest.config import Config, DataConfig
-from cest.step import Batch, make_optimizer, train_step
+from cest.step import Batch, learning_rate_at, make_optimizer, set_learning_rate, train_step
 
 
 @dataclass
@@ -66,6 +66,7 @@ def train(
     history = []
     model.train()
     for step, batch in zip(range(steps), batches):
+        set_learning_rate(optimizer, learning_rate_at(config.optim, step, steps))
         terms = train_step(model, optimizer, batch, config.loss, generator)
         history.append(terms)
         if log is not None:

@@ -59,6 +59,7 @@ def parse_args(argv):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--only", help="comma-separated subset of the ablations (default: all)")
+    parser.add_argument("--synthetic-test", help="held-apart synthetic set scored during training (jobs/train.py)")
     parser.add_argument("--name", default="ablations", help="parent run name; children are NAME-VARIANT")
     parser.add_argument("--storage", default=str(DEFAULT_STORAGE))
     parser.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
@@ -95,7 +96,8 @@ def child_arguments(args, variant: str, overrides: list[str], parent: str) -> li
             "--experiment", args.experiment, "--ablation", variant, "--parent-run-id", parent,
             "--workers", str(args.workers), "--gpus-per-worker", str(args.gpus_per_worker),
             "--cpus-per-worker", str(args.cpus_per_worker)]
-    for option, value in (("--config", args.config), ("--steps", args.steps), ("--address", args.address)):
+    for option, value in (("--config", args.config), ("--steps", args.steps), ("--address", args.address),
+                          ("--synthetic-test", args.synthetic_test)):
         if value is not None:
             argv += [option, str(value)]
     for assignment in args.overrides + overrides:

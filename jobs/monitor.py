@@ -5,7 +5,9 @@ memory when on a GPU, ETA, the loss terms averaged over the window) and the same
 step. Every `train.image_every` steps (and at the last step): the held-apart frames through the model in eval mode, as
 an image grid (input | overlay | reflectance | illuminated texture | shading | normals, cest.visualize)
 logged with key "holdout" and the step, so the MLflow UI's slider shows training progress, plus the
-degeneracy measures (shading std, reflectance-texture correlation; cest.losses.degeneracy_measures).
+degeneracy measures (shading std, reflectance-texture correlation; cest.losses.degeneracy_measures), and, when
+the job names a held-apart synthetic set (--synthetic-test), its ground-truth metrics (jobs.synthetic_eval) as
+synthetic.<metric> and one line, so that the curves show whether learning has levelled off.
 """
 
 import time
@@ -44,6 +46,7 @@ class Monitor:
             frames = read_frames(job.data, job.holdout_keys, config.model.image_size)
             samples = {name: value[:, None] for name, value in frames.items()}
             self.holdout = to_batch(samples)
+        self.synthetic_test = job.synthetic_test
         print(f"rank 0: {world_size} worker(s), {self.images_per_step} images per step, "
               f"{len(job.holdout_keys)} held-apart clips for image grids", flush=True)
 
@@ -71,7 +74,7 @@ class Monitor:
             metrics["gpu_peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
             gpu = f" | peak GPU memory {metrics['gpu_peak_memory_gib']:.1f} GiB"
         eta = (self.total - step) * seconds / steps
-        terms = " ".join(f"{name} {value:.4f}" for name, value in metrics.items()
+        terms = " ".join(f"{name} {value:.4g}" for name, value in metrics.items()
                          if name not in ("images_per_second", "data_wait_share", "gpu_peak_memory_gib"))
         print(f"step {step}/{self.total} | {metrics['images_per_second']:.1f} img/s | data wait "
               f"{100 * metrics['data_wait_share']:.0f}%{gpu} | ETA {_duration(eta)} | {terms}", flush=True)
@@ -94,8 +97,20 @@ class Monitor:
         network.train()
         mlflow.log_metrics(measures, step=step)
         mlflow.log_image(grid, key="holdout", step=step)
+        if self.synthetic_test is not None:
+            self._log_synthetic(step, network)
         # Time spent here is not training time: keep it out of the next window's images/s.
         self.last += time.perf_counter() - started
+
+    def _log_synthetic(self, step: int, network) -> None:
+        from jobs.synthetic_eval import METRICS, evaluate
+
+        report = evaluate(network, self.synthetic_test)
+        network.train()
+        means = {name: report["metrics"][name]["mean"] for name in METRICS}
+        mlflow.log_metrics({f"synthetic.{name}": value for name, value in means.items()}, step=step)
+        print(f"step {step} held-apart synthetic ({report['images']} images): " +
+              ", ".join(f"{name} {value:.4g}" for name, value in means.items()), flush=True)
 
     def close(self) -> None:
         mlflow.end_run()

@@ -136,7 +136,8 @@ def run(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             sweep_args = ablations.parse_args(
                 ["--data", str(args.train.resolve()), "--steps", str(args.steps), "--name", f"{args.name}-seed{seed}",
-                 "--storage", str(output), "--experiment", args.experiment, "--set", f"train.seed={seed}"]
+                 "--storage", str(output), "--experiment", args.experiment, "--set", f"train.seed={seed}",
+                 "--synthetic-test", str(args.test.resolve())]
                 + (["--config", args.config] if args.config else [])
                 + [item for assignment in args.overrides for item in ("--set", assignment)])
             codes = ablations.run_variants(sweep_args, runs)

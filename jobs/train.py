@@ -68,6 +68,7 @@ class Job:
     workers: int = 0
     gpus_per_worker: float = 0
     crash_once_at_step: int = 0  # fault drill: the last rank exits hard at this step, once per run (0: never)
+    synthetic_test: str | None = None  # a held-apart synthetic set scored every train.image_every steps
 
 
 # ----------------------------------------------------------------------------------------------- storage
@@ -223,7 +224,7 @@ def train_worker(job: Job, context) -> None:
 
     from cest.checkpoint import rng_state, save_checkpoint, set_rng_state
     from cest.model import build_model
-    from cest.step import make_optimizer, make_scaler, train_step
+    from cest.step import learning_rate_at, make_optimizer, make_scaler, set_learning_rate, train_step
     from jobs.monitor import Monitor
 
     config = config_from_dict(job.config)
@@ -258,12 +259,14 @@ def train_worker(job: Job, context) -> None:
             batch = to_batch(samples, device)
             data_seconds = time.perf_counter() - waited
             model.train()
+            learning_rate = learning_rate_at(config.optim, step, schedule.steps)
+            set_learning_rate(optimizer, learning_rate)
             terms = train_step(model, optimizer, batch, config.loss, generator, schedule.precision, scaler)
             step += 1
             batches_this_epoch += 1
             _crash_drill(job, context, step)
             if monitor is not None:
-                monitor.step_done(step, terms, data_seconds, model)
+                monitor.step_done(step, terms | {"learning_rate": learning_rate}, data_seconds, model)
             if step % schedule.checkpoint_every == 0 or step == schedule.steps:
                 with tempfile.TemporaryDirectory() as scratch:
                     if context.rank == 0:
@@ -303,6 +306,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--crash-once-at-step", type=int, default=0, metavar="STEP",
                         help="fault drill: one worker exits hard at STEP, once per run, to check recovery")
+    parser.add_argument("--synthetic-test", metavar="DIR",
+                        help="a held-apart synthetic set (python -m jobs.synthetic, other seed): its ground-truth "
+                             "metrics are logged as synthetic.* every train.image_every steps (learning curves)")
     parser.add_argument("--ablation", default="none", help="ablation name tag (jobs/ablations.py sets it)")
     parser.add_argument("--parent-run-id", help="MLflow parent run (jobs/ablations.py sets it)")
     return parser.parse_args(argv)
@@ -347,6 +353,11 @@ def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
         clip_files(args.data)
     except (DataError, OSError) as error:
         raise JobError(str(error)) from None
+    if args.synthetic_test:
+        args.synthetic_test = os.path.abspath(args.synthetic_test)
+        if not os.path.isdir(os.path.join(args.synthetic_test, "ground_truth")):
+            raise JobError(f"--synthetic-test {args.synthetic_test} is not a synthetic set "
+                           "(write one with python -m jobs.synthetic)")
     return config, _join(args.storage, args.name)
 
 
@@ -484,7 +495,8 @@ def run(argv: list[str] | None = None) -> int:
     mlflow_run_id = open_mlflow_run(args, config, run_dir, uri)
     keys = holdout_keys(args.data, config.train.holdout_clips)
     job = Job(config_to_dict(config), args.data, args.name, run_dir, uri, mlflow_run_id,
-              found[0] if found else None, keys, args.workers, args.gpus_per_worker, args.crash_once_at_step)
+              found[0] if found else None, keys, args.workers, args.gpus_per_worker, args.crash_once_at_step,
+              args.synthetic_test)
     print(f"training {args.name}: {config.model.variant}, {config.train.steps} steps of "
           f"{config.data.clips_per_batch} clips x {config.data.frames_per_clip} frames at {config.model.image_size} px, "
           f"{args.workers or 'no'} Ray Train workers; checkpoints in {run_dir}; MLflow run {mlflow_run_id} at {uri}",

@@ -28,20 +28,33 @@ def vertex_visibility(
     pixels: projected vertices (B, N, 3) in pixel coordinates (smaller z closer); triangle_id: the
     rasterized triangle per pixel (B, H, W) of the same mesh; facing: (B, N) bool, the vertex normal
     points toward the camera. A vertex is visible when it faces the camera, projects inside the image and
-    is not behind the plane of the triangle that wins its pixel, evaluated at the vertex's own position, by
-    more than `depth_tolerance`. Evaluating that plane at the vertex (rather than reading the z-buffer at
-    the pixel centre) is exact for the vertex's own triangles however steep they are at a silhouette.
+    is `unoccluded`.
+    """
+    height, width = triangle_id.shape[1:]
+    x, y = pixels[..., 0].detach(), pixels[..., 1].detach()
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    return facing & inside & unoccluded(pixels, pixels, triangle_id, faces, depth_tolerance)
+
+
+def unoccluded(points: torch.Tensor, pixels: torch.Tensor, triangle_id: torch.Tensor, faces: torch.Tensor,
+               depth_tolerance: float) -> torch.Tensor:
+    """Points (B, P, 3) in pixel coordinates that lie on or in front of the surface of the mesh `pixels`
+    (B, N, 3, projected vertices) rasterized as `triangle_id` (B, H, W), (B, P) bool.
+
+    A point is unoccluded when it is not behind the plane of the triangle that wins the pixel it falls in,
+    evaluated at the point's own position, by more than `depth_tolerance`. Evaluating that plane at the point
+    (rather than reading the z-buffer at the pixel centre) is exact for the point's own triangle however
+    steep it is: at 64 px a cheek's depth changes by more than the tolerance across half a pixel. Points off
+    the image are tested against its border pixel (callers decide what off-image means).
     """
     batch, height, width = triangle_id.shape
-    points = pixels.detach()
+    points = points.detach()
     col, row = points[..., 0].floor().long(), points[..., 1].floor().long()
-    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
     flat_index = row.clamp(0, height - 1) * width + col.clamp(0, width - 1)
-    winner = triangle_id.reshape(batch, -1).gather(1, flat_index)  # (B, N)
-    corners = points.gather(1, faces[winner.clamp(min=0)].reshape(batch, -1, 1).expand(-1, -1, 3))
+    winner = triangle_id.reshape(batch, -1).gather(1, flat_index)  # (B, P)
+    corners = pixels.detach().gather(1, faces[winner.clamp(min=0)].reshape(batch, -1, 1).expand(-1, -1, 3))
     surface = _plane_depth_at(corners.view(batch, -1, 3, 3), points[..., :2])
-    unoccluded = (winner < 0) | (points[..., 2] <= surface + depth_tolerance)
-    return facing & inside & unoccluded
+    return (winner < 0) | (points[..., 2] <= surface + depth_tolerance)
 
 
 def _plane_depth_at(corners: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ they are computed once per model and size, so unwrapping is a weighted gather pl
 import torch
 import torch.nn.functional as F
 
-from cest.render.geometry import triangle_visibility
+from cest.render.geometry import triangle_visibility, unoccluded
 from cest.render.raster import Fragments, rasterize
 
 
@@ -71,20 +71,21 @@ class UVMapper(torch.nn.Module):
         texel_points = self.texel_positions(pixels)
         grid = pixels_to_grid(texel_points[..., :2], image.shape[-1])
         texture = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        valid = self._texel_validity(grid.detach(), texel_points[..., 2].detach(), fragments, vertex_visible,
+        valid = self._texel_validity(grid.detach(), texel_points.detach(), pixels.detach(), fragments, vertex_visible,
                                      depth_tolerance)
         valid = valid[:, None].to(image.dtype)
         return texture * valid, valid
 
-    def _texel_validity(self, grid, texel_depth, fragments, vertex_visible, depth_tolerance):
+    def _texel_validity(self, grid, texel_points, pixels, fragments, vertex_visible, depth_tolerance):
         visible = triangle_visibility(self.triangles, vertex_visible)
         valid = visible[:, self.texel_triangle.clamp(min=0)] & self.covered
         coverage = (fragments.triangle_id >= 0)[:, None].to(grid.dtype)
         on_face = F.grid_sample(coverage, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        surface = torch.nan_to_num(fragments.depth, posinf=torch.finfo(grid.dtype).max)[:, None].to(grid.dtype)
-        front = F.grid_sample(surface, grid, mode="nearest", padding_mode="border", align_corners=False)
-        unoccluded = texel_depth <= front[:, 0] + depth_tolerance
-        return valid & (on_face[:, 0] > 1 - 1e-6) & unoccluded
+        # Against the winning triangle's plane at the texel itself, not the z-buffer at the nearest pixel
+        # centre: on slanted skin that centre's depth is off by more than the tolerance at 64 px, which left
+        # scattered invalid texels across the visible face.
+        front = unoccluded(texel_points.flatten(1, 2), pixels, fragments.triangle_id, self.triangles, depth_tolerance)
+        return valid & (on_face[:, 0] > 1 - 1e-6) & front.view_as(valid)
 
     def wrap(self, uv_map: torch.Tensor) -> torch.Tensor:
         """Per-vertex values (B, N, C) sampled bilinearly from UV maps (B, C, S, S) at the vertices' UVs."""
