@@ -99,8 +99,14 @@ class LossConfig:
     # A weak Gaussian prior; the sweep found 1e-2 no better on shape (6.59 vs 6.96 mm, within seed spread) and
     # worse on reflectance (0.081 vs 0.078), so it stays 1e-3.
     w_regulariser: float = 1e-3
+    # Steps at the start of training that fit the landmarks alone (landmark and regulariser terms, no rendering:
+    # several times cheaper a step). The viewpoint and shape networks learn the geometry first; the photometric
+    # terms, whose gradients mislead while the pose is wrong (a wrong pose unwraps the wrong texels), join after.
+    landmark_warmup_steps: int = 0
 
     def __post_init__(self):
+        if self.landmark_warmup_steps < 0:
+            raise ValueError(f"landmark_warmup_steps must be >= 0, got {self.landmark_warmup_steps}")
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
         if self.consistency_mode not in CONSISTENCY_MODES:

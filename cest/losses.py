@@ -13,13 +13,14 @@
 - landmark: projected model landmarks against the detected 68, mean Euclidean distance / image size.
 - regulariser: mean squared shape coefficient in units of the prior's standard deviations (identity as is,
   expression weights divided by `model.expression_sd`, so one prior prices both alike).
-total = photometric + symmetry + consistency + w_landmark * landmark + w_regulariser * regulariser.
+total = photometric + symmetry + consistency + w_landmark * landmark + w_regulariser * regulariser; during the
+landmark warm-up (`geometry_objective`) only the last two.
 """
 
 import torch
 
 from cest.config import LossConfig
-from cest.model import CESTModel, Estimate
+from cest.model import CESTModel, Estimate, Geometry
 from cest.pairing import clip_average, partner_indices
 from cest.render.uv import flip_uv
 
@@ -87,11 +88,18 @@ def objective(
     for name, reflectance in reflectance_variants(estimate.reflectance, clip_ids.to(images.device), config,
                                                   generator).items():
         terms[name] = photometric_loss(images, model.render(estimate, reflectance), mask, config.distance)
-    terms["landmark"] = landmark_loss(estimate.landmarks, landmarks, images.shape[-1])
-    terms["regulariser"] = shape_regulariser(estimate.alpha_identity, estimate.alpha_expression / model.expression_sd)
-    reconstruction = sum(terms[name] for name in ("photometric", "symmetry", "consistency") if name in terms)
-    terms["total"] = reconstruction + config.w_landmark * terms["landmark"] + config.w_regulariser * terms["regulariser"]
-    return terms
+    geometry = geometry_objective(model, estimate, landmarks, images.shape[-1], config)
+    reconstruction = sum(terms.values())
+    return terms | geometry | {"total": reconstruction + geometry["total"]}
+
+
+def geometry_objective(model: CESTModel, geometry: Geometry, landmarks: torch.Tensor, image_size: int,
+                       config: LossConfig) -> dict[str, torch.Tensor]:
+    """The landmark and regulariser terms and their weighted sum "total": the whole objective of the landmark
+    warm-up (`LossConfig.landmark_warmup_steps`), the geometric part of `objective`."""
+    terms = {"landmark": landmark_loss(geometry.landmarks, landmarks, image_size),
+             "regulariser": shape_regulariser(geometry.alpha_identity, geometry.alpha_expression / model.expression_sd)}
+    return terms | {"total": config.w_landmark * terms["landmark"] + config.w_regulariser * terms["regulariser"]}
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from cest.render.camera import VIEWPOINT_SIZE, canonical_crop
+from cest.render.camera import VIEWPOINT_SIZE, canonical_crop, project
 from cest.config import ModelConfig
 from cest.render.lighting import SH_SIZE, ambient_sh
 from cest.morphable import MorphableModel, load_sfm
@@ -31,17 +31,23 @@ from cest.render.renderer import RasterizedFaces, Renderer
 
 
 @dataclass
-class Estimate:
+class Geometry:
+    """Viewpoint and shape: all the landmark term needs (no rasterization)."""
+
     viewpoint: torch.Tensor  # (B, 7) scale, rotation vector, translation
     alpha_identity: torch.Tensor  # (B, K_id)
     alpha_expression: torch.Tensor  # (B, K_exp) blendshape weights (divide by expression_sd for sd units)
     vertices: torch.Tensor  # (B, N, 3) model space
+    landmarks: torch.Tensor  # (B, 68, 2) projected model landmarks, pixels
+
+
+@dataclass
+class Estimate(Geometry):
     faces: RasterizedFaces  # the projected, rasterized mesh (reused by every rendering of this batch)
     texture: torch.Tensor  # (B, 3, S, S) illuminated texture T unwrapped from the image
     texture_valid: torch.Tensor  # (B, 1, S, S) texels seen in the image
     reflectance: torch.Tensor  # (B, 3, S, S) in [0, 1]
     sh: torch.Tensor  # (B, 9)
-    landmarks: torch.Tensor  # (B, 68, 2) projected model landmarks, pixels
 
 
 def expression_standard_deviations(morphable: MorphableModel) -> torch.Tensor:
@@ -96,8 +102,10 @@ class CESTModel(nn.Module):
         scale = self.config.init_scale * torch.exp(out[:, :1])
         return torch.cat([scale, out[:, 1:]], 1)
 
-    def forward(self, images: torch.Tensor, viewpoint: torch.Tensor | None = None) -> Estimate:
-        """Estimates for images (B, 3, H, W) in [0, 1]; `viewpoint` replaces f_v's prediction when given."""
+    def forward(self, images: torch.Tensor, viewpoint: torch.Tensor | None = None,
+                geometry_only: bool = False) -> Estimate | Geometry:
+        """Estimates for images (B, 3, H, W) in [0, 1]; `viewpoint` replaces f_v's prediction when given.
+        With `geometry_only` just the viewpoint and shape (a `Geometry`): no rendering, reflectance or light."""
         self._check_images(images)
         if viewpoint is None:
             viewpoint = self.predict_viewpoint(images)
@@ -111,6 +119,11 @@ class CESTModel(nn.Module):
         alpha_identity, expression_in_sd = alpha.split([self.morphable.n_identity, self.morphable.n_expression], 1)
         alpha_expression = expression_in_sd * self.expression_sd
         vertices = self.morphable.shape(alpha_identity, alpha_expression)
+        if geometry_only:
+            with torch.autocast(images.device.type, enabled=False):  # pixel positions in float32, as the renderer's
+                landmarks = project(vertices[:, self.morphable.landmark_indices].float(), viewpoint.float(),
+                                    images.shape[-1])[..., :2]
+            return Geometry(viewpoint, alpha_identity, alpha_expression, vertices, landmarks)
         faces = self.renderer.rasterize(vertices, viewpoint)
         texture, valid = self.renderer.unwrap(images, faces)
 
@@ -125,8 +138,8 @@ class CESTModel(nn.Module):
         sh = self.ambient_sh + self.illumination_net(_centred(light_input))
 
         landmarks = faces.pixels[:, self.morphable.landmark_indices, :2]
-        return Estimate(viewpoint, alpha_identity, alpha_expression, vertices, faces, texture, valid, reflectance,
-                        sh, landmarks)
+        return Estimate(viewpoint, alpha_identity, alpha_expression, vertices, landmarks, faces, texture, valid,
+                        reflectance, sh)
 
     def render(self, estimate: Estimate, reflectance: torch.Tensor | None = None) -> torch.Tensor:
         """Re-render the estimated faces (B, 3, H, W), with another reflectance map (B, 3, S, S) if given."""

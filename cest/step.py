@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from cest.config import LossConfig, OptimConfig
-from cest.losses import objective
+from cest.losses import geometry_objective, objective
 from cest.model import CESTModel
 
 LANDMARK_COUNT = 68
@@ -83,16 +83,20 @@ def compute_loss(
     config: LossConfig,
     generator: torch.Generator | None = None,
     precision: str = "fp32",
+    geometry_only: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Forward pass and every loss term ("total" included), as float32 tensors with gradients.
 
     With precision "bf16" or "fp16" the networks run under autocast; the renderer always runs in float32
-    (cest.render.renderer.full_precision)."""
+    (cest.render.renderer.full_precision). `geometry_only`: the landmark warm-up's terms, without rendering."""
     dtype = AUTOCAST_DTYPES.get(precision)
     with torch.autocast(batch.images.device.type, dtype=dtype, enabled=dtype is not None):
-        estimate = model(batch.images)
-        terms = objective(unwrap_model(model), estimate, batch.images, batch.masks, batch.landmarks,
-                          batch.clip_ids, config, generator)
+        estimate = model(batch.images, geometry_only=geometry_only)
+        if geometry_only:
+            terms = geometry_objective(unwrap_model(model), estimate, batch.landmarks, batch.images.shape[-1], config)
+        else:
+            terms = objective(unwrap_model(model), estimate, batch.images, batch.masks, batch.landmarks,
+                              batch.clip_ids, config, generator)
     return {name: value.float() for name, value in terms.items()}
 
 
@@ -108,13 +112,15 @@ def train_step(
     generator: torch.Generator | None = None,
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
+    geometry_only: bool = False,
 ) -> dict[str, float]:
     """One Adam step on `batch`; returns each loss term as a float. Raises NonFiniteLossError on NaN/inf.
 
     With an enabled `scaler` (fp16) an overflowing gradient is the scaler's business: it skips the step and
-    lowers the scale, as mixed precision training expects; only a non-finite loss raises."""
+    lowers the scale, as mixed precision training expects; only a non-finite loss raises. `geometry_only`: a
+    step of the landmark warm-up (landmark and regulariser terms; the other networks get no gradient)."""
     optimizer.zero_grad(set_to_none=True)
-    terms = compute_loss(model, batch, config, generator, precision)
+    terms = compute_loss(model, batch, config, generator, precision, geometry_only)
     if not all(torch.isfinite(value) for value in terms.values()):
         raise NonFiniteLossError(f"non-finite loss, step skipped: {_describe(terms)}")
     if scaler is not None and scaler.is_enabled():

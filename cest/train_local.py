@@ -67,7 +67,8 @@ def train(
     model.train()
     for step, batch in zip(range(steps), batches):
         set_learning_rate(optimizer, learning_rate_at(config.optim, step, steps))
-        terms = train_step(model, optimizer, batch, config.loss, generator)
+        terms = train_step(model, optimizer, batch, config.loss, generator,
+                           geometry_only=step < config.loss.landmark_warmup_steps)
         history.append(terms)
         if log is not None:
             log(step, terms)

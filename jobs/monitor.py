@@ -36,6 +36,7 @@ class Monitor:
         self.config, self.total = config, config.train.steps
         self.images_per_step = config.data.batch_size  # clips_per_batch is global: split over the workers
         self.window = defaultdict(float)
+        self.window_counts = defaultdict(int)  # per term: the landmark warm-up's steps have fewer terms
         self.window_steps, self.window_seconds, self.window_data_seconds = 0, 0.0, 0.0
         self.last = time.perf_counter()
         mlflow.set_tracking_uri(job.tracking_uri)
@@ -58,6 +59,7 @@ class Monitor:
         self.window_steps += 1
         for name, value in terms.items():
             self.window[name] += value
+            self.window_counts[name] += 1
         schedule = self.config.train
         if step % schedule.log_every == 0 or step == self.total:
             self._log_window(step)
@@ -66,7 +68,7 @@ class Monitor:
 
     def _log_window(self, step: int) -> None:
         steps, seconds = self.window_steps, max(self.window_seconds, 1e-9)
-        metrics = {name: value / steps for name, value in self.window.items()}
+        metrics = {name: value / self.window_counts[name] for name, value in self.window.items()}
         metrics["images_per_second"] = steps * self.images_per_step / seconds
         metrics["data_wait_share"] = self.window_data_seconds / seconds
         gpu = ""
@@ -80,6 +82,7 @@ class Monitor:
               f"{100 * metrics['data_wait_share']:.0f}%{gpu} | ETA {_duration(eta)} | {terms}", flush=True)
         mlflow.log_metrics(metrics, step=step)
         self.window.clear()
+        self.window_counts.clear()
         self.window_steps, self.window_seconds, self.window_data_seconds = 0, 0.0, 0.0
 
     @torch.no_grad()

@@ -137,7 +137,7 @@ class LocalContext:
         return self.dataset.iter_batches(batch_size=clips, batch_format="numpy", drop_last=True,
                                          local_shuffle_buffer_size=buffer or None)
 
-    def prepare(self, model):
+    def prepare(self, model, find_unused_parameters: bool = False):
         return model.to(self.device)
 
     def restored_checkpoint(self):
@@ -171,10 +171,11 @@ class RayContext:
         return self.shard.iter_batches(batch_size=clips, batch_format="numpy", drop_last=True,
                                        local_shuffle_buffer_size=buffer or None)
 
-    def prepare(self, model):
+    def prepare(self, model, find_unused_parameters: bool = False):
         import ray.train.torch
 
-        return ray.train.torch.prepare_model(model)
+        return ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs={"find_unused_parameters": find_unused_parameters})
 
     def restored_checkpoint(self):
         return self._train.get_checkpoint()
@@ -246,7 +247,8 @@ def train_worker(job: Job, context) -> None:
             set_rng_state(start["rng"])
         if context.rank == 0:
             print(f"rank 0: starting at step {step} from a checkpoint", flush=True)
-    model = context.prepare(model)
+    # The landmark warm-up leaves the reflectance and illumination networks out of the graph: DDP must expect that.
+    model = context.prepare(model, find_unused_parameters=config.loss.landmark_warmup_steps > 0)
     # The pairing's draws: on the data's device, different per rank, reproducible from the step reached.
     generator = torch.Generator(device).manual_seed(schedule.seed * 1_000_003 + context.rank * 7919 + step)
     clips = data.clips_per_batch // context.world_size
@@ -261,7 +263,8 @@ def train_worker(job: Job, context) -> None:
             model.train()
             learning_rate = learning_rate_at(config.optim, step, schedule.steps)
             set_learning_rate(optimizer, learning_rate)
-            terms = train_step(model, optimizer, batch, config.loss, generator, schedule.precision, scaler)
+            terms = train_step(model, optimizer, batch, config.loss, generator, schedule.precision, scaler,
+                               geometry_only=step < config.loss.landmark_warmup_steps)
             step += 1
             batches_this_epoch += 1
             _crash_drill(job, context, step)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cest.config import Config, DataConfig, LossConfig, ModelConfig, save_config
+from cest.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig, save_config
 from cest.model import CESTModel
 from cest.morphable import load_sfm
 from cest.synthetic import SyntheticFaces, SyntheticSpec
@@ -150,3 +150,54 @@ def test_cuda_bf16_step_matches_cpu_fp32_losses_and_trains(morphable):
     for _ in range(5):
         last = train_step(gpu_model, optimizer, gpu_batch, LossConfig(), generator, precision="bf16")
     assert last["total"] < first["total"]
+
+
+def test_the_cosine_schedule_decays_to_its_final_fraction_and_depends_on_the_step_alone():
+    from cest.step import learning_rate_at
+
+    constant = OptimConfig(learning_rate=1e-3)
+    assert [learning_rate_at(constant, step, 100) for step in (0, 50, 99)] == [1e-3] * 3
+    cosine = OptimConfig(learning_rate=1e-3, schedule="cosine", final_fraction=0.01)
+    rates = [learning_rate_at(cosine, step, 101) for step in range(101)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)
+    assert rates[50] == pytest.approx((1e-3 + 1e-5) / 2)  # half way down at half the steps
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))
+    # A resumed run (same step, same total) continues the same curve.
+    assert learning_rate_at(cosine, 70, 101) == rates[70]
+
+
+def test_train_follows_the_schedule(morphable, sample_frames):
+    config = Config(model=ModelConfig(**SMALL), data=DataConfig(clips_per_batch=2, frames_per_clip=2),
+                    optim=OptimConfig(learning_rate=1e-3, schedule="cosine", final_fraction=0.1))
+    model = CESTModel(config.model, morphable)
+    seen = []
+    original = torch.optim.Adam.step
+
+    def record(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    generator = torch.Generator().manual_seed(0)
+    torch.optim.Adam.step = record
+    try:
+        train(model, config, clip_batches(sample_frames, config.data, generator), 3, generator)
+    finally:
+        torch.optim.Adam.step = original
+    assert seen == pytest.approx([1e-3, 5.5e-4, 1e-4])
+
+
+def test_a_landmark_warmup_step_fits_the_geometry_alone(morphable, sample_frames):
+    """The warm-up's landmarks are the full forward's, and its step trains only viewpoint and shape."""
+    torch.manual_seed(0)
+    model = CESTModel(ModelConfig(**SMALL), morphable).eval()
+    batch = _batch(sample_frames)
+    with torch.no_grad():
+        full, geometry = model(batch.images), model(batch.images, geometry_only=True)
+    assert torch.allclose(geometry.landmarks, full.landmarks, atol=1e-4)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    terms = train_step(model.train(), make_optimizer(model, OptimConfig()), batch, LossConfig(), geometry_only=True)
+    assert set(terms) == {"landmark", "regulariser", "total"}
+    assert terms["total"] == pytest.approx(10 * terms["landmark"] + 1e-3 * terms["regulariser"], rel=1e-5)
+    changed = {name.split(".")[0] for name, value in model.state_dict().items()
+               if value.is_floating_point() and not torch.equal(value, before[name])}
+    assert changed == {"viewpoint_net", "shape_net"}

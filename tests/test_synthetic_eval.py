@@ -67,7 +67,7 @@ def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_r
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     save_config(Config(model=ModelConfig(**SMALL), data=DataConfig(clips_per_batch=2, frames_per_clip=2),
-                       train=TrainConfig(holdout_clips=1)), tmp_path / "small.yaml")
+                       train=TrainConfig(holdout_clips=1, image_every=1)), tmp_path / "small.yaml")
     arguments = ["--train", str(synthetic_set), "--test", str(synthetic_set), "--output", str(tmp_path / "runs"),
                  "--config", str(tmp_path / "small.yaml"), "--steps", "2", "--seeds", "3",
                  "--variants", "cest", "iest"]
@@ -78,7 +78,9 @@ def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_r
         assert synthetic_experiment.main(arguments) == 0  # finished runs are read back, not retrained
     finally:
         ray.shutdown()
-    assert capsys.readouterr().out.count("nothing to do") == 2
+    out = capsys.readouterr().out
+    assert out.count("nothing to do") == 2
+    assert "step 1 held-apart synthetic (4 images): vertex_mm" in out  # the curve, printed as it is logged
     assert latest_checkpoint(str(tmp_path / "runs" / "synthetic-seed3-cest")) == checkpoint
     results = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert set(results["runs"]) == {"cest", "iest"}
@@ -94,6 +96,12 @@ def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_r
     assert iest.data.params["train.seed"] == "3" and iest.data.params["model.variant"] == "iest"
     assert iest.data.metrics["synthetic.vertex_mm"] == pytest.approx(report["metrics"]["vertex_mm"]["mean"])
     assert iest.data.tags["mlflow.parentRunId"] == runs["synthetic-seed3"].info.run_id
+    # The learning curve: the held-apart set scored at every image step during training; at the last step the
+    # training job's score (eval mode) is the final report's.
+    history = client.get_metric_history(iest.info.run_id, "synthetic.rotation_deg")
+    assert sorted({point.step for point in history}) == [1, 2]
+    assert all(point.value == pytest.approx(report["metrics"]["rotation_deg"]["mean"], rel=1e-5)
+               for point in history if point.step == 2)
     assert "| cest |" in (tmp_path / "runs" / "results.md").read_text()
 
 
