@@ -53,10 +53,12 @@ def true_faces(model, truth: dict):
     return vertices, model.renderer.rasterize(vertices, truth["viewpoint"])
 
 
-def score_batch(model, images, masks, landmarks, truth: dict) -> dict[str, torch.Tensor]:
-    """Per-image metrics (B,) of one batch; `truth` holds tensors viewpoint, alpha_*, sh, reflectance."""
+def score_batch(model, images, masks, landmarks, truth: dict, true_viewpoint: bool = False) -> dict[str, torch.Tensor]:
+    """Per-image metrics (B,) of one batch; `truth` holds tensors viewpoint, alpha_*, sh, reflectance. With
+    `true_viewpoint` the model is given the true viewpoint (the untrained model then is the mean face at the
+    true pose: the baseline of the shape and landmark metrics that pose errors cannot inflate)."""
     morphable = model.morphable
-    estimate = model(images)
+    estimate = model(images, truth["viewpoint"] if true_viewpoint else None)
     true_vertices, true_rasterized = true_faces(model, truth)
     uv_size = model.config.uv_size
     true_reflectance = F.interpolate(truth["reflectance"], size=(uv_size, uv_size), mode="area")
@@ -88,8 +90,8 @@ def _truth_tensors(truths: list[dict]) -> dict[str, torch.Tensor]:
     }
 
 
-def evaluate(model, data_dir: str | Path, clips_per_batch: int = 8) -> dict:
-    """Every metric's summary on the whole set, plus the image count and the time taken."""
+def evaluate(model, data_dir: str | Path, clips_per_batch: int = 8, true_viewpoint: bool = False) -> dict:
+    """Every metric's summary on the whole set, plus the image count and the time taken (`score_batch`)."""
     model.eval()
     truth_by_key = read_ground_truth(data_dir)
     values: dict[str, list[torch.Tensor]] = {name: [] for name in METRICS}
@@ -100,7 +102,7 @@ def evaluate(model, data_dir: str | Path, clips_per_batch: int = 8) -> dict:
         group = rows[first:first + clips_per_batch]
         frames = frames_from_rows(group, model.config.image_size, max(r["num_frames"] for r in group))
         truth = _truth_tensors([truth_by_key[r["segment_key"]] for r in group])
-        scores = score_batch(model, frames.images, frames.masks, frames.landmarks, truth)
+        scores = score_batch(model, frames.images, frames.masks, frames.landmarks, truth, true_viewpoint)
         for name, value in scores.items():
             values[name].append(value)
         yaws.append(truth["yaw"])

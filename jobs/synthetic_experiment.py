@@ -4,6 +4,7 @@
         --config jobs/configs/synthetic_cpu.yaml --steps 60 --seeds 0 1 2 [--variants cest iest ...]
     python -m jobs.synthetic_experiment ... --sweep    # issue 10 fix 7: CEST under several loss settings
     python -m jobs.synthetic_experiment ... --steps 0  # the untrained model (mean face, frontal, flat, ambient)
+                                                       # and the mean face at the true pose
 
 Every run goes through the project's training job: each seed K is one ablation sweep of jobs/ablations.py, an
 MLflow parent run NAME-seedK (experiment "cest-synthetic" unless --experiment) whose children NAME-seedK-VARIANT
@@ -68,14 +69,17 @@ def score(run_dir: Path, test_dir: Path) -> dict:
     return report
 
 
-def untrained_report(config_path: str | None, overrides: list[str], test_dir: Path, seed: int, directory: Path):
-    """The baseline: the model as initialised (mean face, frontal view, flat reflectance, ambient light)."""
+def untrained_report(config_path: str | None, overrides: list[str], test_dir: Path, seed: int, directory: Path,
+                     true_viewpoint: bool = False):
+    """The baseline: the model as initialised (mean face, frontal view, flat reflectance, ambient light); with
+    `true_viewpoint` the mean face at the true pose."""
     from cest.model import build_model
 
     report_path = directory / "report.json"
     if not report_path.is_file():
         torch.manual_seed(seed)
-        report = evaluate(build_model(load_job_config(config_path, overrides).model), test_dir)
+        report = evaluate(build_model(load_job_config(config_path, overrides).model), test_dir,
+                          true_viewpoint=true_viewpoint)
         directory.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=2))
     return json.loads(report_path.read_text())
@@ -129,6 +133,9 @@ def run(argv: list[str] | None = None) -> int:
     if args.steps == 0:
         reports["untrained"] = [untrained_report(args.config, args.overrides, args.test, seed,
                                                  output / "untrained" / f"seed{seed}") for seed in args.seeds]
+        reports["mean_face_true_pose"] = [untrained_report(args.config, args.overrides, args.test, seed,
+                                                           output / "mean_face_true_pose" / f"seed{seed}", True)
+                                          for seed in args.seeds]
     else:
         base = load_job_config(args.config, args.overrides)
         known = ablations.ablations(base.data.batch_size)

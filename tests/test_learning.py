@@ -17,11 +17,11 @@ the issue 10 sweep (L1 photometric distance, w_landmark 10):
 import pytest
 import torch
 
-from cest.config import Config, DataConfig, LossConfig, ModelConfig
+from cest.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig
 from cest.losses import degeneracy_measures, objective
 from cest.model import CESTModel
 from cest.morphable import load_sfm
-from cest.train_local import clip_batches, train
+from cest.train_local import FrameSet, clip_batches, train
 
 
 STEPS = 120
@@ -81,3 +81,49 @@ def test_without_constraints_the_reflectance_copies_the_image(constrained, uncon
     assert without["shading_std"] < 0.5 * with_constraints["shading_std"]
     assert without["texture_correlation"] > 0.9
     assert without["texture_correlation"] > with_constraints["texture_correlation"]
+
+
+def _synthetic_frames(faces, seed: int, clips: int):
+    """`clips` synthetic clips of 2 frames (other identities for another seed) and their true viewpoints."""
+    from jobs.synthetic import clip_generator
+
+    drawn = [faces.clip(2, clip_generator(seed, k)) for k in range(clips)]
+    frames = FrameSet(torch.cat([c.images for c in drawn]), torch.cat([c.masks for c in drawn]),
+                      torch.cat([c.landmarks for c in drawn]), torch.arange(clips).repeat_interleave(2))
+    return frames, torch.cat([c.viewpoint for c in drawn])
+
+
+@pytest.mark.slow
+def test_held_apart_pose_error_halves_in_a_short_synthetic_run():
+    """The recipe learns: 256 synthetic clips at 64 px, 1,500 landmark warm-up steps and 30 full steps (cosine
+    schedule, w_regulariser 0.1, 8 clips x 2 frames), seed 0. On 32 held-apart clips (other identities, poses and
+    lights) the pose error went from 49.8 degrees (the untrained frontal guess) to 20.7; a broken landmark term,
+    projection or crop leaves it near 50. (Tiny widths reached only 25.5, 630 steps on 128 clips 32.7.)"""
+    from cest.eval.synthetic_metrics import rotation_error_deg
+    from cest.synthetic import SyntheticFaces, SyntheticSpec
+
+    morphable = load_sfm()
+    faces = SyntheticFaces(morphable, SyntheticSpec(image_size=64, uv_size=64))
+    train_frames, _ = _synthetic_frames(faces, seed=0, clips=256)
+    test_frames, true_viewpoints = _synthetic_frames(faces, seed=1000, clips=32)
+    config = Config(model=ModelConfig(image_size=64, uv_size=64, encoder_widths=(16, 32, 64, 64, 64, 64),
+                                      unet_widths=(16, 32, 32, 64, 64)),
+                    loss=LossConfig(w_regulariser=0.1, landmark_warmup_steps=1500),
+                    optim=OptimConfig(schedule="cosine"), data=DataConfig(clips_per_batch=8, frames_per_clip=2))
+    torch.manual_seed(0)
+    model = CESTModel(config.model, morphable)
+
+    def pose_error() -> float:
+        model.eval()
+        with torch.no_grad():
+            predicted = model(test_frames.images, geometry_only=True).viewpoint
+        model.train()
+        return float(rotation_error_deg(predicted[:, 1:4], true_viewpoints[:, 1:4]).mean())
+
+    before = pose_error()
+    generator = torch.Generator().manual_seed(0)
+    train(model, config, clip_batches(train_frames, config.data, generator), 1530, generator)
+    after = pose_error()
+    print(f"held-apart pose error {before:.1f} -> {after:.1f} degrees")
+    assert before > 45
+    assert after < 0.5 * before

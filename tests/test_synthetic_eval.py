@@ -118,6 +118,12 @@ def test_the_untrained_baseline_is_averaged_over_seeds(synthetic_set, tmp_path):
              for k in (0, 1)]
     assert vertex["seeds"] == [report["metrics"]["vertex_mm"]["mean"] for report in seeds]
     assert vertex["mean"] == pytest.approx(sum(vertex["seeds"]) / 2)
+    # The mean face at the true pose: the same shape error, no pose error, a lower landmark error.
+    runs = json.loads((tmp_path / "runs" / "untrained.json").read_text())["runs"]
+    at_true_pose = runs["mean_face_true_pose"]
+    assert at_true_pose["rotation_deg"]["mean"] < 0.01 < runs["untrained"]["rotation_deg"]["mean"]
+    assert at_true_pose["vertex_mm"]["mean"] == pytest.approx(vertex["mean"], rel=1e-4)
+    assert at_true_pose["landmark_nme"]["mean"] < 0.5 * runs["untrained"]["landmark_nme"]["mean"]
 
 
 def test_the_experiment_refuses_a_set_without_ground_truth(tmp_path, capsys):
