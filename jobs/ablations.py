@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 import pyarrow.fs
 
 from jobs import tracking
-from jobs.data import DataError, clip_files
+from jobs.data import DataError, clip_files, parse_source
 from jobs.train import DEFAULT_STORAGE, NAME_PATTERN, JobError, exit_code, load_job_config
 from jobs.train import run as train
 from pipelines.inputs import resolve
@@ -54,7 +54,8 @@ def ablations(batch_size: int) -> dict[str, list[str]]:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", required=True, action="append", metavar="PATH[:WEIGHT]",
+                        help="as jobs/train.py's --data (repeat to mix sources)")
     parser.add_argument("--config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--steps", type=int)
@@ -92,7 +93,8 @@ def parent_run(args) -> str:
 
 
 def child_arguments(args, variant: str, overrides: list[str], parent: str) -> list[str]:
-    argv = ["--data", args.data, "--name", f"{args.name}-{variant}", "--storage", args.storage,
+    argv = [item for source in args.data for item in ("--data", source)]
+    argv += ["--name", f"{args.name}-{variant}", "--storage", args.storage,
             "--experiment", args.experiment, "--ablation", variant, "--parent-run-id", parent,
             "--workers", str(args.workers), "--gpus-per-worker", str(args.gpus_per_worker),
             "--cpus-per-worker", str(args.cpus_per_worker)]
@@ -122,7 +124,8 @@ def run_variants(args, variants: dict[str, list[str]]) -> dict[str, int]:
     if not NAME_PATTERN.match(args.name):
         raise JobError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
     try:
-        clip_files(args.data)
+        for source in args.data:
+            clip_files(parse_source(source)[0])
     except (DataError, OSError) as error:
         raise JobError(str(error)) from None
     parent = parent_run(args)

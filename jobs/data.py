@@ -17,6 +17,11 @@ O(segments x F) compressed frames move through the object store, never the whole
 
 Sample columns: images (F, S, S, 3) uint8, masks (F, S, S) uint8, landmarks (F, 68, 2) float32 in pixels of
 the S-sized image, sample_key (segment key, or speaker_id/video_id in video scope).
+
+Several sources (`--data synthetic:0.5 --data clips:0.5`, `parse_source`): one dataset each, and
+`mixed_batches` fills every batch clip by clip, each clip from source k with probability weight k (a
+multinomial draw per batch), every source making its own passes; so a small real corpus and a large
+synthetic set mix at the stated rate however different their sizes.
 """
 
 import os
@@ -204,6 +209,50 @@ def training_dataset(data: str, frames: int, size: int, scope: str = "clip", exc
         return candidates.groupby("video_key").map_groups(draw_video_frames, batch_format="numpy",
                                                           fn_kwargs={"frames": frames, "size": size})
     raise ValueError(f"unknown consistency scope {scope!r}")
+
+
+def parse_source(text: str) -> tuple[str, float]:
+    """"PATH" or "PATH:WEIGHT" (a URI's own colon is kept: s3://bucket/clips:0.3) -> (path, weight > 0)."""
+    path, sep, weight = text.rpartition(":")
+    if sep and path and not weight.startswith("//"):
+        try:
+            value = float(weight)
+        except ValueError:
+            raise DataError(f"--data {text}: the weight after the last ':' is not a number") from None
+        if not value > 0 or value == float("inf"):
+            raise DataError(f"--data {text}: the weight must be a positive number")
+        return path, value
+    return text, 1.0
+
+
+def mixed_batches(passes: list, weights: list[float], clips: int, rng: np.random.Generator):
+    """Endless batches of `clips` samples (numpy, as iter_batches yields) mixed from several sources.
+
+    passes[k]() starts a new pass over source k (an iterator of sample batches); each batch takes a
+    multinomial(clips, weights) count from the sources, in source order, and a source that runs out starts its
+    next pass. A source whose pass gives nothing is an error (it would never fill its share)."""
+    iterators = [iter(start()) for start in passes]
+    pending: list[dict | None] = [None] * len(passes)
+    probabilities = np.asarray(weights, float) / sum(weights)
+
+    def take(k: int, count: int) -> dict:
+        while pending[k] is None or len(pending[k]["sample_key"]) < count:
+            try:
+                batch = next(iterators[k])
+            except StopIteration:
+                iterators[k] = iter(passes[k]())
+                batch = next(iterators[k], None)
+                if batch is None:
+                    raise RuntimeError(f"data source {k + 1} gave no sample in a whole pass") from None
+            pending[k] = batch if pending[k] is None else {
+                name: np.concatenate([pending[k][name], batch[name]]) for name in batch}
+        taken = {name: values[:count] for name, values in pending[k].items()}
+        pending[k] = {name: values[count:] for name, values in pending[k].items()}
+        return taken
+
+    while True:
+        parts = [take(k, int(count)) for k, count in enumerate(rng.multinomial(clips, probabilities)) if count]
+        yield {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 def to_batch(samples: dict, device: torch.device | str = "cpu") -> Batch:

@@ -44,7 +44,7 @@ class Monitor:
         mlflow.start_run(run_id=job.mlflow_run_id, log_system_metrics=True)
         self.holdout = None
         if job.holdout_keys:
-            frames = read_frames(job.data, job.holdout_keys, config.model.image_size)
+            frames = read_frames(job.data[0][0], job.holdout_keys, config.model.image_size)  # the first source's
             samples = {name: value[:, None] for name, value in frames.items()}
             self.holdout = to_batch(samples)
         self.synthetic_test = job.synthetic_test

@@ -34,12 +34,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python jobs/train.py`: make the project importable like `python -m jobs.train`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import pyarrow.fs
 
 from cest.checkpoint import META_NAME
 from cest.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from jobs import tracking
-from jobs.data import DataError, clip_files, holdout_keys, to_batch, training_dataset
+from jobs.data import DataError, clip_files, holdout_keys, mixed_batches, parse_source, to_batch, training_dataset
 from pipelines.inputs import resolve
 
 DEFAULT_STORAGE = tracking.PROJECT_ROOT / "runs"
@@ -58,7 +59,7 @@ class Job:
     """Everything a worker needs, as plain values (it travels to the Ray workers)."""
 
     config: dict
-    data: str
+    data: list  # [path or URI, weight] per source; the first also gives the held-apart clips
     name: str
     run_dir: str  # STORAGE/NAME, a local path or URI
     tracking_uri: str
@@ -124,18 +125,29 @@ def fetch_checkpoint(directory: str, into: str) -> str:
 # ------------------------------------------------------------------------------------------ the worker
 
 
+def source_batches(datasets: list, weights: list[float], clips: int, buffer: int, seed: int):
+    """A pass of batches of `clips` samples from one dataset (or dataset shard), or endless batches mixed from
+    several by weight (jobs.data.mixed_batches)."""
+    def one_pass(dataset):
+        return lambda: dataset.iter_batches(batch_size=clips, batch_format="numpy", drop_last=len(datasets) == 1,
+                                            local_shuffle_buffer_size=buffer or None)
+
+    if len(datasets) == 1:
+        return one_pass(datasets[0])()
+    return mixed_batches([one_pass(dataset) for dataset in datasets], weights, clips, np.random.default_rng(seed))
+
+
 class LocalContext:
     """The worker context of a `--workers 0` run: this process, rank 0 of 1, checkpoints kept by hand."""
 
     rank, world_size = 0, 1
     keep = 2
 
-    def __init__(self, job: Job, dataset, device: str):
-        self.job, self.dataset, self.device = job, dataset, device
+    def __init__(self, job: Job, datasets: list, device: str):
+        self.job, self.datasets, self.device = job, datasets, device
 
-    def batches(self, clips: int, buffer: int):
-        return self.dataset.iter_batches(batch_size=clips, batch_format="numpy", drop_last=True,
-                                         local_shuffle_buffer_size=buffer or None)
+    def batches(self, clips: int, buffer: int, seed: int):
+        return source_batches(self.datasets, [weight for _, weight in self.job.data], clips, buffer, seed)
 
     def prepare(self, model, find_unused_parameters: bool = False):
         return model.to(self.device)
@@ -157,7 +169,7 @@ class LocalContext:
 class RayContext:
     """The worker context inside Ray Train: rank, device, dataset shard, reports and checkpoints."""
 
-    def __init__(self):
+    def __init__(self, job: Job):
         import ray.train
         import ray.train.torch
 
@@ -165,11 +177,11 @@ class RayContext:
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
-        self.shard = ray.train.get_dataset_shard("train")
+        self.weights = [weight for _, weight in job.data]
+        self.shards = [ray.train.get_dataset_shard(f"train_{k}") for k in range(len(self.weights))]
 
-    def batches(self, clips: int, buffer: int):
-        return self.shard.iter_batches(batch_size=clips, batch_format="numpy", drop_last=True,
-                                       local_shuffle_buffer_size=buffer or None)
+    def batches(self, clips: int, buffer: int, seed: int):
+        return source_batches(self.shards, self.weights, clips, buffer, seed + 7919 * self.rank)
 
     def prepare(self, model, find_unused_parameters: bool = False):
         import ray.train.torch
@@ -187,7 +199,8 @@ class RayContext:
 
 def train_loop_per_worker(job: dict) -> None:
     """Ray Train's entry point: the plain loop in a Ray worker context."""
-    train_worker(Job(**job), RayContext())
+    job = Job(**job)
+    train_worker(job, RayContext(job))
 
 
 def _load_start(context, job: Job, device) -> dict | None:
@@ -257,7 +270,7 @@ def train_worker(job: Job, context) -> None:
     while step < schedule.steps:
         batches_this_epoch = 0
         waited = time.perf_counter()
-        for samples in context.batches(clips, data.shuffle_buffer_clips):
+        for samples in context.batches(clips, data.shuffle_buffer_clips, schedule.seed * 1_000_003 + step):
             batch = to_batch(samples, device)
             data_seconds = time.perf_counter() - waited
             model.train()
@@ -290,7 +303,10 @@ def train_worker(job: Job, context) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="output directory (or URI) of `make preprocess`")
+    parser.add_argument("--data", required=True, action="append", metavar="PATH[:WEIGHT]",
+                        help="output directory (or URI) of `make preprocess` or `python -m jobs.synthetic`; repeat "
+                             "to mix sources, each clip of a batch drawn from a source with its weight (default 1): "
+                             "--data data/synthetic:0.5 --data data/clips:0.5")
     parser.add_argument("--config", help="YAML overrides of cest/config.py (jobs/configs/*.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config value, e.g. --set loss.symmetry=false (repeatable)")
@@ -350,10 +366,12 @@ def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
         raise JobError(f"data.clips_per_batch={config.data.clips_per_batch} does not split over {world} workers")
     if "://" not in args.storage and not os.path.isabs(args.storage):
         raise JobError(f"--storage {args.storage}: give an absolute path or a URI (Ray workers run elsewhere)")
-    if "://" not in args.data:  # Ray workers do not start in this directory: `make train`'s data/clips
-        args.data = os.path.abspath(args.data)
     try:
-        clip_files(args.data)
+        sources = [parse_source(text) for text in args.data]
+        # Ray workers do not start in this directory: `make train`'s data/clips becomes absolute.
+        args.data = [[path if "://" in path else os.path.abspath(path), weight] for path, weight in sources]
+        for path, _ in args.data:
+            clip_files(path)
     except (DataError, OSError) as error:
         raise JobError(str(error)) from None
     if args.synthetic_test:
@@ -382,6 +400,14 @@ def _flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
+def dataset_tag(sources: list) -> str:
+    """The sources' directory names, with their weights when there are several: "synthetic:0.5+clips:0.5"."""
+    names = [path.rstrip("/").rsplit("/", 1)[-1] for path, _ in sources]
+    if len(sources) == 1:
+        return names[0]
+    return "+".join(f"{name}:{weight:g}" for name, (_, weight) in zip(names, sources))
+
+
 def open_mlflow_run(args, config: Config, run_dir: str, uri: str) -> str:
     """The MLflow run of this training run: the one recorded in STORAGE/NAME/run.json, else a new one."""
     import mlflow
@@ -393,7 +419,7 @@ def open_mlflow_run(args, config: Config, run_dir: str, uri: str) -> str:
     client = MlflowClient(uri)
     experiment_id = tracking.experiment_id(client, uri, args.experiment)
     tags = {tracking.VARIANT_TAG: config.model.variant, tracking.ABLATION_TAG: args.ablation,
-            tracking.DATASET_TAG: args.data.rstrip("/").rsplit("/", 1)[-1], tracking.COMMIT_TAG: _git_commit(),
+            tracking.DATASET_TAG: dataset_tag(args.data), tracking.COMMIT_TAG: _git_commit(),
             "cest.storage": run_dir}
     if args.parent_run_id:
         tags["mlflow.parentRunId"] = args.parent_run_id
@@ -430,13 +456,14 @@ def check_resources(args) -> None:
 
 def fit(job: Job, args, config: Config):
     """Run the training loop (in this process or on Ray Train); returns the final checkpoint directory."""
-    dataset = training_dataset(job.data, config.data.frames_per_clip, config.model.image_size,
-                               config.data.consistency_scope, job.holdout_keys, config.train.seed)
+    datasets = [training_dataset(path, config.data.frames_per_clip, config.model.image_size,
+                                 config.data.consistency_scope, job.holdout_keys, config.train.seed)
+                for path, _ in job.data]
     if args.workers == 0:
         import torch
 
         device = "cuda" if args.gpus_per_worker and torch.cuda.is_available() else "cpu"
-        train_worker(job, LocalContext(job, dataset, device))
+        train_worker(job, LocalContext(job, datasets, device))
         found = latest_checkpoint(job.run_dir)
         return found[0] if found else None
 
@@ -453,7 +480,7 @@ def fit(job: Job, args, config: Config):
         run_config=RunConfig(name=args.name, storage_path=args.storage,
                              failure_config=FailureConfig(max_failures=args.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        datasets={"train": dataset},
+        datasets={f"train_{k}": dataset for k, dataset in enumerate(datasets)},
     )
     result = trainer.fit()
     return result.checkpoint.path if result.checkpoint is not None else None
@@ -496,7 +523,7 @@ def run(argv: list[str] | None = None) -> int:
     check_resources(args)
     uri = tracking.tracking_uri()
     mlflow_run_id = open_mlflow_run(args, config, run_dir, uri)
-    keys = holdout_keys(args.data, config.train.holdout_clips)
+    keys = holdout_keys(args.data[0][0], config.train.holdout_clips)
     job = Job(config_to_dict(config), args.data, args.name, run_dir, uri, mlflow_run_id,
               found[0] if found else None, keys, args.workers, args.gpus_per_worker, args.crash_once_at_step,
               args.synthetic_test)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from jobs.data import DataError, clip_files, cut_to_candidates, draw_clip_frames, draw_video_frames, to_batch
+from jobs.data import (DataError, clip_files, cut_to_candidates, draw_clip_frames, draw_video_frames, mixed_batches,
+                       parse_source, to_batch)
 from pipelines.schema import decode_clip_row
 
 
@@ -107,3 +108,53 @@ def test_several_draws_per_clip_are_independent_samples_of_it(sample_clips):
     decoded = decode_clip_row(rows[0])
     draws = {tuple(_frame_index(decoded, image) for image in sample) for sample in samples["images"][:5]}
     assert len(draws) > 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("data/clips", ("data/clips", 1.0)),
+    ("data/synthetic:0.25", ("data/synthetic", 0.25)),
+    ("s3://bucket/clips", ("s3://bucket/clips", 1.0)),
+    ("s3://bucket/clips:3", ("s3://bucket/clips", 3.0)),
+])
+def test_a_source_is_a_path_with_an_optional_weight(text, expected):
+    assert parse_source(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [("data/clips:half", "not a number"), ("data/clips:0", "positive"),
+                                           ("data/clips:-1", "positive")])
+def test_a_bad_weight_is_one_clear_error(text, message):
+    with pytest.raises(DataError, match=message):
+        parse_source(text)
+
+
+def _source(name: str, samples: int, per_batch: int):
+    """A source whose passes yield `samples` samples named name/i in batches of `per_batch`."""
+    def one_pass():
+        keys = np.array([f"{name}/{i}" for i in range(samples)], dtype=object)
+        return ({"sample_key": keys[i:i + per_batch], "index": np.arange(samples)[i:i + per_batch]}
+                for i in range(0, samples, per_batch))
+    return one_pass
+
+
+def test_mixed_batches_draw_each_clip_from_a_source_by_weight():
+    """A 3-sample source and a 1,000-sample one mixed 1:3: a quarter of the clips come from the small one,
+    which starts a new pass whenever it runs out, and every batch holds `clips` samples."""
+    batches = mixed_batches([_source("small", 3, 2), _source("large", 1000, 8)], [1, 3], clips=8,
+                            rng=np.random.default_rng(0))
+    drawn = [next(batches) for _ in range(400)]
+    assert all(len(batch["sample_key"]) == 8 == len(batch["index"]) for batch in drawn)
+    keys = [key for batch in drawn for key in batch["sample_key"]]
+    small = [key for key in keys if key.startswith("small/")]
+    assert abs(len(small) / len(keys) - 0.25) < 0.02
+    # Passes follow each other in order: the small source cycles 0, 1, 2, 0, 1, 2, ...
+    assert small[:9] == [f"small/{i % 3}" for i in range(9)]
+    large = [int(key.split("/")[1]) for key in keys if key.startswith("large/")]
+    assert large[:1000] == list(range(1000))
+
+
+def test_a_source_without_samples_is_an_error_not_a_hang():
+    batches = mixed_batches([_source("empty", 0, 4), _source("full", 10, 4)], [1, 1], clips=4,
+                            rng=np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match="data source 1 gave no sample"):
+        for _ in range(10):
+            next(batches)

@@ -194,3 +194,21 @@ def test_single_images_train_in_this_process_without_consistency(ray_address, sa
     client, runs = _runs(store)
     assert "consistency" not in runs[0].data.metrics and "symmetry" in runs[0].data.metrics
     assert latest_checkpoint(str(store / "runs" / "images"))[1] == 2
+
+
+@pytest.mark.slow
+def test_two_sources_mix_by_weight_in_one_run(ray_address, sample_clips, store, tmp_path, capsys):
+    """Real clips and a synthetic set in one run: both read, the run named by both in MLflow."""
+    from jobs import synthetic
+
+    data, _ = sample_clips
+    assert synthetic.main(["--output", str(tmp_path / "synthetic"), "--clips", "4", "--frames", "4"]) == 0
+    args = ["--data", f"{data}:0.5", "--data", f"{tmp_path / 'synthetic'}:0.5", *SMALL, "--workers", "0",
+            "--name", "mixed", "--storage", str(store / "runs"), "--steps", "2", "--set", "data.clips_per_batch=4"]
+    assert main(args) == 0
+    client, runs = _runs(store)
+    mixed = next(run for run in runs if run.info.run_name == "mixed")
+    assert mixed.data.tags[tracking.DATASET_TAG] == f"{data.name}:0.5+synthetic:0.5"
+    assert latest_checkpoint(str(store / "runs" / "mixed"))[1] == 2
+    assert main(["--data", f"{data}:lots", *args[2:]]) == 2
+    assert "the weight after the last ':' is not a number" in capsys.readouterr().err
