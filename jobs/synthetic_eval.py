@@ -27,6 +27,7 @@ from cest.eval.synthetic_metrics import (
     reflectance_error,
     rotation_error_deg,
     sh_error,
+    shading_std_ratio,
     summarise,
     vertex_error_mm,
 )
@@ -42,6 +43,7 @@ METRICS = {  # name -> (column title, unit)
     "normal_deg": ("normal angle error", "degrees"),
     "reflectance_mae": ("reflectance error (per-channel gain)", "[0, 1]"),
     "sh_relative": ("SH error (same gain)", "relative"),
+    "shading_std_ratio": ("shading std / true", "ratio"),
     "photometric_mae": ("photometric MAE in the mask", "0-255"),
 }
 
@@ -71,6 +73,10 @@ def score_batch(model, images, masks, landmarks, truth: dict, true_viewpoint: bo
                                              true_rasterized.face_mask * estimate.faces.face_mask),
         "reflectance_mae": reflectance,
         "sh_relative": sh_error(estimate.sh, truth["sh"], gain),
+        "shading_std_ratio": shading_std_ratio(
+            model.render(estimate, torch.ones_like(estimate.reflectance)), masks * estimate.faces.face_mask,
+            model.renderer.shade(true_rasterized, torch.ones_like(estimate.reflectance), truth["sh"]),
+            true_rasterized.face_mask),
         "photometric_mae": photometric_mae(images, model.render(estimate), masks * estimate.faces.face_mask),
     }
 

@@ -12,6 +12,7 @@ from cest.eval.synthetic_metrics import (
     reflectance_error,
     rotation_error_deg,
     sh_error,
+    shading_std_ratio,
     similarity_align,
     summarise,
     vertex_error_mm,
@@ -99,3 +100,14 @@ def test_summary_statistics_and_yaw_bins():
     assert summary["mean"] == 4 and summary["median"] == 2 and summary["count"] == 4
     assert summary["per_yaw_bin"] == {"0-30": 1.0, "30-60": 2.0, "60-90": 6.5}
     assert summary["ced"][0] == [1.0, 0.25] and summary["ced"][-1] == [10.0, 1.0]
+
+
+def test_shading_std_ratio_compares_the_light_variation_over_each_face():
+    true_mask = torch.zeros(1, 1, 4, 4)
+    true_mask[..., :2] = 1
+    truth = torch.tensor([0.2, 0.6, 0.0, 0.0]).expand(1, 1, 4, 4).clone()  # left half: std 0.2 over its face
+    predicted_mask = torch.ones(1, 1, 4, 4)
+    predicted = torch.tensor([0.5, 0.6, 0.7, 0.8]).expand(1, 1, 4, 4).clone()  # std sqrt(0.0125) over all
+    ratio = shading_std_ratio(predicted, predicted_mask, truth, true_mask)
+    assert ratio.item() == pytest.approx(0.0125 ** 0.5 / 0.2)
+    assert shading_std_ratio(torch.full((1, 1, 4, 4), 0.7), predicted_mask, truth, true_mask).item() < 1e-5

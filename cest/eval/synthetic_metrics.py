@@ -12,6 +12,8 @@ Per image (B,):
   per-channel gain (least squares), since reflectance and light share a scale; returns the gain too.
 - `sh_error`: relative error of the irradiance coefficients (SH times the Lambertian factors) after dividing
   the prediction by the same gain (mean over channels: the light is grey).
+- `shading_std_ratio`: the standard deviation of the estimated shading over the face over the true one's
+  (1: as much light variation as the truth, 0: the flat light of the degenerate solution).
 - `photometric_mae`: mean absolute RGB difference (0-255) between image and rendering inside a mask.
 `summarise` turns per-image values into mean, median, CED and means per yaw bin.
 """
@@ -74,6 +76,21 @@ def sh_error(predicted: torch.Tensor, truth: torch.Tensor, gain: torch.Tensor) -
     factors = predicted.new_tensor(LAMBERTIAN_FACTORS)
     difference = (predicted / gain.mean(1, keepdim=True) - truth) * factors
     return difference.norm(dim=-1) / (truth * factors).norm(dim=-1)
+
+
+def shading_std_ratio(predicted: torch.Tensor, predicted_mask: torch.Tensor, truth: torch.Tensor,
+                      true_mask: torch.Tensor) -> torch.Tensor:
+    """Shadings (B, 1 or 3, H, W) of white faces and their masks -> std over the predicted face / std over the
+    true face (B,): 1 when the estimated light varies over the face as much as the true light, 0 for the flat
+    (isotropic) light of the degenerate solution (Sec. 3.3)."""
+    def std(shading, mask):
+        weight = mask[:, 0]
+        count = weight.sum((1, 2)).clamp(min=1)
+        values = shading[:, 0]
+        mean = (values * weight).sum((1, 2)) / count
+        return (((values - mean[:, None, None]) ** 2 * weight).sum((1, 2)) / count).sqrt()
+
+    return std(predicted, predicted_mask) / std(truth, true_mask).clamp(min=1e-6)
 
 
 def photometric_mae(image: torch.Tensor, rendered: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
