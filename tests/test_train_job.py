@@ -212,3 +212,19 @@ def test_two_sources_mix_by_weight_in_one_run(ray_address, sample_clips, store, 
     assert latest_checkpoint(str(store / "runs" / "mixed"))[1] == 2
     assert main(["--data", f"{data}:lots", *args[2:]]) == 2
     assert "the weight after the last ':' is not a number" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_landmark_warmup_trains_under_distributed_data_parallel(ray_address, sample_clips, store, capsys):
+    """The warm-up's steps leave the reflectance and light networks out of the graph; DDP is told so, or its
+    second step would fail waiting for their gradients."""
+    data, _ = sample_clips
+    args = ["--data", str(data), *SMALL, "--workers", "2", "--cpus-per-worker", "0.5", "--name", "warm",
+            "--storage", str(store / "runs"), "--steps", "3", "--set", "loss.landmark_warmup_steps=2",
+            "--set", "train.log_every=1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"step 2/3 .* landmark \S+ regulariser \S+ total", out)
+    assert "photometric" not in out.split("step 2/3")[1].split("\n")[0]
+    assert re.search(r"step 3/3 .* photometric \S+", out)
+    assert latest_checkpoint(str(store / "runs" / "warm"))[1] == 3
