@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 def triangle_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """(B, N, 3), (F, 3) -> (B, F, 3) normals with length twice the triangle area (counter-clockwise = front)."""
-    v0, v1, v2 = (vertices[:, faces[:, k]] for k in range(3))
+    # One index_select of the flat corner list: several times faster on CPU than advanced indexing.
+    corners = vertices.index_select(1, faces.reshape(-1)).view(vertices.shape[0], -1, 3, 3)
+    v0, v1, v2 = corners.unbind(2)
     return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
 
 
@@ -52,7 +54,8 @@ def unoccluded(points: torch.Tensor, pixels: torch.Tensor, triangle_id: torch.Te
     col, row = points[..., 0].floor().long(), points[..., 1].floor().long()
     flat_index = row.clamp(0, height - 1) * width + col.clamp(0, width - 1)
     winner = triangle_id.reshape(batch, -1).gather(1, flat_index)  # (B, P)
-    corners = pixels.detach().gather(1, faces[winner.clamp(min=0)].reshape(batch, -1, 1).expand(-1, -1, 3))
+    corner_index = faces.index_select(0, winner.clamp(min=0).reshape(-1)).view(batch, -1, 1)
+    corners = pixels.detach().gather(1, corner_index.expand(-1, -1, 3))
     surface = _plane_depth_at(corners.view(batch, -1, 3, 3), points[..., :2])
     return (winner < 0) | (points[..., 2] <= surface + depth_tolerance)
 
@@ -70,4 +73,5 @@ def _plane_depth_at(corners: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
 
 def triangle_visibility(faces: torch.Tensor, vertex_visible: torch.Tensor) -> torch.Tensor:
     """A triangle is visible when its three vertices are, (B, F) bool."""
-    return vertex_visible[:, faces].all(-1)
+    corners = [vertex_visible.index_select(1, faces[:, k]) for k in range(3)]
+    return corners[0] & corners[1] & corners[2]

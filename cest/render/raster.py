@@ -166,7 +166,7 @@ def _torch_triangle_ids(vertices, faces, image_size, max_chunk_pairs) -> torch.T
     height, width = image_size
     batch, n_faces = vertices.shape[0], faces.shape[0]
     work = vertices if vertices.dtype in (torch.float32, torch.float64) else vertices.float()
-    corners = work[:, faces.to(work.device)].reshape(batch * n_faces, 3, 3)  # instance b * F + f
+    corners = work.index_select(1, faces.to(work.device).reshape(-1)).reshape(batch * n_faces, 3, 3)  # b * F + f
     table, buckets = _triangle_table(corners, image_size, n_faces)
     hits = [
         _grid_hits(table, chunk, width)

@@ -49,7 +49,8 @@ class UVMapper(torch.nn.Module):
 
     def texel_positions(self, points: torch.Tensor) -> torch.Tensor:
         """Where each texel lies given per-vertex positions (B, N, D) -> (B, S, S, D); 0 outside the layout."""
-        corners = points[:, self.texel_vertices]  # (B, S, S, 3, D)
+        corners = points.index_select(1, self.texel_vertices.reshape(-1)).view(
+            points.shape[0], *self.texel_vertices.shape, points.shape[-1])  # (B, S, S, 3, D)
         weights = self.texel_barycentrics * self.covered[..., None]
         return (corners * weights[None, ..., None]).sum(-2)
 
@@ -78,7 +79,8 @@ class UVMapper(torch.nn.Module):
 
     def _texel_validity(self, grid, texel_points, pixels, fragments, vertex_visible, depth_tolerance):
         visible = triangle_visibility(self.triangles, vertex_visible)
-        valid = visible[:, self.texel_triangle.clamp(min=0)] & self.covered
+        valid = visible.index_select(1, self.texel_triangle.clamp(min=0).reshape(-1)).view_as(
+            self.texel_triangle.expand(visible.shape[0], -1, -1)) & self.covered
         coverage = (fragments.triangle_id >= 0)[:, None].to(grid.dtype)
         on_face = F.grid_sample(coverage, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         # Against the winning triangle's plane at the texel itself, not the z-buffer at the nearest pixel
