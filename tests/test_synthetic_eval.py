@@ -81,7 +81,7 @@ def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_r
         ray.shutdown()
     out = capsys.readouterr().out
     assert out.count("nothing to do") == 2
-    assert "step 1 held-apart synthetic (4 images): vertex_mm" in out  # the curve, printed as it is logged
+    assert "step 1 held-apart synthetic (6 images): vertex_mm" in out  # the curve, printed as it is logged
     assert latest_checkpoint(str(tmp_path / "runs" / "synthetic-seed3-cest")) == checkpoint
     results = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert set(results["runs"]) == {"cest", "iest"}
