@@ -138,8 +138,9 @@ class CESTModel(nn.Module):
         sh = self.ambient_sh + self.illumination_net(_centred(light_input))
 
         landmarks = faces.pixels[:, self.morphable.landmark_indices, :2]
-        return Estimate(viewpoint, alpha_identity, alpha_expression, vertices, landmarks, faces, texture, valid,
-                        reflectance, sh)
+        return Estimate(viewpoint=viewpoint, alpha_identity=alpha_identity, alpha_expression=alpha_expression,
+                        vertices=vertices, landmarks=landmarks, faces=faces, texture=texture, texture_valid=valid,
+                        reflectance=reflectance, sh=sh)
 
     def render(self, estimate: Estimate, reflectance: torch.Tensor | None = None) -> torch.Tensor:
         """Re-render the estimated faces (B, 3, H, W), with another reflectance map (B, 3, S, S) if given."""

@@ -173,8 +173,9 @@ def smooth_estimate(model, images: torch.Tensor, estimate, sigma: float):
     faces = model.renderer.rasterize(vertices, viewpoint)
     texture, valid = model.renderer.unwrap(images, faces)
     landmarks = faces.pixels[:, model.morphable.landmark_indices, :2]
-    return type(estimate)(viewpoint, alpha_identity, alpha_expression, vertices, faces, texture, valid, reflectance,
-                          sh, landmarks)
+    return type(estimate)(viewpoint=viewpoint, alpha_identity=alpha_identity, alpha_expression=alpha_expression,
+                          vertices=vertices, landmarks=landmarks, faces=faces, texture=texture, texture_valid=valid,
+                          reflectance=reflectance, sh=sh)
 
 
 def enlarged(image: np.ndarray, rows: int = 1) -> np.ndarray:
