@@ -3,7 +3,7 @@ import pytest
 from cest.assets import AssetUnavailable
 
 # Third-party assets come through the registry (cest.assets, tests/sample_assets.py): from the mirror named by
-# CEST_ASSETS_MIRROR (the Makefile sets it when ../shared/assets exists), else downloaded from upstream.
+# CEST_ASSETS_MIRROR (the Makefile sets it when a mirror sits beside the checkout), else downloaded from upstream.
 
 # Real frames through the preprocessing pipeline, shared by the model tests (session fixture).
 from sample_frames import sample_frames  # noqa: E402,F401
