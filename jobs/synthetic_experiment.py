@@ -120,7 +120,8 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--steps", type=int, default=60, help="training steps per run (0: the untrained model)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", choices=PAPER_VARIANTS, default=list(PAPER_VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(PAPER_VARIANTS),
+                        help="ablations by jobs/ablations.py's names (clip_average_F for F frames a clip)")
     parser.add_argument("--sweep", action="store_true", help="run the loss-weight sweep instead of the variants")
     parser.add_argument("--name", default="synthetic", help="parent runs are NAME-seedK, children NAME-seedK-RUN")
     parser.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment")
@@ -139,6 +140,9 @@ def run(argv: list[str] | None = None) -> int:
     else:
         base = load_job_config(args.config, args.overrides)
         known = ablations.ablations(base.data.batch_size)
+        unknown = sorted(set(args.variants) - set(known))
+        if unknown and not args.sweep:
+            raise JobError(f"--variants: unknown {unknown} for a batch of {base.data.batch_size}; known: {', '.join(known)}")
         runs = SWEEP if args.sweep else {name: known[name] for name in args.variants}
         for seed in args.seeds:
             sweep_args = ablations.parse_args(
