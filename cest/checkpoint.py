@@ -25,6 +25,9 @@ import torch
 from cest.config import Config, config_from_dict, config_to_dict
 
 FORMAT = "cest-checkpoint/1"
+# The project's published CPU-trained model (models/README.md: data, recipe, scores, licences), the default of
+# `cest.reconstruct` when no checkpoint is named.
+PUBLISHED_MODEL = Path(__file__).resolve().parents[1] / "models" / "cest_cpu.pt"
 FILE_NAME = "checkpoint.pt"
 META_NAME = "meta.json"
 
@@ -114,6 +117,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{file} is not a CEST checkpoint (format {FORMAT} expected)")
     payload["config"] = config_from_dict(payload["config"])
     return payload
+
+
+def publish_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Write the model of checkpoint `source` (any path `checkpoint_file` accepts) to the file `target`
+    without its training state (optimizer, scaler, random states): what reconstruction and evaluation need,
+    a third of the size. It keeps the config, the step and the MLflow run that trained it."""
+    payload = torch.load(checkpoint_file(source), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{source} is not a CEST checkpoint (format {FORMAT} expected)")
+    payload.update(optimizer=None, scaler=None, rng=None)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    torch.save(payload, partial)
+    partial.replace(target)
+    return target
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", morphable=None):

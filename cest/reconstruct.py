@@ -1,4 +1,6 @@
-"""Reconstruct your own face: `python -m cest.reconstruct PATH --checkpoint CKPT [--output DIR]`.
+"""Reconstruct your own face: `python -m cest.reconstruct PATH [--checkpoint CKPT] [--output DIR]`.
+
+Without --checkpoint the project's published CPU-trained model is used (models/cest_cpu.pt, models/README.md).
 
 PATH is a photo or a video in any format `make preprocess` reads (`pipelines.inputs`: jpg, png, webp, tif,
 ...; mp4, mov, webm, 3gp, ...; turned and stretched as a player shows them). The face is found and
@@ -35,7 +37,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from cest.assets import AssetError
-from cest.checkpoint import CheckpointError, load_model
+from cest.checkpoint import PUBLISHED_MODEL, CheckpointError, load_model
 from cest.export import write_textured_mesh
 from cest.visualize import face_panels, overlay, panel_grid, to_uint8
 from pipelines.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -287,7 +289,9 @@ def reconstruct(path: Path, reconstructor: Reconstructor, output: Path, smooth_s
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="a photo or a video")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt or the directory holding it")
+    parser.add_argument("--checkpoint", type=Path, default=PUBLISHED_MODEL,
+                        help="checkpoint.pt, the directory holding it, or a training run's directory "
+                             "(default: the published model, models/cest_cpu.pt)")
     parser.add_argument("--output", type=Path, help="output directory (default: PATH's name + _cest)")
     parser.add_argument("--smooth", type=float, default=0.0, metavar="SIGMA",
                         help="video: smooth parameters over time with a Gaussian of SIGMA frames (0: off)")

@@ -65,3 +65,27 @@ def test_a_training_run_directory_names_its_highest_step_checkpoint(tmp_path):
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(CheckpointError, match="training run's directory"):
         load_checkpoint(tmp_path / "empty_run")
+
+
+def test_a_published_checkpoint_keeps_the_model_and_drops_the_training_state(tmp_path):
+    from cest.checkpoint import publish_checkpoint
+
+    morphable = load_sfm()
+    config = Config(model=ModelConfig(**SMALL))
+    torch.manual_seed(0)
+    model = CESTModel(config.model, morphable)
+    optimizer = make_optimizer(model, config.optim)
+    model(torch.rand(2, 3, 64, 64)).reflectance.mean().backward()
+    optimizer.step()
+    source = save_checkpoint(tmp_path / "run" / "checkpoint_00000005", model, config, step=5, optimizer=optimizer,
+                             rng=rng_state(), mlflow_run_id="abc")
+    target = publish_checkpoint(tmp_path / "run", tmp_path / "models" / "published.pt")
+    assert target.stat().st_size < 0.5 * source.stat().st_size  # Adam keeps two moments per weight
+    loaded, loaded_config, payload = load_model(target, morphable=morphable)
+    assert loaded_config == config and payload["step"] == 5 and payload["mlflow_run_id"] == "abc"
+    assert payload["optimizer"] is None and payload["rng"] is None
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(images).viewpoint, model.eval()(images).viewpoint)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        publish_checkpoint(tmp_path / "nowhere", tmp_path / "x.pt")
