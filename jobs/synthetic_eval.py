@@ -55,6 +55,7 @@ def true_faces(model, truth: dict):
     return vertices, model.renderer.rasterize(vertices, truth["viewpoint"])
 
 
+@torch.no_grad()  # scores only: a graph here cost memory and time (and training's curves call it too)
 def score_batch(model, images, masks, landmarks, truth: dict, true_viewpoint: bool = False) -> dict[str, torch.Tensor]:
     """Per-image metrics (B,) of one batch; `truth` holds tensors viewpoint, alpha_*, sh, reflectance. With
     `true_viewpoint` the model is given the true viewpoint (the untrained model then is the mean face at the
