@@ -144,3 +144,26 @@ def test_the_published_model_is_the_default_and_places_landmarks_better_than_the
     assert main([str(photo), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "mean")]) == 0
     published, mean_face = aflw_nme(tmp_path / "published", "image00050"), aflw_nme(tmp_path / "mean", "image00050")
     assert published < 0.05 and published < 0.5 * mean_face, (published, mean_face)
+
+
+def test_the_mesh_and_texture_written_are_the_estimate(tmp_path, morphable):
+    """face.obj holds the estimated shape (the morphable model of the written coefficients, not the mean face)
+    and face.png the estimated reflectance (not the illuminated texture), for the published model."""
+    import cv2
+
+    from cest.checkpoint import PUBLISHED_MODEL
+    from cest.reconstruct import Reconstructor, crop_photo, model_images, read_image
+    from cest.visualize import to_uint8
+
+    photo = fetch("aflw2000_sample/image00050.jpg")
+    assert main([str(photo), "--output", str(tmp_path)]) == 0
+    params = json.loads((tmp_path / "parameters.json").read_text())
+    shape = morphable.shape(torch.tensor([params["alpha_identity"]]), torch.tensor([params["alpha_expression"]]))[0]
+    written = trimesh.load(tmp_path / "face.obj", process=False).vertices
+    assert np.allclose(written, shape.numpy(), atol=1e-5)
+    moved_mm = (shape - morphable.mean_shape).norm(dim=-1).mean() * float(morphable.unit_scale_mm)
+    assert moved_mm > 0.5, moved_mm  # the estimate is not the mean face, so the check above can tell them apart
+    reconstructor = Reconstructor(PUBLISHED_MODEL, morphable=morphable)
+    estimate = reconstructor.estimate(model_images(crop_photo(read_image(photo)).crops, reconstructor.image_size))
+    texture = cv2.cvtColor(cv2.imread(str(tmp_path / "face.png")), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(texture, to_uint8(estimate.reflectance)[0])

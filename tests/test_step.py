@@ -89,15 +89,26 @@ def test_train_step_runs_unchanged_under_distributed_data_parallel(morphable, sa
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    # On one process DDP's all-reduce averages one gradient: the terms and the updated weights must equal
+    # those of the bare model's step (a wrapper that dropped a network's gradients or scaled them would not).
+    torch.manual_seed(0)
+    bare = CESTModel(ModelConfig(**SMALL), morphable)
+    same = CESTModel(ModelConfig(**SMALL), morphable)
+    same.load_state_dict(bare.state_dict())
+    expected = train_step(bare, make_optimizer(bare, Config().optim), _batch(sample_frames), LossConfig(),
+                          torch.Generator().manual_seed(0))
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
-        torch.manual_seed(0)
-        wrapped = DistributedDataParallel(CESTModel(ModelConfig(**SMALL), morphable))
+        wrapped = DistributedDataParallel(same)
         optimizer = make_optimizer(wrapped, Config().optim)
         terms = train_step(wrapped, optimizer, _batch(sample_frames), LossConfig(), torch.Generator().manual_seed(0))
-        assert terms["total"] == terms["total"] and "consistency" in terms
     finally:
         dist.destroy_process_group()
+    assert set(terms) == set(expected) and "consistency" in terms
+    for name in expected:
+        assert terms[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-7), name
+    for (name, value), trained in zip(bare.state_dict().items(), same.state_dict().values()):
+        assert torch.allclose(value, trained, atol=1e-6), name
 
 
 def test_bf16_autocast_step_matches_fp32_losses_and_trains(morphable, sample_frames):
