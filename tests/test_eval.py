@@ -164,3 +164,36 @@ def test_photometric_error_over_a_preprocess_output(tmp_path, checkpoints):
     metrics = evaluation.summarise(evaluation.score_local(frames, path, batch_size=4))
     assert metrics["photometric_images"] == len(frames) and metrics["photometric_missed"] == 0
     assert 0 < metrics["photometric_mae_crop"] < metrics["photometric_mae_face"] < 255
+
+
+def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores_as_its_card(
+        tmp_path, monkeypatch, checkpoints):
+    """`jobs.eval --checkpoint`: models/cest_cpu.pt scores the NME its card gives (14.33 % oracle, balanced;
+    dlib finds 5 of the 8 faces), beats a barely trained model, and each checkpoint gets a new MLflow run
+    tagged as an evaluation; --limit keeps the first N photos."""
+    from mlflow.tracking import MlflowClient
+
+    from cest.checkpoint import PUBLISHED_MODEL
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    barely_trained = checkpoints["cest"][0]
+    aflw = fetch_dir("aflw2000_sample")
+    assert evaluation.main(["--checkpoint", str(PUBLISHED_MODEL), "--checkpoint", str(barely_trained),
+                            "--aflw2000", str(aflw), "--output", str(tmp_path / "eval")]) == 0
+    results = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    published, barely = results[str(PUBLISHED_MODEL)], results[str(barely_trained)]
+    assert published["aflw2000_oracle_nme68_pct_balanced"] == pytest.approx(14.33, abs=0.05)
+    assert published["aflw2000_oracle_nme68_pct_balanced"] < barely["aflw2000_oracle_nme68_pct_balanced"] - 5
+    assert published["aflw2000_detected_missed"] == 3 and published["aflw2000_oracle_missed"] == 0
+    assert sum(published[f"aflw2000_detected_nme68_count_{b}"] for b in ("0_30", "30_60", "60_90")) == 5
+    assert published["aflw2000_detected_nme68_pct_0_30"] < 10  # measured 7.3 %
+    client = MlflowClient(uri)
+    run = client.get_run(published["mlflow_run_id"])
+    assert run.data.tags[ROLE_TAG] == evaluation.EVALUATION_ROLE and run.data.params["checkpoint"] == str(PUBLISHED_MODEL)
+    assert run.data.metrics["eval.aflw2000_oracle_nme68_pct_balanced"] == pytest.approx(
+        published["aflw2000_oracle_nme68_pct_balanced"])
+    assert evaluation.main(["--checkpoint", str(PUBLISHED_MODEL), "--aflw2000", str(aflw), "--limit", "3",
+                            "--no-mlflow", "--output", str(tmp_path / "limited")]) == 0
+    limited = json.loads((tmp_path / "limited" / "metrics.json").read_text())[str(PUBLISHED_MODEL)]
+    assert sum(limited[f"aflw2000_oracle_nme68_count_{b}"] for b in ("0_30", "30_60", "60_90")) == 3
