@@ -15,6 +15,7 @@ from cest.losses import (
 )
 from cest.model import CESTModel
 from cest.morphable import load_sfm
+from cest.pairing import partner_indices
 from cest.render.uv import flip_uv
 
 
@@ -149,6 +150,27 @@ def test_clip_average_mode_reconstructs_every_frame_with_its_clip_mean(small_mod
     assert terms["total"].item() == pytest.approx(
         (terms["photometric"] + config.w_landmark * terms["landmark"]
          + config.w_regulariser * terms["regulariser"]).item(), rel=1e-6)
+
+
+def test_each_reconstruction_term_renders_the_frame_with_its_own_flipped_or_partner_reflectance(
+        small_model, sample_frames):
+    """Eq. 6-8 by hand: the terms equal renderings of frame i with its reflectance, that reflectance flipped
+    left-right in the mirror-symmetric UV layout, and the reflectance of the partner frame drawn by the same
+    generator (a term that rendered another map, flipped the wrong axis or used another mask would differ)."""
+    frames = sample_frames
+    config = LossConfig()
+    with torch.no_grad():
+        estimate = small_model(frames.images)
+        terms = objective(small_model, estimate, frames.images, frames.masks, frames.landmarks, frames.clip_ids,
+                          config, torch.Generator().manual_seed(3))
+        partners = partner_indices(frames.clip_ids, torch.Generator().manual_seed(3))
+        mask = frames.masks * estimate.faces.face_mask
+        reflectances = {"photometric": estimate.reflectance, "symmetry": estimate.reflectance.flip(-1),
+                        "consistency": estimate.reflectance[partners]}
+        for name, reflectance in reflectances.items():
+            expected = photometric_loss(frames.images, small_model.render(estimate, reflectance), mask, config.distance)
+            assert terms[name].item() == pytest.approx(expected.item(), rel=1e-6), name
+    assert abs(terms["symmetry"].item() - terms["photometric"].item()) > 1e-4  # the maps are not symmetric
 
 
 def test_total_is_the_weighted_sum(small_model, sample_frames):
