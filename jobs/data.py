@@ -24,8 +24,10 @@ multinomial draw per batch), every source making its own passes; so a small real
 synthetic set mix at the stated rate however different their sizes.
 """
 
+import itertools
 import os
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -253,6 +255,33 @@ def mixed_batches(passes: list, weights: list[float], clips: int, rng: np.random
     while True:
         parts = [take(k, int(count)) for k, count in enumerate(rng.multinomial(clips, probabilities)) if count]
         yield {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+class OverlappedPasses:
+    """Called, starts a pass over a source like `start_pass()` does (an iterator of batches), but the pass was
+    opened, up to its first batch, in a background thread while the one before was read: a Ray Data
+    execution takes seconds to start (listing, footers, first decodes), which a small corpus or the cheap
+    landmark warm-up steps would otherwise wait for at every pass. `close()` stops the pass opened ahead."""
+
+    def __init__(self, start_pass):
+        self._start_pass = start_pass
+        self._opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-pass")
+        self._upcoming = self._opener.submit(self._open)
+
+    def _open(self):
+        iterator = iter(self._start_pass())
+        return next(iterator, None), iterator
+
+    def __call__(self):
+        first, iterator = self._upcoming.result()
+        self._upcoming = self._opener.submit(self._open)
+        return iter(()) if first is None else itertools.chain([first], iterator)
+
+    def close(self) -> None:
+        if self._upcoming.exception() is None:  # a pass that failed to open is no one's to read now
+            _, iterator = self._upcoming.result()
+            getattr(iterator, "close", lambda: None)()  # a generator's close ends its Ray Data execution
+        self._opener.shutdown()
 
 
 def to_batch(samples: dict, device: torch.device | str = "cpu") -> Batch:

@@ -40,7 +40,8 @@ import pyarrow.fs
 from cest.checkpoint import META_NAME
 from cest.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from jobs import tracking
-from jobs.data import DataError, clip_files, holdout_keys, mixed_batches, parse_source, to_batch, training_dataset
+from jobs.data import (DataError, clip_files, holdout_keys, mixed_batches, OverlappedPasses, parse_source, to_batch,
+                       training_dataset)
 from pipelines.inputs import resolve
 
 DEFAULT_STORAGE = tracking.PROJECT_ROOT / "runs"
@@ -125,16 +126,22 @@ def fetch_checkpoint(directory: str, into: str) -> str:
 # ------------------------------------------------------------------------------------------ the worker
 
 
-def source_batches(datasets: list, weights: list[float], clips: int, buffer: int, seed: int):
-    """A pass of batches of `clips` samples from one dataset (or dataset shard), or endless batches mixed from
-    several by weight (jobs.data.mixed_batches)."""
+def pass_starters(datasets: list, clips: int, buffer: int) -> list:
+    """Per dataset (or dataset shard), a callable that starts a pass over it: an iterator of batches of
+    `clips` samples (one source drops a last short batch; mixed sources combine theirs)."""
     def one_pass(dataset):
         return lambda: dataset.iter_batches(batch_size=clips, batch_format="numpy", drop_last=len(datasets) == 1,
                                             local_shuffle_buffer_size=buffer or None)
 
-    if len(datasets) == 1:
-        return one_pass(datasets[0])()
-    return mixed_batches([one_pass(dataset) for dataset in datasets], weights, clips, np.random.default_rng(seed))
+    return [one_pass(dataset) for dataset in datasets]
+
+
+def source_batches(passes: list, weights: list[float], clips: int, seed: int):
+    """A pass of batches from one source, or endless batches mixed from several by weight
+    (jobs.data.mixed_batches); `passes` as `pass_starters` gives them."""
+    if len(passes) == 1:
+        return passes[0]()
+    return mixed_batches(passes, weights, clips, np.random.default_rng(seed))
 
 
 class LocalContext:
@@ -145,9 +152,20 @@ class LocalContext:
 
     def __init__(self, job: Job, datasets: list, device: str):
         self.job, self.datasets, self.device = job, datasets, device
+        self._passes = {}
 
     def batches(self, clips: int, buffer: int, seed: int):
-        return source_batches(self.datasets, [weight for _, weight in self.job.data], clips, buffer, seed)
+        # Each pass opens while the one before is read (jobs.data.OverlappedPasses): in one process nothing
+        # ties passes together, unlike Ray Train's shards, whose epochs start on every worker at once.
+        if (clips, buffer) not in self._passes:
+            self._passes[(clips, buffer)] = [OverlappedPasses(start)
+                                             for start in pass_starters(self.datasets, clips, buffer)]
+        return source_batches(self._passes[(clips, buffer)], [weight for _, weight in self.job.data], clips, seed)
+
+    def close(self) -> None:
+        for passes in self._passes.values():
+            for upcoming in passes:
+                upcoming.close()
 
     def prepare(self, model, find_unused_parameters: bool = False):
         return model.to(self.device)
@@ -181,7 +199,7 @@ class RayContext:
         self.shards = [ray.train.get_dataset_shard(f"train_{k}") for k in range(len(self.weights))]
 
     def batches(self, clips: int, buffer: int, seed: int):
-        return source_batches(self.shards, self.weights, clips, buffer, seed + 7919 * self.rank)
+        return source_batches(pass_starters(self.shards, clips, buffer), self.weights, clips, seed + 7919 * self.rank)
 
     def prepare(self, model, find_unused_parameters: bool = False):
         import ray.train.torch
@@ -463,7 +481,11 @@ def fit(job: Job, args, config: Config):
         import torch
 
         device = "cuda" if args.gpus_per_worker and torch.cuda.is_available() else "cpu"
-        train_worker(job, LocalContext(job, datasets, device))
+        context = LocalContext(job, datasets, device)
+        try:
+            train_worker(job, context)
+        finally:
+            context.close()
         found = latest_checkpoint(job.run_dir)
         return found[0] if found else None
 

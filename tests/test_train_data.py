@@ -158,3 +158,32 @@ def test_a_source_without_samples_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match="data source 1 gave no sample"):
         for _ in range(10):
             next(batches)
+
+
+def test_the_next_pass_opens_while_the_current_one_is_read():
+    """A pass whose start takes 0.3 s (a Ray Data execution's start-up) is opened in the background: reading
+    five passes of it back to back waits for the first start only, and every pass gives all its batches in order."""
+    import threading
+    import time
+
+    from jobs.data import OverlappedPasses
+
+    started = []
+
+    def slow_pass():
+        started.append(threading.current_thread().name)
+        time.sleep(0.3)
+        yield from ({"index": np.array([i])} for i in range(3))
+
+    next_pass = OverlappedPasses(slow_pass)
+    begin = time.perf_counter()
+    passes = []
+    for _ in range(5):
+        passes.append([int(batch["index"][0]) for batch in next_pass()])
+        time.sleep(0.35)  # the training steps of a pass
+    waited = time.perf_counter() - begin - 5 * 0.35
+    assert passes == [[0, 1, 2]] * 5
+    assert waited < 0.3 + 0.15, waited  # measured about 0.3: only the first start is waited for
+    assert all(name.startswith("next-pass") for name in started)
+    next_pass.close()
+    assert list(OverlappedPasses(lambda: iter(()))()) == []  # an empty pass stays empty
