@@ -252,9 +252,13 @@ def mixed_batches(passes: list, weights: list[float], clips: int, rng: np.random
         pending[k] = {name: values[count:] for name, values in pending[k].items()}
         return taken
 
-    while True:
-        parts = [take(k, int(count)) for k, count in enumerate(rng.multinomial(clips, probabilities)) if count]
-        yield {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    try:
+        while True:
+            parts = [take(k, int(count)) for k, count in enumerate(rng.multinomial(clips, probabilities)) if count]
+            yield {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    finally:  # closed with this generator, while Ray is up: a Ray Data pass torn down after Ray hangs the exit
+        for iterator in iterators:
+            getattr(iterator, "close", lambda: None)()
 
 
 class OverlappedPasses:

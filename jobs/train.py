@@ -288,7 +288,10 @@ def train_worker(job: Job, context) -> None:
     while step < schedule.steps:
         batches_this_epoch = 0
         waited = time.perf_counter()
-        for samples in context.batches(clips, data.shuffle_buffer_clips, schedule.seed * 1_000_003 + step):
+        # Closed explicitly when the run ends mid-pass: left to the garbage collector, a pass's Ray Data
+        # execution would be torn down after Ray itself, printing tracebacks at the end of a finished run.
+        batches = iter(context.batches(clips, data.shuffle_buffer_clips, schedule.seed * 1_000_003 + step))
+        for samples in batches:
             batch = to_batch(samples, device)
             data_seconds = time.perf_counter() - waited
             model.train()
@@ -307,6 +310,7 @@ def train_worker(job: Job, context) -> None:
                         save_checkpoint(scratch, model, config, step, optimizer, scaler, rng_state(), job.mlflow_run_id)
                     context.report({"step": step, "total": terms["total"]}, scratch if context.rank == 0 else None)
             if step >= schedule.steps:
+                getattr(batches, "close", lambda: None)()
                 break
             waited = time.perf_counter()
         if batches_this_epoch == 0:
