@@ -61,6 +61,7 @@ ablations: setup
 
 # The MLflow UI on this machine only, over the project's SQLite store (or MLFLOW_TRACKING_URI's).
 mlflow-ui: setup
+	@echo "open: $$($(PY) -m jobs.tracking url --port $(MLFLOW_PORT))"
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)} --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 eval: setup

@@ -313,14 +313,13 @@ def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str
     import mlflow
 
     from jobs.runs import client
-    from jobs.tracking import DEFAULT_EXPERIMENT, ROLE_TAG
+    from jobs.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, experiment_id, tracking_uri
 
     mlflow_client = client()
     run_id = candidate.run_id
     if run_id is None:
-        experiment = mlflow_client.get_experiment_by_name(DEFAULT_EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else mlflow_client.create_experiment(DEFAULT_EXPERIMENT)
-        run_id = mlflow_client.create_run(experiment_id, tags={ROLE_TAG: EVALUATION_ROLE},
+        experiment = experiment_id(mlflow_client, tracking_uri(), DEFAULT_EXPERIMENT)
+        run_id = mlflow_client.create_run(experiment, tags={ROLE_TAG: EVALUATION_ROLE},
                                           run_name=f"eval {candidate.checkpoint.name}").info.run_id
         mlflow_client.log_param(run_id, "checkpoint", str(candidate.checkpoint))
     for key, value in metrics.items():

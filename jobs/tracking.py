@@ -20,6 +20,9 @@ CHECKPOINT_ARTIFACT = "checkpoint/checkpoint.pt"
 CONFIG_ARTIFACT = "config.yaml"
 ROLE_TAG, ABLATIONS_ROLE = "cest.role", "ablations"
 VARIANT_TAG, ABLATION_TAG, DATASET_TAG, COMMIT_TAG = "cest.variant", "cest.ablation", "cest.dataset", "cest.git_commit"
+# MLflow 3's UI opens an experiment by its kind: the GenAI view (traces, token usage) unless it is told that the
+# experiment is custom model development, whose view is runs and charts.
+EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri() -> str:
@@ -37,8 +40,43 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def experiment_id(client, uri: str, name: str) -> str:
-    """The id of experiment `name` in the store at `uri`, created with `artifact_location` if it is new."""
+    """The id of experiment `name` in the store at `uri`, created with `artifact_location` if it is new, and
+    marked as model development (EXPERIMENT_KIND_TAG) so that MLflow's UI opens it on runs and charts."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=artifact_location(uri, name),
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT})
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:  # a store from before the tag
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+    return experiment.experiment_id
+
+
+def runs_view_url(server: str, experiment: str) -> str:
+    """The MLflow UI page of an experiment's runs as charts in the model-training view."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment}/runs?workflowType=machine_learning&compareRunsMode=CHART"
+
+
+def main(argv=None) -> int:
+    """`python -m jobs.tracking url [--port 5000] [--experiment cest]`: the page to open in `make mlflow-ui`."""
+    import argparse
+
+    from mlflow.tracking import MlflowClient
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("command", choices=["url"])
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    args = parser.parse_args(argv)
+    uri = tracking_uri()
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(args.experiment) is None:
+        print(f"http://127.0.0.1:{args.port}/  (no experiment {args.experiment!r} in {uri} yet: run `make demo`)")
+        return 0
+    # experiment_id also marks a store from before the kind tag.
+    print(runs_view_url(f"http://127.0.0.1:{args.port}", experiment_id(client, uri, args.experiment)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
