@@ -212,3 +212,31 @@ def test_a_landmark_warmup_step_fits_the_geometry_alone(morphable, sample_frames
     changed = {name.split(".")[0] for name, value in model.state_dict().items()
                if value.is_floating_point() and not torch.equal(value, before[name])}
     assert changed == {"viewpoint_net", "shape_net"}
+
+
+def test_an_overflowing_fp16_gradient_is_skipped_and_the_scale_lowered(morphable, sample_frames):
+    """fp16 with the gradient scaler: a scale so large that the scaled gradients overflow leaves every weight as
+    it was and halves the scale (the scaler's skip); the next step, at a finite scale, trains."""
+    torch.manual_seed(0)
+    model = CESTModel(ModelConfig(**SMALL), morphable)
+    optimizer = make_optimizer(model, Config().optim)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127)  # any gradient above 2 overflows once scaled
+    before = {name: value.detach().clone() for name, value in model.named_parameters()}
+    train_step(model, optimizer, _batch(sample_frames), LossConfig(), precision="fp16", scaler=scaler)
+    assert all(torch.equal(value, before[name]) for name, value in model.named_parameters())
+    assert scaler.get_scale() == 2.0 ** 126
+    scaler.update(2.0 ** 8)
+    train_step(model, optimizer, _batch(sample_frames), LossConfig(), precision="fp16", scaler=scaler)
+    assert not torch.equal(before["viewpoint_net.head.weight"], model.viewpoint_net.head.weight)
+
+
+def test_a_non_finite_gradient_of_a_finite_loss_is_refused_without_a_step(morphable, sample_frames):
+    torch.manual_seed(0)
+    model = CESTModel(ModelConfig(**SMALL), morphable)
+    optimizer = make_optimizer(model, Config().optim)
+    before = {name: value.detach().clone() for name, value in model.named_parameters()}
+    first = next(model.parameters())
+    first.register_hook(lambda gradient: torch.full_like(gradient, float("nan")))
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient"):
+        train_step(model, optimizer, _batch(sample_frames), LossConfig())
+    assert all(torch.equal(value, before[name]) for name, value in model.named_parameters())
