@@ -322,6 +322,7 @@ def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str
         run_id = mlflow_client.create_run(experiment, tags={ROLE_TAG: EVALUATION_ROLE},
                                           run_name=f"eval {candidate.checkpoint.name}").info.run_id
         mlflow_client.log_param(run_id, "checkpoint", str(candidate.checkpoint))
+        link_to_training_run(mlflow_client, run_id, candidate.checkpoint)
     for key, value in metrics.items():
         if isinstance(value, (int, float)):
             mlflow_client.log_metric(run_id, f"eval.{key}", float(value))
@@ -330,6 +331,24 @@ def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str
     if candidate.run_id is None:
         mlflow_client.set_terminated(run_id)
     return run_id
+
+
+def link_to_training_run(mlflow_client, evaluation_run: str, checkpoint: Path) -> None:
+    """Tags that lead from a bare checkpoint's evaluation run to the run that trained it (the MLflow run its
+    checkpoint names) and back, when that run is in this store."""
+    from mlflow.exceptions import MlflowException
+
+    from cest.checkpoint import load_checkpoint
+    from jobs.tracking import EVALUATION_RUN_TAG, TRAINING_RUN_TAG
+
+    trained_by = load_checkpoint(checkpoint)["mlflow_run_id"]
+    if not trained_by:
+        return
+    mlflow_client.set_tag(evaluation_run, TRAINING_RUN_TAG, trained_by)
+    try:
+        mlflow_client.set_tag(trained_by, EVALUATION_RUN_TAG, evaluation_run)
+    except MlflowException:  # trained against another store (the published model, a colleague's run)
+        pass
 
 
 # ------------------------------------------------------------------------------------------------ main

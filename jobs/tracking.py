@@ -20,6 +20,8 @@ CHECKPOINT_ARTIFACT = "checkpoint/checkpoint.pt"
 CONFIG_ARTIFACT = "config.yaml"
 ROLE_TAG, ABLATIONS_ROLE = "cest.role", "ablations"
 VARIANT_TAG, ABLATION_TAG, DATASET_TAG, COMMIT_TAG = "cest.variant", "cest.ablation", "cest.dataset", "cest.git_commit"
+# A bare checkpoint's evaluation run and the run that trained it name each other (jobs.eval).
+TRAINING_RUN_TAG, EVALUATION_RUN_TAG = "cest.training_run", "cest.evaluation_run"
 # MLflow 3's UI opens an experiment by its kind: the GenAI view (traces, token usage) unless it is told that the
 # experiment is custom model development, whose view is runs and charts.
 EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"

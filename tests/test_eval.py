@@ -175,9 +175,15 @@ def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores
 
     from cest.checkpoint import PUBLISHED_MODEL
 
+    from cest.checkpoint import load_model, save_checkpoint
+    from jobs.tracking import EVALUATION_RUN_TAG, TRAINING_RUN_TAG, experiment_id
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    barely_trained = checkpoints["cest"][0]
+    # A checkpoint of a training run in this store: its evaluation run and the training run name each other.
+    training_run = MlflowClient(uri).create_run(experiment_id(MlflowClient(uri), uri, "cest")).info.run_id
+    model, config, _ = load_model(checkpoints["cest"][0])
+    barely_trained = save_checkpoint(tmp_path / "trained", model, config, mlflow_run_id=training_run)
     aflw = fetch_dir("aflw2000_sample")
     assert evaluation.main(["--checkpoint", str(PUBLISHED_MODEL), "--checkpoint", str(barely_trained),
                             "--aflw2000", str(aflw), "--output", str(tmp_path / "eval")]) == 0
@@ -193,6 +199,10 @@ def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores
     assert run.data.tags[ROLE_TAG] == evaluation.EVALUATION_ROLE and run.data.params["checkpoint"] == str(PUBLISHED_MODEL)
     assert run.data.metrics["eval.aflw2000_oracle_nme68_pct_balanced"] == pytest.approx(
         published["aflw2000_oracle_nme68_pct_balanced"])
+    assert run.data.tags[TRAINING_RUN_TAG] == load_model(PUBLISHED_MODEL)[2]["mlflow_run_id"]  # trained elsewhere
+    evaluation_of_trained = client.get_run(barely["mlflow_run_id"])
+    assert evaluation_of_trained.data.tags[TRAINING_RUN_TAG] == training_run
+    assert client.get_run(training_run).data.tags[EVALUATION_RUN_TAG] == barely["mlflow_run_id"]
     assert evaluation.main(["--checkpoint", str(PUBLISHED_MODEL), "--aflw2000", str(aflw), "--limit", "3",
                             "--no-mlflow", "--output", str(tmp_path / "limited")]) == 0
     limited = json.loads((tmp_path / "limited" / "metrics.json").read_text())[str(PUBLISHED_MODEL)]
