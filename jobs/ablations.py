@@ -16,6 +16,7 @@ import json
 import posixpath
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -25,7 +26,8 @@ import pyarrow.fs
 
 from jobs import tracking
 from jobs.data import DataError, clip_files, parse_source
-from jobs.train import DEFAULT_STORAGE, NAME_PATTERN, JobError, exit_code, load_job_config
+from jobs.train import (DEFAULT_STORAGE, NAME_PATTERN, JobError, exit_code, load_job_config, read_run_file,
+                        storage_path)
 from jobs.train import run as train
 from pipelines.inputs import resolve
 
@@ -140,9 +142,44 @@ def run_variants(args, variants: dict[str, list[str]]) -> dict[str, int]:
     failed = [name for name, code in codes.items() if code != 0]
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking.tracking_uri()).set_terminated(parent, "FAILED" if failed else "FINISHED")
+    client = MlflowClient(tracking.tracking_uri())
+    children = {name: record["mlflow_run_id"] for name in variants
+                if (record := read_run_file(storage_path(args.storage, f"{args.name}-{name}"))) is not None}
+    log_learning_curves(client, parent, children)
+    client.set_terminated(parent, "FAILED" if failed else "FINISHED")
     print(f"ablations {args.name}: " + (f"failed: {', '.join(failed)}" if failed else f"{len(codes)} runs finished"))
     return codes
+
+
+# The curves the parent run shows overlaid, child against child (those a child did not log are left out).
+COMPARED_CURVES = ("total", "photometric", "symmetry", "consistency", "landmark", "regulariser",
+                   "synthetic.rotation_deg", "synthetic.vertex_mm", "synthetic.reflectance_mae")
+
+
+def log_learning_curves(client, parent: str, children: dict[str, str]) -> None:
+    """One figure per curve in COMPARED_CURVES with every child's history overlaid, logged into the parent run
+    (artifact folder "comparison"), so the ablation's parent is where the variants are compared."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with tempfile.TemporaryDirectory() as scratch:
+        for metric in COMPARED_CURVES:
+            histories = {name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, metric))
+                         for name, run_id in children.items()}
+            histories = {name: points for name, points in histories.items() if points}
+            if not histories:
+                continue
+            figure, axes = plt.subplots(figsize=(6, 4))
+            for name, points in histories.items():
+                axes.plot(*zip(*points), label=name)
+            axes.set(xlabel="step", ylabel=metric, title=f"{metric} by variant")
+            axes.legend()
+            path = Path(scratch, f"{metric}.png")
+            figure.savefig(path, dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            client.log_artifact(parent, str(path), "comparison")
 
 
 def run(argv=None) -> int:

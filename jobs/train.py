@@ -76,7 +76,8 @@ class Job:
 # ----------------------------------------------------------------------------------------------- storage
 
 
-def _join(root: str, *parts: str) -> str:
+def storage_path(root: str, *parts: str) -> str:
+    """A path under a storage root: a local directory or a URI (s3://, gs://, ...)."""
     return posixpath.join(root, *parts) if "://" in root else str(Path(root, *parts))
 
 
@@ -93,7 +94,7 @@ def latest_checkpoint(run_dir: str) -> tuple[str, int] | None:
         with fs.open_input_stream(meta) as stream:
             step = json.loads(stream.read())["step"]
         if best is None or step > best[1]:
-            best = (_join(run_dir, info.base_name), step)
+            best = (storage_path(run_dir, info.base_name), step)
     return best
 
 
@@ -401,7 +402,7 @@ def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
         if not os.path.isdir(os.path.join(args.synthetic_test, "ground_truth")):
             raise JobError(f"--synthetic-test {args.synthetic_test} is not a synthetic set "
                            "(write one with python -m jobs.synthetic)")
-    return config, _join(args.storage, args.name)
+    return config, storage_path(args.storage, args.name)
 
 
 def _git_commit() -> str:
