@@ -3,9 +3,9 @@ similarity alignment (Umeyama), ICP with isotropic scale onto a surface, and sph
 
 - `closest_points(points, vertices, triangles)`: for each query point the closest point on the triangle mesh
   (not the nearest vertex: a scan is far denser than a 3,448-vertex model, so vertex distances would mostly
-  measure the model's vertex spacing). Exact: candidate triangles come from a k-d tree of triangle centroids,
-  and k grows until no triangle outside the candidates can be closer (its centroid is farther than the best
-  distance plus the largest centroid-to-corner radius).
+  measure the model's vertex spacing). Exact: candidate triangles come from k-d trees of triangle centroids
+  (one per size class), and k grows until no triangle outside the candidates can be closer (its centroid is
+  farther than the best distance plus its class's largest centroid-to-corner radius).
 - `closest_on_triangles`: the closest point of one triangle per query (Ericson, Real-Time Collision Detection,
   Sec. 5.1.5: Voronoi regions of the corners, edges and face), returned as barycentric weights.
 - `similarity_transform(source, target)`: the least-squares s, R, t with s R source + t ~ target (Umeyama 1991;
@@ -61,40 +61,52 @@ def closest_points(points: np.ndarray, vertices: np.ndarray, triangles: np.ndarr
     """Exact closest surface points: (distances (P,), triangle index (P,), barycentric weights (P, 3))."""
     points, vertices = np.asarray(points, np.float64), np.asarray(vertices, np.float64)
     triangles = np.asarray(triangles, np.int64)
+    corners = vertices[triangles]
     # Zero-area triangles have no face and no Voronoi regions; they are skipped (as now_evaluation's
     # clean_degenerated_faces); their edges belong to the triangles around them.
-    corners_all = vertices[triangles]
-    valid = np.flatnonzero(np.linalg.norm(np.cross(corners_all[:, 1] - corners_all[:, 0],
-                                                    corners_all[:, 2] - corners_all[:, 0]), axis=1) > 0)
+    area = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    valid = np.flatnonzero(area > 0)
     if len(valid) == 0:
         raise ValueError("closest_points: the mesh has no triangles of non-zero area")
-    corners = corners_all[valid]
-    centroids = corners.mean(1)
-    reach = float(np.linalg.norm(corners - centroids[:, None], axis=-1).max())
-    tree = cKDTree(centroids)
+    reach = np.linalg.norm(corners[valid] - corners[valid].mean(1, keepdims=True), axis=-1).max(1)
     distances = np.full(len(points), np.inf)
     triangle_ids = np.zeros(len(points), np.int64)
     weights = np.zeros((len(points), 3))
+    # Triangles grouped by size (powers of two of their reach): one large triangle would otherwise force
+    # every query to look far.
+    size_class = np.floor(np.log2(reach / reach.min())).astype(np.int64)
+    for group in np.unique(size_class):
+        members = valid[size_class == group]
+        _search(points, corners[members], members, float(reach[size_class == group].max()), k,
+                distances, triangle_ids, weights)
+    return distances, triangle_ids, weights
+
+
+def _search(points, corners, members, reach, k, distances, triangle_ids, weights) -> None:
+    """Improve distances/triangle_ids/weights (in place) with the triangles `members` (corners (G, 3, 3)).
+    A query is settled when every triangle left out has its centroid farther than its best distance plus
+    `reach` (the group's largest centroid-to-corner distance); k grows until all are settled."""
+    tree = cKDTree(corners.mean(1))
     pending = np.arange(len(points))
     while len(pending):
         count = min(k, len(corners))
+        unsettled = []
         for start in range(0, len(pending), _CHUNK):
             rows = pending[start:start + _CHUNK]
             centroid_distance, candidates = tree.query(points[rows], count)
-            candidates = candidates.reshape(len(rows), count)
+            candidates = np.asarray(candidates).reshape(len(rows), count)
             bary = closest_on_triangles(points[rows, None], corners[candidates])
             found = np.linalg.norm(np.einsum("pkj,pkjd->pkd", bary, corners[candidates]) - points[rows, None], axis=-1)
             best = found.argmin(1)
             pick = np.arange(len(rows))
-            distances[rows], triangle_ids[rows] = found[pick, best], candidates[pick, best]
-            weights[rows] = bary[pick, best]
-            # Certain when every triangle left out has its centroid beyond the best distance plus the reach.
+            better = found[pick, best] < distances[rows]
+            distances[rows[better]] = found[pick, best][better]
+            triangle_ids[rows[better]] = members[candidates[pick, best]][better]
+            weights[rows[better]] = bary[pick, best][better]
             farthest = np.asarray(centroid_distance).reshape(len(rows), count)[:, -1]
-            certain = (count == len(corners)) | (farthest - reach >= distances[rows])
-            distances[rows[~certain]] = np.inf
-        pending = pending[np.isinf(distances[pending])]
+            unsettled.append(rows[(count < len(corners)) & (farthest - reach < distances[rows])])
+        pending = np.concatenate(unsettled)
         k *= 4
-    return distances, valid[triangle_ids], weights
 
 
 def surface_points(vertices: np.ndarray, triangles: np.ndarray, triangle_ids: np.ndarray,
