@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cest.assets import fetch, fetch_dir
-from cest.eval.files import write_obj
+from cest.eval.files import read_mesh, write_obj
+from cest.eval.realy import keypoints_from_barycentric, read_barycentric, vertex_rows, write_barycentric
 from cest.eval.now import LANDMARKS
 from cest.morphable import load_sfm
 from jobs import eval as evaluation
@@ -48,13 +49,25 @@ def now_folder(root):
     return root
 
 
-def test_micc_and_now_scores_tables_and_exports_land_in_the_run(tmp_path, monkeypatch, sample_frames):
+def realy_inputs(root):
+    """One photo, and a 'REALY template' that is the SFM mean face in metres with 85 rows (68 landmarks + 17)."""
+    vertices, triangles, landmarks = mean_face_mm()
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "image00050.jpg").symlink_to(fetch_dir("aflw2000_sample") / "image00050.jpg")
+    rows = np.concatenate([vertex_rows(triangles, landmarks), [[t, 0.2, 0.3] for t in range(0, 1700, 100)]])
+    write_obj(root / "TEMPLATE.obj", vertices / 1000, triangles)
+    write_barycentric(root / "TEMPLATE.txt", rows)
+    return root / "images", root / "TEMPLATE.obj", keypoints_from_barycentric(vertices, triangles, rows)
+
+
+def test_micc_now_and_realy_scores_tables_and_exports_land_in_the_run(tmp_path, monkeypatch, sample_frames):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     checkpoint, _ = train_small_checkpoint(tmp_path / "model", load_sfm(), sample_frames, "cest", 2)
     output = tmp_path / "eval"
+    images, template, keypoints = realy_inputs(tmp_path / "realy")
     assert evaluation.main(["--checkpoint", str(checkpoint), "--micc", str(micc_folder(tmp_path / "micc")),
-                            "--micc-frames", "4", "--now", str(now_folder(tmp_path / "now")),
-                            "--output", str(output)]) == 0
+                            "--micc-frames", "4", "--now", str(now_folder(tmp_path / "now")), "--realy", str(images),
+                            "--realy-template", str(template), "--output", str(output)]) == 0
     [metrics] = json.loads((output / "metrics.json").read_text()).values()
     # A barely trained model predicts close to the mean face, which is the scan: well under the 1-2 mm of
     # published methods on real scans, and not 0 (its identity coefficients are not exactly 0).
@@ -67,6 +80,12 @@ def test_micc_and_now_scores_tables_and_exports_land_in_the_run(tmp_path, monkey
     table = (output / "comparison.md").read_text()
     assert "MICC Florence" in table and "| DECA (Feng et al. 2021) | 1.09 | 1.38 | 1.18 |" in table
     assert (output / "ced_now.png").stat().st_size > 0 and (output / "ced_micc_cooperative.png").stat().st_size > 0
+    # REALY: the photo's mesh in the SFM topology, the template, and a keypoint file that gives the template's points.
+    realy = output / "realy" / str(checkpoint).replace("/", "_")[-48:]
+    assert metrics["realy_exported"] == 1 and len(read_mesh(realy / "image00050.obj")[0]) == 3448
+    template_vertices, template_triangles = read_mesh(realy / "SFM.obj")
+    found = keypoints_from_barycentric(template_vertices, template_triangles, read_barycentric(realy / "SFM.txt"))
+    assert np.abs(found - keypoints).max() < 2e-3  # 0.5 um measured: the template .obj in metres keeps 6 decimals
     logged = mlflow.MlflowClient().get_run(metrics["mlflow_run_id"]).data.metrics
     assert logged["eval.micc_cooperative_mean_mm"] == pytest.approx(metrics["micc_cooperative_mean_mm"])
     assert logged["eval.now_median_mm"] == pytest.approx(metrics["now_median_mm"])
