@@ -27,6 +27,10 @@ MLFLOW_PORT ?= 5000
 # asset sample, through the registry, unless AFLW2000 names the full 2,000-image folder) and, when
 # `make preprocess` has run, the photometric error on its clips. Results in EVAL_OUTPUT and in each run.
 AFLW2000 ?=
+# Shape benchmarks (docs/eval.md; the user's licence-gated copies): MICC=/data/florence NOW=/data/NoW REALY=images
+MICC ?=
+NOW ?=
+REALY ?=
 EVAL_OUTPUT ?= eval
 EVAL_ARGS ?=
 
@@ -66,7 +70,8 @@ mlflow-ui: setup
 
 eval: setup
 	@aflw="$(AFLW2000)"; [ -n "$$aflw" ] || aflw=$$($(PY) -m cest.assets dir aflw2000_sample) || exit 1; \
-	$(PY) -m jobs.eval --latest-ablations --aflw2000 "$$aflw" $(if $(wildcard $(OUTPUT)/clips),--clips $(OUTPUT)) --output $(EVAL_OUTPUT) $(EVAL_ARGS)
+	$(PY) -m jobs.eval --latest-ablations --aflw2000 "$$aflw" $(if $(wildcard $(OUTPUT)/clips),--clips $(OUTPUT)) --output $(EVAL_OUTPUT) \
+		$(if $(MICC),--micc $(MICC)) $(if $(NOW),--now $(NOW)) $(if $(REALY),--realy $(REALY)) $(EVAL_ARGS)
 
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_render.py

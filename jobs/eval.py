@@ -1,7 +1,14 @@
-"""Evaluate trained models: AFLW2000-3D landmark NME and the photometric error, logged into MLflow.
+"""Evaluate trained models: AFLW2000-3D landmark NME, the photometric error and the shape benchmarks (MICC
+Florence, NoW, REALY), logged into MLflow.
 
     python -m jobs.eval --run-id RUN [--run-id RUN2 ...] | --checkpoint CKPT ... | --latest-ablations
-                        [--aflw2000 DIR] [--images DIR | --clips PREPROCESS_OUTPUT] --output DIR [--ray]
+                        [--aflw2000 DIR] [--images DIR | --clips PREPROCESS_OUTPUT] [--micc DIR] [--now DIR]
+                        [--realy IMAGES [--realy-template REALY/data/HIFI3D.obj]] --output DIR [--ray]
+
+Shape benchmarks (jobs.eval_shape, protocols in cest.eval.micc / now / realy, docs/eval.md): MICC Florence in mm
+per setting, NoW's validation split scored locally and exported in the challenge layout (now_predictions/),
+REALY meshes and keypoint file for submission (realy/). A missing or malformed folder stops the job before
+any model runs, with one line naming what is missing (exit status 2).
 
 AFLW2000-3D (a folder of imageNNNNN.jpg + .mat): every image is cropped twice with the pipeline's alignment
 (`pipelines.align`, the crop the model was trained on): from the ground-truth landmarks (the "oracle" crop,
@@ -36,12 +43,15 @@ import torch
 from scipy.io import loadmat
 
 from cest.checkpoint import CheckpointError
+from cest.eval.files import DatasetError
 from cest.eval.dense import METHOD as DENSE_METHOD
 from cest.eval.dense import BFMGroundTruth, dense_nme, densify
 from cest.eval.metrics import INNER, aflw2000_landmarks, aflw2000_summary, ced_curve, landmark_nme, photometric_error
 from cest.reconstruct import (IMAGE_SUFFIXES, CROP_SIZE, Reconstructor, ReconstructError, crop_photo,
                               crop_with_landmarks, enlarged, invert_affine, model_images, read_image, to_model_pixels)
 from cest.visualize import face_panels, overlay, panel_grid
+from cest.eval.micc import SETTINGS as MICC_SETTINGS
+from jobs.eval_shape import ShapeInputs, plot_shape_ced, shape_benchmarks, shape_tables
 
 EVALUATION_ROLE = "evaluation"
 GRID_IMAGES = 4  # images per qualitative grid
@@ -356,8 +366,10 @@ def link_to_training_run(mlflow_client, evaluation_run: str, checkpoint: Path) -
 
 def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = None, images: Path | None = None,
              clips: Path | None = None, use_ray: bool = False, batch_size: int = 16, mlflow: bool = True,
-             limit: int = 0, bfm_dir: Path | None = None) -> dict:
+             limit: int = 0, bfm_dir: Path | None = None, shape: ShapeInputs | None = None) -> dict:
     output.mkdir(parents=True, exist_ok=True)
+    shape = shape or ShapeInputs()
+    has_shape = shape.check(limit)  # every folder's layout before any model runs
     datasets = []  # (items, prepare) per data set; prepared once for every model (local) or per model (Ray)
     if aflw2000:
         datasets.append((aflw2000_items(aflw2000), prepare_aflw2000))
@@ -365,12 +377,12 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
         datasets.append((photo_items(images), prepare_photo))
     if clips:
         datasets.append((clip_frame_rows(clips), None))
-    if not datasets:
-        raise ReconstructError("nothing to evaluate on: give --aflw2000, --images or --clips")
+    if not datasets and not has_shape:
+        raise ReconstructError("nothing to evaluate on: give --aflw2000, --images, --clips, --micc, --now or --realy")
     datasets = [(items[:limit] if limit else items, prepare) for items, prepare in datasets]
     prepared = [[prepare(item) if prepare else item for item in progress(items, "preparing")] if not use_ray
                 else None for items, prepare in datasets]
-    results, per_image, grids = {}, {}, {}
+    results, per_image, grids, shape_curves = {}, {}, {}, {}
     for candidate in candidates:
         merged, grid_crops = {}, None
         for (items, prepare), rows in zip(datasets, prepared):
@@ -382,22 +394,34 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
             if grid_crops is None:
                 sample = (rows or [prepare(item) if prepare else item for item in items[:GRID_IMAGES]])[:GRID_IMAGES]
                 grid_crops = np.stack([row.get("oracle_crop", row.get("photo_crop")) for row in sample])
-        metrics = summarise(merged)
+        metrics = summarise(merged) if datasets else {}
+        if has_shape:
+            found, shape_curves[candidate.label] = shape_benchmarks(Reconstructor(candidate.checkpoint), shape, output,
+                                                                   candidate.label)
+            metrics.update(found)
         results[candidate.label] = metrics
         per_image[candidate.label] = merged
-        grids[candidate.label] = output / f"{candidate.label.replace('/', '_')[-48:]}_grid.png"
-        qualitative_grid(grids[candidate.label], candidate.checkpoint, grid_crops)
+        if grid_crops is not None:
+            grids[candidate.label] = output / f"{candidate.label.replace('/', '_')[-48:]}_grid.png"
+            qualitative_grid(grids[candidate.label], candidate.checkpoint, grid_crops)
     files = [output / "metrics.json", output / "comparison.md"]
     (output / "metrics.json").write_text(json.dumps(results, indent=1))
-    (output / "comparison.md").write_text(comparison_table(results))
+    (output / "comparison.md").write_text((comparison_table(results) if datasets else "") + shape_tables(results))
     for kind in ("oracle", "detected"):
         curves = {label: scores[f"{kind}_nme68"] for label, scores in per_image.items() if f"{kind}_nme68" in scores}
         if curves:
             plot_ced(output / f"ced_{kind}.png", curves, f"AFLW2000-3D, {kind} crops")
             files.append(output / f"ced_{kind}.png")
+    for name, title, upper in [("now", "NoW validation: scan-to-mesh distance", 8.0)] + [
+            (f"micc_{key}", f"MICC {setting}: per-subject mean error", 4.0) for setting, key in MICC_SETTINGS.items()]:
+        curves = {label: found[name] for label, found in shape_curves.items() if name in found}
+        if curves:
+            plot_shape_ced(output / f"ced_{name}.png", curves, title, upper)
+            files.append(output / f"ced_{name}.png")
     if mlflow:
         for candidate in candidates:
-            run_id = log_to_mlflow(candidate, results[candidate.label], files + [grids[candidate.label]])
+            grid = [grids[candidate.label]] if candidate.label in grids else []
+            run_id = log_to_mlflow(candidate, results[candidate.label], files + grid)
             results[candidate.label]["mlflow_run_id"] = run_id
         (output / "metrics.json").write_text(json.dumps(results, indent=1))
     return results
@@ -436,6 +460,14 @@ def main(argv=None) -> int:
                         "(01_MorphableModel.mat, Model_Expression.mat, keypoints, BFM_exp_idx.mat); see docs/eval.md")
     parser.add_argument("--images", type=Path, help="a folder of photos for the photometric error")
     parser.add_argument("--clips", type=Path, help="a preprocess output (clip Parquet) for the photometric error")
+    parser.add_argument("--micc", type=Path, help="MICC Florence folder (subject_NN/Video, subject_NN/Model); docs/eval.md")
+    parser.add_argument("--micc-frames", type=int, default=50,
+                        help="decode at most this many frames per MICC video; identity averaged over the face track")
+    parser.add_argument("--now", type=Path, help="NoW folder (imagepathsvalidation.txt, NoW_Dataset, scans, "
+                        "scans_lmks_onlypp): validation scores and the challenge export")
+    parser.add_argument("--realy", type=Path, help="a folder of REALY's images: meshes for submission")
+    parser.add_argument("--realy-template", type=Path, help="a REALY template .obj with its 85-keypoint .txt "
+                        "beside it (REALY/data/HIFI3D.obj): writes the SFM's keypoint file")
     parser.add_argument("--output", type=Path, default=Path("eval"))
     parser.add_argument("--ray", action="store_true", help="score with Ray Data batch inference (ray.init())")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -451,16 +483,17 @@ def main(argv=None) -> int:
 
             ray.init()
         try:
+            shape = ShapeInputs(args.micc, args.now, args.realy, args.realy_template, args.micc_frames)
             results = evaluate(candidates, args.output, args.aflw2000, args.images, args.clips, args.ray,
-                               args.batch_size, not args.no_mlflow, args.limit, args.bfm_dir)
+                               args.batch_size, not args.no_mlflow, args.limit, args.bfm_dir, shape)
         finally:
             if args.ray:
                 ray.shutdown()
-    except (ReconstructError, CheckpointError, RunError, FileNotFoundError) as error:
+    except (ReconstructError, CheckpointError, RunError, FileNotFoundError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(comparison_table(results))
-    print(f"wrote {args.output}/metrics.json, comparison.md, CED curves and grids")
+    print((args.output / "comparison.md").read_text())
+    print(f"wrote {args.output}/metrics.json, comparison.md, CED curves, grids and shape exports")
     return 0
 
 

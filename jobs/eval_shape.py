@@ -1,0 +1,214 @@
+"""The shape benchmarks of `python -m jobs.eval` (--micc, --now, --realy): reconstruct, export, score with the
+protocols in cest.eval (micc, now, realy), tables beside the published anchors, CED curves.
+
+Shapes are neutral: the identity coefficients with zero expression (NoW's maintainers advise it for its
+neutral scans; MICC and REALY scans are neutral too), in millimetres (model units x the morphable model's
+`unit_scale_mm`). MICC: one shape per video from the identity coefficients averaged over every frame of the
+longest face track among the first --micc-frames decoded frames. NoW and REALY: one shape per image (the
+pipeline's dlib crop; images without a detected face are counted as missed and left out).
+Scoring runs in this process, image by image (NoW's 20 subjects and MICC's 53 x 3 videos are small next to
+the reconstruction itself); --ray does not apply here.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cest.eval import micc, now, realy
+from cest.eval.files import read_mesh, require_dir, write_obj
+from cest.eval.metrics import ced_curve
+from cest.reconstruct import ReconstructError, crop_photo, crop_video, model_images, read_image
+
+# Published anchors (cited in docs/eval.md). NoW: the NoW test split's leaderboard, median / mean / std mm
+# (local scores are on the validation split, which is not the same images).
+NOW_ANCHORS = (("DECA (Feng et al. 2021)", 1.09, 1.38, 1.18),
+               ("Deep3DFaceRecon (Deng et al. 2019)", 1.11, 1.41, 1.21),
+               ("3DDFA_V2 (Guo et al. 2020)", 1.23, 1.57, 1.39))
+REALY_ANCHOR = "3DDFA_V2 1.926 (frontal, REALY's average NMSE over its regions)"
+MICC_NOTE = ("The CEST paper's MICC numbers (CEST 3.14, PRN 3.76, 3DDFA 6.38) are its rendered NME protocol, "
+             "not this mm protocol; no mm anchor is quoted here.")
+NOW_CED_MAX_MM = 8.0  # now_evaluation's plot range
+BATCH = 16
+
+
+@dataclass
+class ShapeInputs:
+    micc: Path | None = None
+    now: Path | None = None
+    realy: Path | None = None  # a folder of REALY's images
+    realy_template: Path | None = None  # a REALY template .obj with its .txt beside it (e.g. REALY/data/HIFI3D.obj)
+    micc_frames: int = 50
+    checked: dict = field(default_factory=dict)
+
+    def check(self, limit: int = 0) -> bool:
+        """Read every given folder's layout (DatasetError naming what is missing) before any model runs."""
+        cut = (lambda items: items[:limit]) if limit else (lambda items: items)
+        if self.micc:
+            self.checked["micc"] = cut(micc.micc_subjects(self.micc))
+        if self.now:
+            self.checked["now"] = cut(now.now_items(self.now))
+        if self.realy:
+            from jobs.eval import photo_items
+
+            self.checked["realy"] = cut(photo_items(require_dir(self.realy, "REALY")))
+            if self.realy_template and not Path(self.realy_template).with_suffix(".txt").is_file():
+                from cest.eval.files import DatasetError
+
+                raise DatasetError(f"REALY: missing {Path(self.realy_template).with_suffix('.txt')}")
+        return bool(self.checked)
+
+
+def neutral_mm(reconstructor, crops: np.ndarray) -> np.ndarray:
+    """The neutral shape (N, 3) mm from the mean identity coefficients of the crops (T, 224, 224, 3)."""
+    morphable = reconstructor.model.morphable
+    images = model_images(crops, reconstructor.image_size)
+    alpha = torch.cat([reconstructor.estimate(images[i:i + BATCH]).alpha_identity for i in range(0, len(images), BATCH)])
+    vertices = morphable.shape(alpha.mean(0, keepdim=True).double().cpu(),
+                               torch.zeros(1, morphable.n_expression, dtype=torch.float64))
+    return vertices[0].numpy() * morphable.unit_scale_mm
+
+
+def photo_shape(reconstructor, path: Path) -> np.ndarray | None:
+    from jobs.eval import landmarker
+
+    try:
+        return neutral_mm(reconstructor, crop_photo(read_image(path), landmarker()).crops)
+    except ReconstructError:
+        return None
+
+
+def run_micc(reconstructor, subjects, frames: int) -> tuple[dict, dict]:
+    """(summary metrics, per-setting per-subject errors)."""
+    triangles = reconstructor.model.morphable.triangles.cpu().numpy()
+    tip_index = int(reconstructor.model.morphable.landmark_indices[micc.NOSE_TIP])
+    per_subject, missed = {setting: {} for setting in micc.SETTINGS}, 0
+    for subject in subjects:
+        scans = [read_mesh(path) for path in subject.scans]
+        for setting, video in subject.videos.items():
+            try:
+                vertices = neutral_mm(reconstructor, crop_video(video, max_frames=frames).crops)
+            except ReconstructError:
+                missed += 1
+                continue
+            scores = [micc.micc_errors(vertices, triangles, *scan, vertices[tip_index]) for scan in scans]
+            per_subject[setting][subject.name] = min(scores, key=lambda errors: errors["mean"])
+    return {**micc.micc_summary(per_subject), "micc_missed_videos": missed}, per_subject
+
+
+def run_now(reconstructor, items, predictions: Path) -> tuple[dict, list]:
+    """Exports every image's mesh and 7 landmarks (challenge layout) and scores them: (metrics, distances)."""
+    morphable = reconstructor.model.morphable
+    triangles = morphable.triangles.cpu().numpy()
+    landmark_vertices = morphable.landmark_indices.cpu().numpy()[list(now.LANDMARKS)]
+    distances, metrical, missed = [], [], 0
+    for item in items:
+        vertices = photo_shape(reconstructor, item.image)
+        if vertices is None:
+            missed += 1
+            continue
+        now.write_prediction(predictions, item.relative, vertices, triangles, vertices[landmark_vertices])
+        scan, scan_landmarks = read_mesh(item.scan)[0], now.read_picked_points(item.scan_landmarks)
+        distances.append(now.now_distances(vertices, triangles, vertices[landmark_vertices], scan, scan_landmarks))
+        metrical.append(now.now_distances(vertices, triangles, vertices[landmark_vertices], scan, scan_landmarks,
+                                          metric_unit_mm=1.0))
+    metrics = {"now_missed": missed}
+    if distances:
+        metrics.update(now.now_summary(distances))
+        metrics.update(now.now_summary(metrical, prefix="now_metrical"))
+    return metrics, distances
+
+
+def run_realy(reconstructor, items, folder: Path, template: Path | None) -> dict:
+    """REALY submission: one .obj per image (fixed SFM topology, mm), SFM.obj and, with a template, SFM.txt."""
+    morphable = reconstructor.model.morphable
+    triangles = morphable.triangles.cpu().numpy()
+    missed = 0
+    for item in items:
+        vertices = photo_shape(reconstructor, Path(item["image_path"]))
+        if vertices is None:
+            missed += 1
+            continue
+        write_obj(folder / f"{Path(item['name']).stem}.obj", vertices, triangles)
+    mean = morphable.mean_shape.double().cpu().numpy() * morphable.unit_scale_mm
+    write_obj(folder / "SFM.obj", mean, triangles)
+    if template:
+        template_vertices, template_triangles = read_mesh(template)
+        rows = realy.transfer_keypoints(mean, triangles, morphable.landmark_indices.cpu().numpy(), template_vertices,
+                                        template_triangles, realy.read_barycentric(Path(template).with_suffix(".txt")))
+        realy.write_barycentric(folder / "SFM.txt", rows)
+    return {"realy_exported": len(items) - missed, "realy_missed": missed}
+
+
+def shape_benchmarks(reconstructor, inputs: ShapeInputs, output: Path, label: str) -> tuple[dict, dict]:
+    """(metrics, curves): curves[name] = per-item errors for the CED plots."""
+    metrics, curves = {}, {}
+    name = label.replace("/", "_")[-48:]
+    if "micc" in inputs.checked:
+        found, per_subject = run_micc(reconstructor, inputs.checked["micc"], inputs.micc_frames)
+        metrics.update(found)
+        for setting, key in micc.SETTINGS.items():
+            if per_subject[setting]:
+                curves[f"micc_{key}"] = np.array([errors["mean"] for errors in per_subject[setting].values()])
+    if "now" in inputs.checked:
+        found, distances = run_now(reconstructor, inputs.checked["now"], output / "now_predictions" / name)
+        metrics.update(found)
+        if distances:
+            curves["now"] = np.concatenate(distances)
+    if "realy" in inputs.checked:
+        metrics.update(run_realy(reconstructor, inputs.checked["realy"], output / "realy" / name, inputs.realy_template))
+    return metrics, curves
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def shape_tables(results: dict[str, dict]) -> str:
+    """Markdown: MICC per setting (mean and RMSE, mean +- std over subjects), NoW beside its anchors, REALY."""
+    parts = []
+    if any("micc_cooperative_mean_mm" in m or "micc_indoor_mean_mm" in m for m in results.values()):
+        lines = ["### MICC Florence (mm; mean +- std over subjects; headline: mean)", "",
+                 "| model | " + " | ".join(f"{key} mean | {key} RMSE" for key in micc.SETTINGS.values()) + " |",
+                 "|---|" + "---|---|" * len(micc.SETTINGS)]
+        for label, m in results.items():
+            cells = [f"{m[f'micc_{key}_{score}_mm']:.2f} +- {m[f'micc_{key}_{score}_mm_std']:.2f}"
+                     if f"micc_{key}_{score}_mm" in m else "-" for key in micc.SETTINGS.values() for score in micc.SCORES]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines + ["", MICC_NOTE]))
+    if any("now_median_mm" in m for m in results.values()):
+        lines = ["### NoW (mm: median / mean / std; ours: validation split, anchors: test split)", "",
+                 "| model | median | mean | std | metrical median | images | no face |", "|---|---|---|---|---|---|---|"]
+        for label, m in results.items():
+            lines.append(f"| {label} | " + " | ".join(_cell(m.get(k)) for k in (
+                "now_median_mm", "now_mean_mm", "now_std_mm", "now_metrical_median_mm", "now_images", "now_missed")) + " |")
+        lines += [f"| {name} | {a:.2f} | {b:.2f} | {c:.2f} | - | - | - |" for name, a, b, c in NOW_ANCHORS]
+        parts.append("\n".join(lines))
+    if any("realy_exported" in m for m in results.values()):
+        parts.append("### REALY\n\nMeshes exported for submission (REALY scores them; anchor: "
+                     f"{REALY_ANCHOR}): " + ", ".join(f"{label}: {m['realy_exported']}" for label, m in results.items()
+                                                     if "realy_exported" in m))
+    return "\n\n".join(parts) + ("\n" if parts else "")
+
+
+def plot_shape_ced(path: Path, curves: dict[str, np.ndarray], title: str, upper: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 4))
+    for label, errors in curves.items():
+        thresholds, fraction = ced_curve(errors, max(upper, 1.05 * float(errors.max())))
+        axes.plot(thresholds, 100 * fraction, label=f"{label[:24]} ({np.median(errors):.2f})")
+    axes.set_xlabel("error (mm)")
+    axes.set_ylabel("%")
+    axes.set_title(title)
+    axes.set_xlim(0, upper)
+    axes.set_ylim(0, 100)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
