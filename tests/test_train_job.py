@@ -173,14 +173,14 @@ def _assert_one_line_error(sample_clips, store, capsys, argument, message):
 
 
 def test_a_small_corpus_gives_several_samples_per_clip_and_pass(sample_clips):
-    from jobs.data import clip_files, draws_per_clip
+    from jobs.data import draws_per_clip, training_corpus
 
     data, rows = sample_clips
-    fs, files = clip_files(str(data))
-    assert draws_per_clip(fs, files, minimum_samples=len(rows)) == 1
-    assert draws_per_clip(fs, files, minimum_samples=len(rows) + 1) == 2
-    assert draws_per_clip(fs, files, minimum_samples=10 * len(rows)) == 10
-    assert draws_per_clip(fs, files, minimum_samples=10_000) == 16  # bounded
+    corpus = training_corpus(str(data))
+    assert draws_per_clip(corpus, minimum_samples=len(rows)) == 1
+    assert draws_per_clip(corpus, minimum_samples=len(rows) + 1) == 2
+    assert draws_per_clip(corpus, minimum_samples=10 * len(rows)) == 10
+    assert draws_per_clip(corpus, minimum_samples=10_000) == 16  # bounded
 
 
 @pytest.mark.slow
