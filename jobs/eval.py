@@ -116,12 +116,13 @@ def prepare_photo(item: dict) -> dict:
                 "photo_found": False}
 
 
-def clip_frame_rows(output_dir: Path) -> list[dict]:
-    """Every frame of a preprocess output as a prepared photometric row (the pipeline's own 224 crops)."""
+def clip_frame_rows(output_dir: Path, skips=None) -> list[dict]:
+    """Every frame of a preprocess output as a prepared photometric row (the pipeline's own 224 crops); files and
+    rows that cannot be read are skipped into `skips` (a jobs.data_errors.SkipList; DataError when too many)."""
     from jobs.frames import read_clip_rows
 
     rows = []
-    for clip in read_clip_rows(output_dir):
+    for clip in read_clip_rows(output_dir, skips):
         for index, frame in enumerate(clip["frames"]):
             if frame.shape[:2] != (CROP_SIZE, CROP_SIZE):
                 frame = cv2.resize(frame, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
@@ -338,7 +339,10 @@ def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str
 
 def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = None, images: Path | None = None,
              clips: Path | None = None, use_ray: bool = False, batch_size: int = 16, mlflow: bool = True,
-             limit: int = 0, bfm_dir: Path | None = None) -> dict:
+             limit: int = 0, bfm_dir: Path | None = None, max_skipped_fraction: float | None = None) -> dict:
+    from cest.config import DataConfig
+    from jobs.data_errors import SKIP_FILE, SkipList
+
     output.mkdir(parents=True, exist_ok=True)
     datasets = []  # (items, prepare) per data set; prepared once for every model (local) or per model (Ray)
     if aflw2000:
@@ -346,7 +350,8 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
     if images:
         datasets.append((photo_items(images), prepare_photo))
     if clips:
-        datasets.append((clip_frame_rows(clips), None))
+        bound = DataConfig().max_skipped_fraction if max_skipped_fraction is None else max_skipped_fraction
+        datasets.append((clip_frame_rows(clips, SkipList(str(output / SKIP_FILE), bound)), None))
     if not datasets:
         raise ReconstructError("nothing to evaluate on: give --aflw2000, --images or --clips")
     datasets = [(items[:limit] if limit else items, prepare) for items, prepare in datasets]
@@ -418,12 +423,16 @@ def main(argv=None) -> int:
                         "(01_MorphableModel.mat, Model_Expression.mat, keypoints, BFM_exp_idx.mat); see docs/eval.md")
     parser.add_argument("--images", type=Path, help="a folder of photos for the photometric error")
     parser.add_argument("--clips", type=Path, help="a preprocess output (clip Parquet) for the photometric error")
+    parser.add_argument("--max-skipped-fraction", type=float, help="--clips: share of clip rows that may be skipped "
+                        "as unreadable before the job stops (default: data.max_skipped_fraction of cest/config.py); "
+                        "skips are listed in OUTPUT/skipped.jsonl")
     parser.add_argument("--output", type=Path, default=Path("eval"))
     parser.add_argument("--ray", action="store_true", help="score with Ray Data batch inference (ray.init())")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=0, help="at most this many images per data set (0: all)")
     parser.add_argument("--no-mlflow", action="store_true", help="write files only")
     args = parser.parse_args(argv)
+    from jobs.data_errors import DataError
     from jobs.runs import RunError
 
     try:
@@ -434,11 +443,12 @@ def main(argv=None) -> int:
             ray.init()
         try:
             results = evaluate(candidates, args.output, args.aflw2000, args.images, args.clips, args.ray,
-                               args.batch_size, not args.no_mlflow, args.limit, args.bfm_dir)
+                               args.batch_size, not args.no_mlflow, args.limit, args.bfm_dir,
+                               args.max_skipped_fraction)
         finally:
             if args.ray:
                 ray.shutdown()
-    except (ReconstructError, CheckpointError, RunError, FileNotFoundError) as error:
+    except (ReconstructError, CheckpointError, RunError, FileNotFoundError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(comparison_table(results))
