@@ -256,13 +256,13 @@ class SkipRegistry:
         return self.skips.verdict()
 
 
-def start_skip_registry(skips: SkipList) -> str:
-    """Start the actor holding `skips` (its state from now on); returns its name (stop it with ray.kill)."""
+def start_skip_registry(skips: SkipList):
+    """Start the actor holding `skips` (its state from now on); returns (its name, for the tasks and workers, and
+    its handle, which the caller keeps while the job runs: Ray ends an actor whose handles are all gone)."""
     import ray
 
     name = f"skips-{uuid.uuid4().hex[:12]}"
-    ray.remote(SkipRegistry).options(name=name, namespace=SKIP_NAMESPACE, num_cpus=0).remote(skips)
-    return name
+    return name, ray.remote(SkipRegistry).options(name=name, namespace=SKIP_NAMESPACE, num_cpus=0).remote(skips)
 
 
 def skip_registry(name: str):

@@ -11,7 +11,7 @@ alpha_identity, alpha_expression, sh (9), landmarks_source (68 x 2, source pixel
 Frames are cropped in Ray tasks and the model runs in actors (`map_batches` with a class; one GPU each when
 the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray.
 Clip files and rows that cannot be read or decoded are skipped, named once each and listed in
-OUTPUT/skipped.jsonl (jobs/data_errors.py); the job fails with one error line when nothing is readable or more
+OUTPUT/_skipped.jsonl (jobs/data_errors.py; the "_" keeps Parquet readers of OUTPUT from taking it for data); the job fails with one error line when nothing is readable or more
 than --max-skipped-fraction of the rows were skipped.
 """
 
@@ -79,7 +79,7 @@ class Annotator:
 def annotate(source: Path, output: Path, checkpoint: Path, batch_size: int = 32, max_frames: int = 0,
              max_skipped_fraction: float | None = None) -> int:
     """Run the annotation job; returns the number of frames written. DataError when too many clip rows of a
-    preprocess output could not be read (the skips are in OUTPUT/skipped.jsonl)."""
+    preprocess output could not be read (the skips are in OUTPUT/_skipped.jsonl)."""
     import ray
 
     if (source / "clips").is_dir():
@@ -99,22 +99,22 @@ def annotate_clips(source: Path, output: Path, checkpoint: Path, batch_size: int
     import ray
 
     from cest.config import DataConfig
-    from jobs.data import SkipReporter, skip_registry, start_skip_registry
+    from jobs.data import SkipReporter, start_skip_registry
     from jobs.data_errors import SKIP_FILE, DataError, SkipList, survey
     from pipelines.schema import CLIP_SCHEMA
 
     bound = DataConfig().max_skipped_fraction if max_skipped_fraction is None else max_skipped_fraction
-    skips = SkipList(str(output / SKIP_FILE), bound)
+    skips = SkipList(str(output / f"_{SKIP_FILE}"), bound)  # pyarrow and pandas skip "_" files of a dataset
     corpus = survey(str(source), CLIP_SCHEMA.names)
     skips.track(corpus)
-    registry = start_skip_registry(skips)
+    registry, handle = start_skip_registry(skips)
     try:
         rows = ray.data.read_parquet(corpus.files, filesystem=corpus.fs, include_paths=True)
         write_annotations(rows.flat_map(clip_frames, fn_kwargs={"report": SkipReporter(registry)}), output,
                           checkpoint, batch_size)
-        verdict = ray.get(skip_registry(registry).verdict.remote())
+        verdict = ray.get(handle.verdict.remote())
     finally:
-        ray.kill(skip_registry(registry))
+        ray.kill(handle)
     if verdict is not None:
         raise DataError(verdict)
     return ray.data.read_parquet(str(output)).count()

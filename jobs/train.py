@@ -46,7 +46,7 @@ import pyarrow.fs
 from cest.checkpoint import META_NAME
 from cest.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from jobs import tracking
-from jobs.data import (DataError, SkipReporter, holdout_rows, mixed_batches, parse_source, skip_registry, skip_status,
+from jobs.data import (DataError, SkipReporter, holdout_rows, mixed_batches, parse_source, skip_status,
                        start_skip_registry, to_batch, training_corpus, training_dataset)
 from jobs.data_errors import SKIP_FILE, SkipList, files_verdict
 from pipelines.inputs import resolve
@@ -313,7 +313,7 @@ def train_worker(job: Job, context) -> None:
             step += 1
             batches_this_epoch += 1
             _crash_drill(job, context, step)
-            if step % schedule.log_every == 0:
+            if step % schedule.log_every == 0 or step == schedule.steps:
                 skipped, stopped = _bad_data(job, context)
             if monitor is not None:
                 monitor.step_done(step, terms | {"learning_rate": learning_rate}, data_seconds, model, skipped)
@@ -570,7 +570,7 @@ def run(argv: list[str] | None = None) -> int:
     for corpus in args.corpora:
         skips.track(corpus)
     holdout = holdout_rows(args.corpora[0], config.train.holdout_clips, skips)
-    registry = start_skip_registry(skips)
+    registry, registry_handle = start_skip_registry(skips)
     job = Job(config_to_dict(config), args.data, args.name, run_dir, uri, mlflow_run_id,
               found[0] if found else None, holdout, args.workers, args.gpus_per_worker, args.crash_once_at_step,
               args.synthetic_test, registry)
@@ -582,7 +582,7 @@ def run(argv: list[str] | None = None) -> int:
 
     try:
         checkpoint = fit(job, args, config)
-        too_many = ray.get(skip_registry(registry).verdict.remote())
+        too_many = ray.get(registry_handle.verdict.remote())
         if too_many is not None:
             raise DataError(too_many)
     except BaseException:
@@ -591,7 +591,7 @@ def run(argv: list[str] | None = None) -> int:
         MlflowClient(uri).set_terminated(mlflow_run_id, "FAILED")
         raise
     finally:
-        ray.kill(skip_registry(registry))
+        ray.kill(registry_handle)
     log_final(job, config, checkpoint)
     print(f"done: {args.name} at step {config.train.steps}; final checkpoint {checkpoint}")
     return 0
