@@ -13,6 +13,9 @@ oracle crops (`cest.eval.dense`: the paper's per-vertex metric after ICP, its re
 truth's keypoint self-test stated in metrics.json).
 Photometric error (App. B.5): MAE (0-255) between each crop and its overlay, inside the rendered face and
 over the crop, for a folder of photos (detected crops) or a preprocess output's clip frames (its own crops).
+With --clips, clip files and rows that cannot be read are skipped, named and listed in OUTPUT/skipped.jsonl
+(jobs/data_errors.py); the job fails with one error line only when nothing is readable or more than
+--max-skipped-fraction (default data.max_skipped_fraction) of the rows are skipped.
 
 Outputs in --output: metrics.json (per model), comparison.md (a table of the models), ced_oracle.png and
 ced_detected.png (cumulative error curves of the 68-point NME), LABEL_grid.png (per model: input, overlay,

@@ -164,3 +164,37 @@ def test_photometric_error_over_a_preprocess_output(tmp_path, checkpoints):
     metrics = evaluation.summarise(evaluation.score_local(frames, path, batch_size=4))
     assert metrics["photometric_images"] == len(frames) and metrics["photometric_missed"] == 0
     assert 0 < metrics["photometric_mae_crop"] < metrics["photometric_mae_face"] < 255
+
+
+def test_clips_with_bad_files_and_rows_are_scored_on_the_readable_ones(tmp_path, checkpoints, sample_clips, capsys):
+    """--clips over a corpus holding a truncated file, a file of another schema, undecodable and NaN rows: the
+    readable frames are scored, the others listed in skipped.jsonl; past the bound, or with nothing readable, the
+    job is one error line (exit status 2)."""
+    from bad_clips import broken_corpus, broken_rows, truncate, write_other_schema
+
+    data, rows = sample_clips
+    expected = broken_corpus(tmp_path / "broken", data, rows)
+    short = broken_rows(rows[0])["fewer than the"]
+    del expected[next(key for key in expected if key.endswith(short["segment_key"]))]  # one frame is enough here
+    path, _ = checkpoints["cest"]
+    args = ["--checkpoint", str(path), "--clips", str(tmp_path / "broken"), "--no-mlflow", "--batch-size", "8"]
+    assert evaluation.main(args + ["--output", str(tmp_path / "eval"), "--max-skipped-fraction", "0.6"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())[str(path)]
+    readable = sum(row["num_frames"] for row in rows) + short["num_frames"] + rows[1]["num_frames"]
+    assert metrics["photometric_images"] == readable
+    listed = [json.loads(line) for line in (tmp_path / "eval" / "skipped.jsonl").read_text().splitlines()]
+    named = {f"{entry['file']}/{entry['segment_key']}".rstrip("/"): entry["reason"] for entry in listed}
+    assert set(named) == set(expected) and all(expected[key] in named[key] for key in expected)
+
+    capsys.readouterr()
+    assert evaluation.main(args + ["--output", str(tmp_path / "eval_bound")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "above data.max_skipped_fraction 1.0%" in errors[0]
+
+    (tmp_path / "none" / "clips").mkdir(parents=True)
+    truncate(sorted((data / "clips").glob("*.parquet"))[0], tmp_path / "none" / "clips" / "a.parquet")
+    write_other_schema(tmp_path / "none" / "clips" / "b.parquet")
+    assert evaluation.main(["--checkpoint", str(path), "--clips", str(tmp_path / "none"), "--no-mlflow",
+                            "--output", str(tmp_path / "eval_none")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "none of its 2 clip files is readable" in err[0]
