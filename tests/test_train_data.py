@@ -62,7 +62,8 @@ def _split_into_segments(row: dict, cut: int) -> list[dict]:
     for index, (start, stop) in enumerate([(0, cut), (cut, row["num_frames"])]):
         part = dict(row, segment_key=f"{row['segment_key']}/{index}", num_frames=stop - start,
                     frames_jpeg=row["frames_jpeg"][start:stop], masks_png=row["masks_png"][start:stop],
-                    landmarks=row["landmarks"][start * 136:stop * 136])
+                    landmarks=row["landmarks"][start * 136:stop * 136], frame_indices=row["frame_indices"][start:stop],
+                    crop_transforms=row["crop_transforms"][start * 6:stop * 6])
         parts.append(part)
     return parts
 
