@@ -255,13 +255,6 @@ def _crash_drill(job: Job, context, step: int) -> None:
     os._exit(1)
 
 
-def _bad_data(job: Job, context) -> tuple[int, bool]:
-    """(samples skipped as unreadable so far, whether too much of the data is bad): rank 0 asks the job's
-    SkipRegistry and every rank gets its answer."""
-    skipped, stop = skip_status(job.skip_registry) if context.rank == 0 else (0, False)
-    return skipped, context.agree(stop)
-
-
 def train_worker(job: Job, context) -> None:
     """The training loop: the same on every worker and without Ray. Runs until config.train.steps, or until the
     skipped share of the data passes data.max_skipped_fraction (checked every train.log_every steps)."""
@@ -297,7 +290,8 @@ def train_worker(job: Job, context) -> None:
     generator = torch.Generator(device).manual_seed(schedule.seed * 1_000_003 + context.rank * 7919 + step)
     clips = data.clips_per_batch // context.world_size
     monitor = Monitor(job, config, context.world_size) if context.rank == 0 else None
-    skipped, stopped = 0, False
+    # Rank 0 asks the job's SkipRegistry (jobs.data) at every log step; every rank stops with it.
+    skipped, too_much, stopped = 0, False, False
 
     while step < schedule.steps and not stopped:
         batches_this_epoch = 0
@@ -313,11 +307,14 @@ def train_worker(job: Job, context) -> None:
             step += 1
             batches_this_epoch += 1
             _crash_drill(job, context, step)
-            if step % schedule.log_every == 0 or step == schedule.steps:
-                skipped, stopped = _bad_data(job, context)
+            checking = step % schedule.log_every == 0 or step == schedule.steps
+            if checking and context.rank == 0:
+                skipped, too_much = skip_status(job.skip_registry)
             if monitor is not None:
                 monitor.step_done(step, terms | {"learning_rate": learning_rate}, data_seconds, model, skipped)
-            if stopped:  # the driver reports it (jobs.data_errors.SkipList.verdict)
+            # After the progress line: a collective waits for every rank (one that died is seen here).
+            if checking and context.agree(too_much):
+                stopped = True  # the driver reports it (jobs.data_errors.SkipList.verdict)
                 break
             if step % schedule.checkpoint_every == 0 or step == schedule.steps:
                 with tempfile.TemporaryDirectory() as scratch:
@@ -328,8 +325,9 @@ def train_worker(job: Job, context) -> None:
                 break
             waited = time.perf_counter()
         if batches_this_epoch == 0 and not stopped:
-            skipped, stopped = _bad_data(job, context)
-            if stopped:
+            if context.rank == 0:
+                skipped, too_much = skip_status(job.skip_registry)
+            if context.agree(too_much):
                 break
             raise RuntimeError(f"an epoch gave no batch of {clips} clips with {data.frames_per_clip} frames each: "
                                "the data has too few usable clips for clips_per_batch / workers")
