@@ -146,6 +146,11 @@ class DataConfig:
     # Clips held in the local shuffle buffer of each training worker (on top of the file order, which is
     # shuffled every epoch): decorrelates neighbouring clips of a file without an all-to-all shuffle.
     shuffle_buffer_clips: int = 256
+    # Share of the samples (clip rows) that may be skipped because their file or row cannot be read or decoded
+    # before a job stops with an error (jobs/data_errors.py). At corpus scale a few bad files or rows are certain
+    # (partial copies, interrupted writes) and must not stop a day of training; 1% is far above that and still
+    # low enough that a systematically broken corpus (a wrong directory, a schema change) stops the job at once.
+    max_skipped_fraction: float = 0.01
 
     def __post_init__(self):
         if self.clips_per_batch < 1:
@@ -156,6 +161,8 @@ class DataConfig:
             raise ValueError(f"consistency_scope must be one of {CONSISTENCY_SCOPES}, got {self.consistency_scope!r}")
         if self.shuffle_buffer_clips < 0:
             raise ValueError(f"shuffle_buffer_clips must be >= 0, got {self.shuffle_buffer_clips}")
+        if not 0 <= self.max_skipped_fraction <= 1:
+            raise ValueError(f"max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}")
 
     @property
     def batch_size(self) -> int:

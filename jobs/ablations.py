@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 import pyarrow.fs
 
 from jobs import tracking
-from jobs.data import DataError, clip_files, parse_source
+from jobs.data import DataError, parse_source, training_corpus
 from jobs.train import (DEFAULT_STORAGE, NAME_PATTERN, JobError, exit_code, load_job_config, read_run_file,
                         storage_path)
 from jobs.train import run as train
@@ -127,7 +127,7 @@ def run_variants(args, variants: dict[str, list[str]]) -> dict[str, int]:
         raise JobError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
     try:
         for source in args.data:
-            clip_files(parse_source(source)[0])
+            training_corpus(parse_source(source)[0])
     except (DataError, OSError) as error:
         raise JobError(str(error)) from None
     parent = parent_run(args)

@@ -7,8 +7,13 @@ One ingest path for a local run and a cluster run:
   -> iter_batches(clips_per_worker, local shuffle buffer, drop_last) in each training worker
   -> to_batch: (clips, F, ...) -> cest.step.Batch of clips * F frames, clip ids = position in the batch.
 A sample (a dataset row after the map) is one clip: its F frames travel together, so every batch holds
-whole clips with distinct clip ids and the pairing never sees a frame alone. Clips with fewer than F frames
-are skipped (and counted in the map's output as no row).
+whole clips with distinct clip ids and the pairing never sees a frame alone.
+
+Bad data (jobs/data_errors.py, the policy): the files are checked by their footers before any worker starts
+(`training_corpus`) and only readable ones are read; a row that cannot give a sample (frame counts that do not
+match, non-finite landmarks, fewer than F frames, a frame or mask that does not decode) gives none, and the map
+reports it (file from read_parquet's path column, segment key, reason) to the job's SkipList, held by a Ray actor
+(`start_skip_registry`) that names each skip once, keeps skipped.jsonl and says when the job must stop.
 
 Consistency scope "video" (Fig. 11): a sample is one source video (speaker_id/video_id), its F frames drawn
 uniformly from the union of all its segments. Bringing a video's segments together needs a hash partition
@@ -26,18 +31,20 @@ synthetic set mix at the stated rate however different their sizes.
 
 import itertools
 import os
-import posixpath
+import uuid
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
-import pyarrow.fs
 import pyarrow.parquet as pq
 import torch
 
 from cest.step import Batch
+from jobs.data_errors import (READ_ERRORS, WHOLE_FILE, Corpus, DataError, Skip, SkipList,  # noqa: F401 (DataError)
+                              row_problem, survey)
 from pipelines.inputs import resolve
-from pipelines.schema import CLIP_SCHEMA, SchemaError
+from pipelines.schema import SchemaError, decode_image
 
 FRAME_COLUMNS = ["frames_jpeg", "masks_png", "landmarks", "crop_size", "num_frames"]
 KEY_COLUMNS = ["segment_key", "speaker_id", "video_id"]
@@ -52,37 +59,12 @@ PARQUET_BIN_BYTES = 16 * 1024 * 1024
 SAMPLES_PER_EXECUTION = 512
 SMALL_CORPUS_FILES = 64
 MAX_DRAWS_PER_CLIP = 16
+SKIP_NAMESPACE = "cest"  # the Ray namespace of the jobs' SkipList actors
 
 
-class DataError(ValueError):
-    """The data location is unusable (reported as one line before any worker starts)."""
-
-
-def clip_files(data: str) -> tuple[pyarrow.fs.FileSystem, list[str]]:
-    """(filesystem, clip part files in it) of a preprocess output (local path or URI), schema checked."""
-    fs, root = resolve(data)
-    directory = posixpath.join(root, "clips")
-    if fs.get_file_info(directory).type != pyarrow.fs.FileType.Directory:
-        raise DataError(f"{data} holds no clips/ directory (the output of `make preprocess`)")
-    files = sorted(info.path for info in fs.get_file_info(pyarrow.fs.FileSelector(directory))
-                   if info.base_name.endswith(".parquet") and not info.base_name.startswith("."))
-    if not files:
-        raise DataError(f"{data}/clips holds no .parquet files")
-    schema = pq.read_schema(files[0], filesystem=fs)
-    for name in KEY_COLUMNS + FRAME_COLUMNS:
-        if name not in schema.names:
-            raise DataError(f"{files[0]}: not a clip file, column {name} is missing")
-        if schema.field(name).type != CLIP_SCHEMA.field(name).type:
-            raise DataError(f"{files[0]}: column {name} is {schema.field(name).type}, "
-                            f"expected {CLIP_SCHEMA.field(name).type}")
-    return fs, files
-
-
-def _decode(data: bytes, flags: int) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if image is None:
-        raise SchemaError("a frame or mask does not decode")
-    return image
+def training_corpus(data: str) -> Corpus:
+    """The clip files of a training source (local path or URI), checked by their footers in parallel."""
+    return survey(data, KEY_COLUMNS + FRAME_COLUMNS)
 
 
 def decode_frames(jpegs, pngs, landmarks: np.ndarray, crop_size: int, size: int) -> dict:
@@ -93,8 +75,8 @@ def decode_frames(jpegs, pngs, landmarks: np.ndarray, crop_size: int, size: int)
     interpolation = cv2.INTER_AREA if size < crop_size else cv2.INTER_LINEAR
     images, masks = [], []
     for jpeg, png in zip(jpegs, pngs):
-        image = _decode(jpeg, cv2.IMREAD_COLOR_RGB)
-        mask = _decode(png, cv2.IMREAD_GRAYSCALE)
+        image = decode_image(jpeg, cv2.IMREAD_COLOR_RGB)
+        mask = decode_image(png, cv2.IMREAD_GRAYSCALE)
         if size != crop_size:
             image = cv2.resize(image, (size, size), interpolation=interpolation)
             mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
@@ -114,103 +96,204 @@ def _stack_samples(samples: list[dict], frames: int, size: int) -> dict:
             else np.array([s[name] for s in samples], dtype=object) for name in samples[0]}
 
 
+def _row(rows: dict, i: int) -> dict:
+    """Row i of a numpy column batch, as a mapping of column names to values."""
+    return {name: values[i] for name, values in rows.items()}
+
+
+def _report(report, skips: list[Skip]) -> None:
+    if skips and report is not None:
+        report(skips)
+
+
 def draw_clip_frames(rows: dict, frames: int, size: int, exclude: frozenset = frozenset(), seed=None,
-                     draws: int = 1) -> dict:
-    """Ray Data map: clip rows (numpy batch of FRAME_COLUMNS + segment_key) -> `draws` samples per usable clip.
+                     draws: int = 1, report=None) -> dict:
+    """Ray Data map: clip rows (numpy batch of FRAME_COLUMNS + segment_key [+ path]) -> `draws` samples per
+    usable clip.
 
     Each sample holds F distinct frames of the clip drawn uniformly at random (fresh each call unless `seed`);
-    clips with fewer than F frames, or whose segment_key is in `exclude` (held apart), give no sample."""
+    clips whose segment_key is in `exclude` (held apart) give no sample, nor do rows that cannot give one
+    (jobs.data_errors.row_problem, or a chosen frame that does not decode): those go to `report(skips)`."""
     rng = np.random.default_rng(seed)
-    samples = []
-    for i, key in enumerate(rows["segment_key"]):
-        count = int(rows["num_frames"][i])
-        if count < frames or key in exclude:
-            continue
-        for _ in range(draws):
-            samples.append(_draw_one(rows, i, key, count, frames, size, rng))
-    return _stack_samples(samples, frames, size)
-
-
-def _draw_one(rows: dict, i: int, key: str, count: int, frames: int, size: int, rng) -> dict:
-    chosen = np.sort(rng.choice(count, frames, replace=False))
-    landmarks = np.asarray(rows["landmarks"][i], np.float32).reshape(count, 68, 2)[chosen]
-    sample = decode_frames([rows["frames_jpeg"][i][c] for c in chosen], [rows["masks_png"][i][c] for c in chosen],
-                           landmarks, int(rows["crop_size"][i]), size)
-    return sample | {"sample_key": key}
-
-
-def cut_to_candidates(rows: dict, frames: int, exclude: frozenset = frozenset(), seed=None) -> dict:
-    """Ray Data map (video scope): each segment -> at most F of its frames at random, still compressed,
-    with its frame count, so that the video's frames can be drawn uniformly after grouping."""
-    rng = np.random.default_rng(seed)
-    out = {name: [] for name in ("video_key", "num_frames", "crop_size", "frames_jpeg", "masks_png", "landmarks")}
+    samples, skips = [], []
     for i, key in enumerate(rows["segment_key"]):
         if key in exclude:
             continue
-        count = int(rows["num_frames"][i])
+        row = _row(rows, i)
+        problem = row_problem(row, frames)
+        if problem is None:
+            try:
+                drawn = [_draw_one(row, frames, size, rng) for _ in range(draws)]
+            except SchemaError as error:
+                problem = str(error)
+        if problem is None:
+            samples += drawn
+        else:
+            skips.append(Skip(str(row.get("path", "")), key, problem))
+    _report(report, skips)
+    return _stack_samples(samples, frames, size)
+
+
+def _draw_one(row: dict, frames: int, size: int, rng) -> dict:
+    count = int(row["num_frames"])
+    chosen = np.sort(rng.choice(count, frames, replace=False))
+    landmarks = np.asarray(row["landmarks"], np.float32).reshape(count, 68, 2)[chosen]
+    sample = decode_frames([row["frames_jpeg"][c] for c in chosen], [row["masks_png"][c] for c in chosen],
+                           landmarks, int(row["crop_size"]), size)
+    return sample | {"sample_key": row["segment_key"]}
+
+
+def cut_to_candidates(rows: dict, frames: int, exclude: frozenset = frozenset(), seed=None, report=None) -> dict:
+    """Ray Data map (video scope): each segment -> at most F of its frames at random, still compressed,
+    with its frame count, so that the video's frames can be drawn uniformly after grouping. Rows that
+    cannot give frames (jobs.data_errors.row_problem) go to `report(skips)`."""
+    rng = np.random.default_rng(seed)
+    names = ("video_key", "file", "segment_key", "num_frames", "crop_size", "frames_jpeg", "masks_png", "landmarks")
+    out = {name: [] for name in names}
+    skips = []
+    for i, key in enumerate(rows["segment_key"]):
+        if key in exclude:
+            continue
+        row = _row(rows, i)
+        problem = row_problem(row)
+        if problem is not None:
+            skips.append(Skip(str(row.get("path", "")), key, problem))
+            continue
+        count = int(row["num_frames"])
         chosen = rng.permutation(count)[:frames]
-        out["video_key"].append(f"{rows['speaker_id'][i]}/{rows['video_id'][i]}")
+        out["video_key"].append(f"{row['speaker_id']}/{row['video_id']}")
+        out["file"].append(str(row.get("path", "")))
+        out["segment_key"].append(key)
         out["num_frames"].append(count)
-        out["crop_size"].append(int(rows["crop_size"][i]))
-        out["frames_jpeg"].append([rows["frames_jpeg"][i][c] for c in chosen])
-        out["masks_png"].append([rows["masks_png"][i][c] for c in chosen])
-        out["landmarks"].append(np.asarray(rows["landmarks"][i], np.float32).reshape(count, 68, 2)[chosen].ravel())
+        out["crop_size"].append(int(row["crop_size"]))
+        out["frames_jpeg"].append([row["frames_jpeg"][c] for c in chosen])
+        out["masks_png"].append([row["masks_png"][c] for c in chosen])
+        out["landmarks"].append(np.asarray(row["landmarks"], np.float32).reshape(count, 68, 2)[chosen].ravel())
+    _report(report, skips)
     return {name: np.array(values, dtype=object) if name not in ("num_frames", "crop_size") else np.array(values)
             for name, values in out.items()}
 
 
-def draw_video_frames(group: dict, frames: int, size: int, seed=None) -> dict:
+def draw_video_frames(group: dict, frames: int, size: int, seed=None, report=None) -> dict:
     """Ray Data map_groups (video scope): the candidates of one video's segments -> one sample of F frames
     uniform over the union of the video's frames (hypergeometric counts per segment; each segment's random
-    candidates make any k of them a uniform k-subset). Videos with fewer than F frames give no sample."""
+    candidates make any k of them a uniform k-subset). A video with fewer than F frames, or with a chosen
+    frame that does not decode, gives no sample and goes to `report(skips)`."""
     rng = np.random.default_rng(seed)
     counts = np.asarray(group["num_frames"], int)
     if counts.sum() < frames:
+        _report(report, [Skip(group["file"][0], group["video_key"][0],
+                              f"{counts.sum()} frames in the video, fewer than the {frames} a sample needs")])
         return _stack_samples([], frames, size)
     per_segment = np.bincount(np.repeat(np.arange(len(counts)), counts)[rng.choice(counts.sum(), frames, replace=False)],
                               minlength=len(counts))
-    jpegs, pngs, landmarks = [], [], []
+    parts = []
     for s, take in enumerate(per_segment):
-        jpegs += list(group["frames_jpeg"][s][:take])
-        pngs += list(group["masks_png"][s][:take])
-        landmarks.append(np.asarray(group["landmarks"][s], np.float32).reshape(-1, 68, 2)[:take])
-    sample = decode_frames(jpegs, pngs, np.concatenate(landmarks), int(group["crop_size"][0]), size)
+        if not take:
+            continue
+        landmarks = np.asarray(group["landmarks"][s], np.float32).reshape(-1, 68, 2)[:take]
+        try:
+            parts.append(decode_frames(list(group["frames_jpeg"][s][:take]), list(group["masks_png"][s][:take]),
+                                       landmarks, int(group["crop_size"][s]), size))
+        except SchemaError as error:
+            _report(report, [Skip(group["file"][s], group["segment_key"][s], str(error))])
+            return _stack_samples([], frames, size)
+    sample = {name: np.concatenate([part[name] for part in parts]) for name in ("images", "masks", "landmarks")}
     return _stack_samples([sample | {"sample_key": group["video_key"][0]}], frames, size)
 
 
-def draws_per_clip(fs, files: list[str], minimum_samples: int = SAMPLES_PER_EXECUTION) -> int:
+def draws_per_clip(corpus: Corpus, minimum_samples: int = SAMPLES_PER_EXECUTION) -> int:
     """Samples each clip row gives per pass (row counts from the Parquet footers of a small corpus)."""
-    if len(files) > SMALL_CORPUS_FILES or minimum_samples <= 0:
+    if len(corpus.files) > SMALL_CORPUS_FILES or minimum_samples <= 0:
         return 1
-    rows = sum(pq.read_metadata(file, filesystem=fs).num_rows for file in files)
+    rows = sum(corpus.rows.values())
     return min(MAX_DRAWS_PER_CLIP, max(1, -(-minimum_samples // max(rows, 1))))
 
 
-def training_dataset(data: str, frames: int, size: int, scope: str = "clip", exclude=(), seed: int | None = None,
-                     minimum_samples: int = SAMPLES_PER_EXECUTION):
-    """The Ray Dataset of training samples (see the module doc). Lazy: nothing runs until iterated.
+def training_dataset(corpus: Corpus | str, frames: int, size: int, scope: str = "clip", exclude=(),
+                     seed: int | None = None, minimum_samples: int = SAMPLES_PER_EXECUTION, report=None):
+    """The Ray Dataset of training samples (see the module doc) of a corpus's readable files (or of a data
+    location, surveyed here). Lazy: nothing runs until iterated. Rows that give no sample go to `report(skips)`
+    (a SkipReporter in a job).
 
     In a small corpus each clip gives `draws_per_clip` samples per pass (clip scope), each with its own frames;
     the workers' local shuffle buffers spread them over batches."""
     import ray.data
     from ray.data import FileShuffleConfig
 
-    fs, files = clip_files(data)
+    corpus = corpus if isinstance(corpus, Corpus) else training_corpus(corpus)
     exclude = frozenset(exclude)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the job prints its own progress lines
     os.environ.setdefault("RAY_DATA_PARQUET_BIN_PACKING_BYTES", str(PARQUET_BIN_BYTES))
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=True) if seed is not None else "files"
-    rows = ray.data.read_parquet(files, filesystem=fs, shuffle=shuffle).select_columns(KEY_COLUMNS + FRAME_COLUMNS)
+    # include_paths: the map names a bad row's file.
+    rows = ray.data.read_parquet(corpus.files, filesystem=corpus.fs, shuffle=shuffle, include_paths=True)
+    rows = rows.select_columns(KEY_COLUMNS + FRAME_COLUMNS + ["path"])
     if scope == "clip":
         return rows.map_batches(draw_clip_frames, batch_size=8, batch_format="numpy",
                                 fn_kwargs={"frames": frames, "size": size, "exclude": exclude,
-                                           "draws": draws_per_clip(fs, files, minimum_samples)})
+                                           "draws": draws_per_clip(corpus, minimum_samples), "report": report})
     if scope == "video":
         candidates = rows.map_batches(cut_to_candidates, batch_size=8, batch_format="numpy",
-                                      fn_kwargs={"frames": frames, "exclude": exclude})
+                                      fn_kwargs={"frames": frames, "exclude": exclude, "report": report})
         return candidates.groupby("video_key").map_groups(draw_video_frames, batch_format="numpy",
-                                                          fn_kwargs={"frames": frames, "size": size})
+                                                          fn_kwargs={"frames": frames, "size": size, "report": report})
     raise ValueError(f"unknown consistency scope {scope!r}")
+
+
+class SkipRegistry:
+    """The job's SkipList in a Ray actor (named, num_cpus 0), so that every map task and rank 0 reach it."""
+
+    def __init__(self, skips: SkipList):
+        self.skips = skips
+
+    def add(self, skips: list[Skip]) -> int:
+        return self.skips.add(skips)
+
+    def status(self) -> tuple[int, bool]:
+        return self.skips.status()
+
+    def verdict(self) -> str | None:
+        self.skips.flush()
+        return self.skips.verdict()
+
+
+def start_skip_registry(skips: SkipList):
+    """Start the actor holding `skips` (its state from now on); returns (its name, for the tasks and workers, and
+    its handle, which the caller keeps while the job runs: Ray ends an actor whose handles are all gone)."""
+    import ray
+
+    name = f"skips-{uuid.uuid4().hex[:12]}"
+    return name, ray.remote(SkipRegistry).options(name=name, namespace=SKIP_NAMESPACE, num_cpus=0).remote(skips)
+
+
+def skip_registry(name: str):
+    import ray
+
+    return ray.get_actor(name, namespace=SKIP_NAMESPACE)
+
+
+class SkipReporter:
+    """`report` of the map functions in a job: sends a task's skips to the job's SkipRegistry (picklable: it
+    holds the actor's name). Waits for the actor, so that a pass's skips are all counted when its last
+    sample arrives."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, skips: list[Skip]) -> None:
+        import ray
+
+        ray.get(skip_registry(self.name).add.remote(skips))
+
+
+def skip_status(name: str | None) -> tuple[int, bool]:
+    """(skipped samples so far, whether the job must stop) from the job's SkipRegistry."""
+    if name is None:
+        return 0, False
+    import ray
+
+    return ray.get(skip_registry(name).status.remote())
 
 
 def parse_source(text: str) -> tuple[str, float]:
@@ -302,31 +385,52 @@ def to_batch(samples: dict, device: torch.device | str = "cpu") -> Batch:
     return Batch(images, masks, tensor("landmarks").float(), clip_ids)
 
 
-def read_frames(data: str, keys: list[str], size: int) -> dict:
-    """The middle frame of each named segment, decoded at `size` (for held-apart image grids):
-    images (K, size, size, 3), masks (K, size, size), landmarks (K, 68, 2), in the order of `keys`."""
-    fs, files = clip_files(data)
+def read_frames(data: str, holdout: list, size: int) -> dict:
+    """The middle frame of each held-apart row ([file, segment key] pairs of `holdout_rows`), decoded at `size`
+    (for image grids): images (K, size, size, 3), masks (K, size, size), landmarks (K, 68, 2), in their order."""
+    fs, _ = resolve(data)
+    keys_by_file = defaultdict(list)
+    for file, key in holdout:
+        keys_by_file[file].append(key)
     found = {}
-    for file in files:
+    for file, keys in keys_by_file.items():
         table = pq.read_table(file, filesystem=fs, columns=["segment_key"] + FRAME_COLUMNS,
                               filters=[("segment_key", "in", keys)])
         for row in table.to_pylist():
-            middle = row["num_frames"] // 2
-            landmarks = np.asarray(row["landmarks"], np.float32).reshape(-1, 68, 2)[middle:middle + 1]
-            found[row["segment_key"]] = decode_frames([row["frames_jpeg"][middle]], [row["masks_png"][middle]],
-                                                      landmarks, row["crop_size"], size)
-        if len(found) == len(keys):
-            break
-    return {name: np.concatenate([found[k][name] for k in keys]) for name in ("images", "masks", "landmarks")}
+            found[row["segment_key"]] = _middle_frame(row, size)
+    return {name: np.concatenate([found[key][name] for _, key in holdout]) for name in ("images", "masks", "landmarks")}
 
 
-def holdout_keys(data: str, count: int) -> list[str]:
-    """`count` segment keys held apart from training: the first in key order of the first clip files
-    (deterministic; only the key column of as many files as needed is read)."""
-    fs, files = clip_files(data)
-    keys = []
-    for file in files:
-        if len(keys) >= count:
+def _middle_frame(row: dict, size: int) -> dict:
+    middle = row["num_frames"] // 2
+    landmarks = np.asarray(row["landmarks"], np.float32).reshape(-1, 68, 2)[middle:middle + 1]
+    return decode_frames([row["frames_jpeg"][middle]], [row["masks_png"][middle]], landmarks, row["crop_size"], size)
+
+
+def holdout_rows(corpus: Corpus, count: int, skips: SkipList) -> list[list[str]]:
+    """`count` rows held apart from training for image grids, as [file, segment key]: the first readable rows in
+    key order of the first readable clip files (deterministic). A row that cannot be read is skipped into
+    `skips` (training would skip it too) and the next one is taken."""
+    chosen = []
+    for file in corpus.files:
+        if len(chosen) >= count:
             break
-        keys += sorted(pq.read_table(file, filesystem=fs, columns=["segment_key"]).column(0).to_pylist())
-    return keys[:count]
+        try:
+            table = pq.read_table(file, filesystem=corpus.fs, columns=["segment_key"] + FRAME_COLUMNS)
+        except READ_ERRORS as error:
+            skips.add([Skip(file, WHOLE_FILE, f"unreadable ({error})", corpus.rows[file])])
+            continue
+        for row in sorted(table.to_pylist(), key=lambda row: row["segment_key"]):
+            if len(chosen) >= count:
+                break
+            problem = row_problem(row)
+            if problem is None:
+                try:
+                    _middle_frame(row, 32)
+                except SchemaError as error:
+                    problem = str(error)
+            if problem is None:
+                chosen.append([file, row["segment_key"]])
+            else:
+                skips.add([Skip(file, row["segment_key"], problem)])
+    return chosen

@@ -20,6 +20,9 @@ oracle crops (`cest.eval.dense`: the paper's per-vertex metric after ICP, its re
 truth's keypoint self-test stated in metrics.json).
 Photometric error (App. B.5): MAE (0-255) between each crop and its overlay, inside the rendered face and
 over the crop, for a folder of photos (detected crops) or a preprocess output's clip frames (its own crops).
+With --clips, clip files and rows that cannot be read are skipped, named and listed in OUTPUT/skipped.jsonl
+(jobs/data_errors.py); the job fails with one error line only when nothing is readable or more than
+--max-skipped-fraction (default data.max_skipped_fraction) of the rows are skipped.
 
 Outputs in --output: metrics.json (per model), comparison.md (a table of the models), ced_oracle.png and
 ced_detected.png (cumulative error curves of the 68-point NME), LABEL_grid.png (per model: input, overlay,
@@ -126,12 +129,13 @@ def prepare_photo(item: dict) -> dict:
                 "photo_found": False}
 
 
-def clip_frame_rows(output_dir: Path) -> list[dict]:
-    """Every frame of a preprocess output as a prepared photometric row (the pipeline's own 224 crops)."""
+def clip_frame_rows(output_dir: Path, skips=None) -> list[dict]:
+    """Every frame of a preprocess output as a prepared photometric row (the pipeline's own 224 crops); files and
+    rows that cannot be read are skipped into `skips` (a jobs.data_errors.SkipList; DataError when too many)."""
     from jobs.frames import read_clip_rows
 
     rows = []
-    for clip in read_clip_rows(output_dir):
+    for clip in read_clip_rows(output_dir, skips):
         for index, frame in enumerate(clip["frames"]):
             if frame.shape[:2] != (CROP_SIZE, CROP_SIZE):
                 frame = cv2.resize(frame, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
@@ -320,8 +324,6 @@ def qualitative_grid(path: Path, checkpoint: Path, crops: np.ndarray) -> None:
 def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str:
     """Metrics (prefixed "eval.") and files (artifact folder "eval") into the candidate's run; a new run for
     a bare checkpoint. Returns the run id."""
-    import mlflow
-
     from jobs.runs import client
     from jobs.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, experiment_id, tracking_uri
 
@@ -366,7 +368,11 @@ def link_to_training_run(mlflow_client, evaluation_run: str, checkpoint: Path) -
 
 def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = None, images: Path | None = None,
              clips: Path | None = None, use_ray: bool = False, batch_size: int = 16, mlflow: bool = True,
-             limit: int = 0, bfm_dir: Path | None = None, shape: ShapeInputs | None = None) -> dict:
+             limit: int = 0, bfm_dir: Path | None = None, shape: ShapeInputs | None = None,
+             max_skipped_fraction: float | None = None) -> dict:
+    from cest.config import DataConfig
+    from jobs.data_errors import SKIP_FILE, SkipList
+
     output.mkdir(parents=True, exist_ok=True)
     shape = shape or ShapeInputs()
     has_shape = shape.check(limit)  # every folder's layout before any model runs
@@ -376,7 +382,8 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
     if images:
         datasets.append((photo_items(images), prepare_photo))
     if clips:
-        datasets.append((clip_frame_rows(clips), None))
+        bound = DataConfig().max_skipped_fraction if max_skipped_fraction is None else max_skipped_fraction
+        datasets.append((clip_frame_rows(clips, SkipList(str(output / SKIP_FILE), bound)), None))
     if not datasets and not has_shape:
         raise ReconstructError("nothing to evaluate on: give --aflw2000, --images, --clips, --micc, --now or --realy")
     datasets = [(items[:limit] if limit else items, prepare) for items, prepare in datasets]
@@ -468,12 +475,16 @@ def main(argv=None) -> int:
     parser.add_argument("--realy", type=Path, help="a folder of REALY's images: meshes for submission")
     parser.add_argument("--realy-template", type=Path, help="a REALY template .obj with its 85-keypoint .txt "
                         "beside it (REALY/data/HIFI3D.obj): writes the SFM's keypoint file")
+    parser.add_argument("--max-skipped-fraction", type=float, help="--clips: share of clip rows that may be skipped "
+                        "as unreadable before the job stops (default: data.max_skipped_fraction of cest/config.py); "
+                        "skips are listed in OUTPUT/skipped.jsonl")
     parser.add_argument("--output", type=Path, default=Path("eval"))
     parser.add_argument("--ray", action="store_true", help="score with Ray Data batch inference (ray.init())")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=0, help="at most this many images per data set (0: all)")
     parser.add_argument("--no-mlflow", action="store_true", help="write files only")
     args = parser.parse_args(argv)
+    from jobs.data_errors import DataError
     from jobs.runs import RunError
 
     try:
@@ -484,12 +495,12 @@ def main(argv=None) -> int:
             ray.init()
         try:
             shape = ShapeInputs(args.micc, args.now, args.realy, args.realy_template, args.micc_frames)
-            results = evaluate(candidates, args.output, args.aflw2000, args.images, args.clips, args.ray,
-                               args.batch_size, not args.no_mlflow, args.limit, args.bfm_dir, shape)
+            evaluate(candidates, args.output, args.aflw2000, args.images, args.clips, args.ray,
+                     args.batch_size, not args.no_mlflow, args.limit, args.bfm_dir, shape, args.max_skipped_fraction)
         finally:
             if args.ray:
                 ray.shutdown()
-    except (ReconstructError, CheckpointError, RunError, FileNotFoundError, DatasetError) as error:
+    except (ReconstructError, CheckpointError, RunError, FileNotFoundError, DatasetError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print((args.output / "comparison.md").read_text())

@@ -1,9 +1,10 @@
 """Clip rows of a preprocess output held in memory: evaluation and small experiments read frames this way.
 
-`read_clip_rows` yields every clip segment written by the pipeline (validated against `pipelines.schema`);
-`frames_from_rows` keeps up to `frames_per_clip` evenly spaced frames of each, resized with their masks and
-landmarks, as a `cest.train_local.FrameSet` (each segment its own clip id). Training reads the same Parquet
-through Ray Data instead (jobs/data.py), drawing random frames every epoch.
+`read_clip_rows` yields every readable clip segment written by the pipeline (`pipelines.schema`), files and rows
+that cannot be read skipped by the data-error policy (jobs/data_errors.py); `frames_from_rows` keeps up to
+`frames_per_clip` evenly spaced frames of each, resized with their masks and landmarks, as a
+`cest.train_local.FrameSet` (each segment its own clip id). Training reads the same Parquet through Ray Data
+instead (jobs/data.py), drawing random frames every epoch.
 """
 
 from collections.abc import Iterable, Iterator
@@ -11,21 +12,36 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import torch
 
+from cest.config import DataConfig
 from cest.train_local import FrameSet
-from pipelines.schema import decode_clip_row, validate_table
+from jobs.data_errors import READ_ERRORS, WHOLE_FILE, Skip, SkipList, decode_or_skip, survey
+from pipelines.schema import CLIP_SCHEMA
 
 
-def read_clip_rows(output_dir: str | Path) -> Iterator[dict]:
-    """Decoded rows (see `pipelines.schema.decode_clip_row`) of every clip file of a preprocess output."""
-    dataset = ds.dataset(str(Path(output_dir) / "clips"), format="parquet")
-    for fragment in dataset.get_fragments():
-        table = fragment.to_table()
-        validate_table(table)
+def read_clip_rows(output_dir: str | Path, skips: SkipList | None = None) -> Iterator[dict]:
+    """Decoded rows (see `pipelines.schema.decode_clip_row`) of every readable clip file of a preprocess output.
+
+    Files and rows that cannot be read are skipped into `skips` (default: named in warning lines only, bound
+    data.max_skipped_fraction's default); after the last row, DataError when too many were."""
+    skips = skips if skips is not None else SkipList(None, DataConfig().max_skipped_fraction)
+    corpus = survey(str(output_dir), CLIP_SCHEMA.names)
+    skips.track(corpus)
+    for file in corpus.files:
+        try:
+            table = pq.read_table(file, filesystem=corpus.fs)
+        except READ_ERRORS as error:
+            skips.add([Skip(file, WHOLE_FILE, f"unreadable ({error})", corpus.rows[file])])
+            continue
         for row in table.to_pylist():
-            yield decode_clip_row(row)
+            decoded, skip = decode_or_skip(row, file)
+            if skip is not None:
+                skips.add([skip])
+                continue
+            yield decoded
+    skips.enforce()
 
 
 def evenly_spaced(count: int, keep: int) -> np.ndarray:

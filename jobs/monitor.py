@@ -1,8 +1,9 @@
 """What rank 0 shows and records while training: progress lines and MLflow metrics, image grids, system metrics.
 
 Every `train.log_every` steps: a progress line (step/total, images/s, share of time waiting for data, peak GPU
-memory when on a GPU, ETA, the loss terms averaged over the window) and the same numbers as MLflow metrics by
-step. Every `train.image_every` steps (and at the last step): the held-apart frames through the model in eval mode, as
+memory when on a GPU, samples skipped as unreadable so far when any, ETA, the loss terms averaged over the
+window) and the same numbers as MLflow metrics by step (data/skipped_samples always: cumulative, the job's
+skip list's count, jobs/data_errors.py). Every `train.image_every` steps (and at the last step): the held-apart frames through the model in eval mode, as
 an image grid (input | overlay | reflectance | illuminated texture | shading | normals, cest.visualize)
 logged with key "holdout" and the step, so the MLflow UI's slider shows training progress, plus the
 degeneracy measures (shading std, reflectance-texture correlation; cest.losses.degeneracy_measures), and, when
@@ -38,20 +39,23 @@ class Monitor:
         self.window = defaultdict(float)
         self.window_counts = defaultdict(int)  # per term: the landmark warm-up's steps have fewer terms
         self.window_steps, self.window_seconds, self.window_data_seconds = 0, 0.0, 0.0
+        self.skipped_samples = 0
         self.last = time.perf_counter()
         mlflow.set_tracking_uri(job.tracking_uri)
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_SECONDS)
         mlflow.start_run(run_id=job.mlflow_run_id, log_system_metrics=True)
         self.holdout = None
-        if job.holdout_keys:
-            frames = read_frames(job.data[0][0], job.holdout_keys, config.model.image_size)  # the first source's
+        if job.holdout:
+            frames = read_frames(job.data[0][0], job.holdout, config.model.image_size)  # the first source's
             samples = {name: value[:, None] for name, value in frames.items()}
             self.holdout = to_batch(samples)
         self.synthetic_test = job.synthetic_test
         print(f"rank 0: {world_size} worker(s), {self.images_per_step} images per step, "
-              f"{len(job.holdout_keys)} held-apart clips for image grids", flush=True)
+              f"{len(job.holdout)} held-apart clips for image grids", flush=True)
 
-    def step_done(self, step: int, terms: dict, data_seconds: float, model) -> None:
+    def step_done(self, step: int, terms: dict, data_seconds: float, model, skipped_samples: int = 0) -> None:
+        """One training step done; `skipped_samples`: the job's count of unreadable samples so far."""
+        self.skipped_samples = skipped_samples
         now = time.perf_counter()
         self.window_seconds += now - self.last
         self.window_data_seconds += data_seconds
@@ -68,18 +72,19 @@ class Monitor:
 
     def _log_window(self, step: int) -> None:
         steps, seconds = self.window_steps, max(self.window_seconds, 1e-9)
-        metrics = {name: value / self.window_counts[name] for name, value in self.window.items()}
+        terms = {name: value / self.window_counts[name] for name, value in self.window.items()}
+        metrics = dict(terms)
         metrics["images_per_second"] = steps * self.images_per_step / seconds
         metrics["data_wait_share"] = self.window_data_seconds / seconds
-        gpu = ""
+        metrics["data/skipped_samples"] = self.skipped_samples
+        extra = f" | skipped {self.skipped_samples} unreadable samples" if self.skipped_samples else ""
         if torch.cuda.is_initialized():  # this rank trains on a GPU: the most its tensors have held so far
             metrics["gpu_peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            gpu = f" | peak GPU memory {metrics['gpu_peak_memory_gib']:.1f} GiB"
+            extra = f" | peak GPU memory {metrics['gpu_peak_memory_gib']:.1f} GiB" + extra
         eta = (self.total - step) * seconds / steps
-        terms = " ".join(f"{name} {value:.4g}" for name, value in metrics.items()
-                         if name not in ("images_per_second", "data_wait_share", "gpu_peak_memory_gib"))
         print(f"step {step}/{self.total} | {metrics['images_per_second']:.1f} img/s | data wait "
-              f"{100 * metrics['data_wait_share']:.0f}%{gpu} | ETA {_duration(eta)} | {terms}", flush=True)
+              f"{100 * metrics['data_wait_share']:.0f}%{extra} | ETA {_duration(eta)} | "
+              + " ".join(f"{name} {value:.4g}" for name, value in terms.items()), flush=True)
         mlflow.log_metrics(metrics, step=step)
         self.window.clear()
         self.window_counts.clear()

@@ -10,6 +10,9 @@ Output: Parquet files in --output, one row per frame: source, segment_key, frame
 alpha_identity, alpha_expression, sh (9), landmarks_source (68 x 2, source pixels), source_to_model_input (2 x 3).
 Frames are cropped in Ray tasks and the model runs in actors (`map_batches` with a class; one GPU each when
 the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray.
+Clip files and rows that cannot be read or decoded are skipped, named once each and listed in
+OUTPUT/_skipped.jsonl (jobs/data_errors.py; the "_" keeps Parquet readers of OUTPUT from taking it for data); the job fails with one error line when nothing is readable or more
+than --max-skipped-fraction of the rows were skipped.
 """
 
 import argparse
@@ -36,11 +39,16 @@ def video_frames(item: dict) -> list[dict]:
             for crop, matrix, index in zip(crops.crops, crops.matrices, crops.frame_indices)]
 
 
-def clip_frames(row: dict) -> list[dict]:
-    """Frame rows of one preprocess clip row (frames_jpeg, crop_transforms: source -> crop)."""
-    from pipelines.schema import decode_clip_row
+def clip_frames(row: dict, report=None) -> list[dict]:
+    """Frame rows of one preprocess clip row (frames_jpeg, crop_transforms: source -> crop); none for a row that
+    cannot be read, which goes to `report([skip])` (jobs.data.SkipReporter in the job)."""
+    from jobs.data_errors import decode_or_skip
 
-    clip = decode_clip_row(row)
+    clip, skip = decode_or_skip(row, str(row.get("path", "")))
+    if skip is not None:
+        if report is not None:
+            report([skip])
+        return []
     transforms = np.asarray(clip["crop_transforms"], np.float32).reshape(-1, 2, 3)
     return [{"source": clip["source_path"], "segment_key": clip["segment_key"], "frame_index": int(index),
              "crop": frame, "source_to_crop": matrix}
@@ -68,25 +76,59 @@ class Annotator:
                 "source_to_model_input": to_model.reshape(len(to_model), -1).astype(np.float32)}
 
 
-def annotate(source: Path, output: Path, checkpoint: Path, batch_size: int = 32, max_frames: int = 0) -> int:
-    """Run the annotation job; returns the number of frames written."""
+def annotate(source: Path, output: Path, checkpoint: Path, batch_size: int = 32, max_frames: int = 0,
+             max_skipped_fraction: float | None = None) -> int:
+    """Run the annotation job; returns the number of frames written. DataError when too many clip rows of a
+    preprocess output could not be read (the skips are in OUTPUT/_skipped.jsonl)."""
     import ray
 
     if (source / "clips").is_dir():
-        frames = ray.data.read_parquet(str(source / "clips")).flat_map(clip_frames)
-    elif source.is_dir():
+        return annotate_clips(source, output, checkpoint, batch_size, max_skipped_fraction)
+    if source.is_dir():
         videos = [{"path": str(p), "max_frames": max_frames} for p in sorted(source.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES]
         if not videos:
             raise ReconstructError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) and no clips/ under {source}")
-        frames = ray.data.from_items(videos).flat_map(video_frames)
-    else:
-        raise ReconstructError(f"{source} is neither a preprocess output nor a folder of videos")
+        write_annotations(ray.data.from_items(videos).flat_map(video_frames), output, checkpoint, batch_size)
+        return ray.data.read_parquet(str(output)).count()
+    raise ReconstructError(f"{source} is neither a preprocess output nor a folder of videos")
+
+
+def annotate_clips(source: Path, output: Path, checkpoint: Path, batch_size: int,
+                   max_skipped_fraction: float | None) -> int:
+    """--annotate of a preprocess output: its readable files (footers checked first), bad rows skipped."""
+    import ray
+
+    from cest.config import DataConfig
+    from jobs.data import SkipReporter, start_skip_registry
+    from jobs.data_errors import SKIP_FILE, DataError, SkipList, survey
+    from pipelines.schema import CLIP_SCHEMA
+
+    bound = DataConfig().max_skipped_fraction if max_skipped_fraction is None else max_skipped_fraction
+    skips = SkipList(str(output / f"_{SKIP_FILE}"), bound)  # pyarrow and pandas skip "_" files of a dataset
+    corpus = survey(str(source), CLIP_SCHEMA.names)
+    skips.track(corpus)
+    registry, handle = start_skip_registry(skips)
+    try:
+        rows = ray.data.read_parquet(corpus.files, filesystem=corpus.fs, include_paths=True)
+        write_annotations(rows.flat_map(clip_frames, fn_kwargs={"report": SkipReporter(registry)}), output,
+                          checkpoint, batch_size)
+        verdict = ray.get(handle.verdict.remote())
+    finally:
+        ray.kill(handle)
+    if verdict is not None:
+        raise DataError(verdict)
+    return ray.data.read_parquet(str(output)).count()
+
+
+def write_annotations(frames, output: Path, checkpoint: Path, batch_size: int) -> None:
+    """Frame rows (a Ray Dataset) -> parameter rows written to `output` as Parquet."""
+    import ray
+
     gpus = int(ray.cluster_resources().get("GPU", 0))
     annotated = frames.map_batches(Annotator, fn_constructor_kwargs={"checkpoint": str(checkpoint)},
                                    batch_size=batch_size, batch_format="numpy", concurrency=max(1, gpus),
                                    num_gpus=1 if gpus else 0)
     annotated.write_parquet(str(output))
-    return ray.data.read_parquet(str(output)).count()
 
 
 def main(argv=None) -> int:
@@ -101,19 +143,23 @@ def main(argv=None) -> int:
     model.add_argument("--checkpoint", type=Path)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-frames", type=int, default=0, help="videos: at most this many frames each (0: all)")
+    parser.add_argument("--max-skipped-fraction", type=float, help="share of clip rows that may be skipped as "
+                        "unreadable before the job stops (default: data.max_skipped_fraction of cest/config.py)")
     args = parser.parse_args(argv)
     import ray
 
+    from jobs.data_errors import DataError
     from jobs.runs import RunError, download_checkpoint
 
     try:
         checkpoint = args.checkpoint or download_checkpoint(args.run_id)
         ray.init()
         try:
-            count = annotate(args.annotate, args.output, checkpoint, args.batch_size, args.max_frames)
+            count = annotate(args.annotate, args.output, checkpoint, args.batch_size, args.max_frames,
+                             args.max_skipped_fraction)
         finally:
             ray.shutdown()
-    except (ReconstructError, RunError) as error:
+    except (ReconstructError, RunError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"annotated {count} frames -> {args.output}")

@@ -15,6 +15,12 @@ MLflow (jobs/tracking.py): the driver opens one run per training run before any 
 its id in STORAGE/NAME/run.json, so restarts and resumes continue that run; rank 0 logs the loss terms,
 images/s, the share of time spent waiting for data, the degeneracy measures, image grids of held-apart
 frames and system metrics; the driver logs the resolved config and the final checkpoint.
+
+Bad data (jobs/data_errors.py): clip files that fail their footer checks are skipped before any worker starts
+(one error line instead when they alone pass data.max_skipped_fraction, or when nothing is readable); rows that
+cannot give a sample are skipped by the ingest. Every skip is named once and listed in STORAGE/NAME/skipped.jsonl
+by the job's SkipList (a Ray actor); rank 0 reads its count every train.log_every steps (data/skipped_samples)
+and, when the share passes the bound, every rank stops and the job ends with one error line (exit status 2).
 """
 
 import argparse
@@ -40,8 +46,9 @@ import pyarrow.fs
 from cest.checkpoint import META_NAME
 from cest.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from jobs import tracking
-from jobs.data import (DataError, clip_files, holdout_keys, mixed_batches, OverlappedPasses, parse_source, to_batch,
-                       training_dataset)
+from jobs.data import (DataError, OverlappedPasses, SkipReporter, holdout_rows, mixed_batches, parse_source,
+                       skip_status, start_skip_registry, to_batch, training_corpus, training_dataset)
+from jobs.data_errors import SKIP_FILE, SkipList, files_verdict
 from pipelines.inputs import resolve
 
 DEFAULT_STORAGE = tracking.PROJECT_ROOT / "runs"
@@ -66,11 +73,12 @@ class Job:
     tracking_uri: str
     mlflow_run_id: str
     resume_from: str | None = None  # checkpoint directory to start from when Ray has none for this run
-    holdout_keys: list = field(default_factory=list)
+    holdout: list = field(default_factory=list)  # [file, segment key] of the held-apart rows of the first source
     workers: int = 0
     gpus_per_worker: float = 0
     crash_once_at_step: int = 0  # fault drill: the last rank exits hard at this step, once per run (0: never)
     synthetic_test: str | None = None  # a held-apart synthetic set scored every train.image_every steps
+    skip_registry: str | None = None  # the name of the job's SkipRegistry actor (jobs.data)
 
 
 # ----------------------------------------------------------------------------------------------- storage
@@ -171,6 +179,9 @@ class LocalContext:
     def prepare(self, model, find_unused_parameters: bool = False):
         return model.to(self.device)
 
+    def agree(self, flag: bool) -> bool:
+        return flag
+
     def restored_checkpoint(self):
         return None
 
@@ -210,6 +221,17 @@ class RayContext:
 
     def restored_checkpoint(self):
         return self._train.get_checkpoint()
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's flag on every rank (a broadcast in the training process group), so that all stop together."""
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            return flag
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         checkpoint = self._train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -252,7 +274,8 @@ def _crash_drill(job: Job, context, step: int) -> None:
 
 
 def train_worker(job: Job, context) -> None:
-    """The training loop: the same on every worker and without Ray. Runs until config.train.steps."""
+    """The training loop: the same on every worker and without Ray. Runs until config.train.steps, or until the
+    skipped share of the data passes data.max_skipped_fraction (checked every train.log_every steps)."""
     import torch
 
     from cest.checkpoint import rng_state, save_checkpoint, set_rng_state
@@ -285,8 +308,10 @@ def train_worker(job: Job, context) -> None:
     generator = torch.Generator(device).manual_seed(schedule.seed * 1_000_003 + context.rank * 7919 + step)
     clips = data.clips_per_batch // context.world_size
     monitor = Monitor(job, config, context.world_size) if context.rank == 0 else None
+    # Rank 0 asks the job's SkipRegistry (jobs.data) at every log step; every rank stops with it.
+    skipped, too_much, stopped = 0, False, False
 
-    while step < schedule.steps:
+    while step < schedule.steps and not stopped:
         batches_this_epoch = 0
         waited = time.perf_counter()
         # Closed explicitly when the run ends mid-pass: left to the garbage collector, a pass's Ray Data
@@ -303,18 +328,29 @@ def train_worker(job: Job, context) -> None:
             step += 1
             batches_this_epoch += 1
             _crash_drill(job, context, step)
+            checking = step % schedule.log_every == 0 or step == schedule.steps
+            if checking and context.rank == 0:
+                skipped, too_much = skip_status(job.skip_registry)
             if monitor is not None:
-                monitor.step_done(step, terms | {"learning_rate": learning_rate}, data_seconds, model)
+                monitor.step_done(step, terms | {"learning_rate": learning_rate}, data_seconds, model, skipped)
+            # After the progress line: a collective waits for every rank (one that died is seen here).
+            if checking and context.agree(too_much):
+                stopped = True  # the driver reports it (jobs.data_errors.SkipList.verdict)
+                break
             if step % schedule.checkpoint_every == 0 or step == schedule.steps:
                 with tempfile.TemporaryDirectory() as scratch:
                     if context.rank == 0:
                         save_checkpoint(scratch, model, config, step, optimizer, scaler, rng_state(), job.mlflow_run_id)
                     context.report({"step": step, "total": terms["total"]}, scratch if context.rank == 0 else None)
             if step >= schedule.steps:
-                getattr(batches, "close", lambda: None)()
                 break
             waited = time.perf_counter()
-        if batches_this_epoch == 0:
+        getattr(batches, "close", lambda: None)()
+        if batches_this_epoch == 0 and not stopped:
+            if context.rank == 0:
+                skipped, too_much = skip_status(job.skip_registry)
+            if context.agree(too_much):
+                break
             raise RuntimeError(f"an epoch gave no batch of {clips} clips with {data.frames_per_clip} frames each: "
                                "the data has too few usable clips for clips_per_batch / workers")
     if monitor is not None:
@@ -393,10 +429,12 @@ def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
         sources = [parse_source(text) for text in args.data]
         # Ray workers do not start in this directory: `make train`'s data/clips becomes absolute.
         args.data = [[path if "://" in path else os.path.abspath(path), weight] for path, weight in sources]
-        for path, _ in args.data:
-            clip_files(path)
+        args.corpora = [training_corpus(path) for path, _ in args.data]  # footers only, in parallel
     except (DataError, OSError) as error:
         raise JobError(str(error)) from None
+    too_many = files_verdict(args.corpora, config.data.max_skipped_fraction)
+    if too_many is not None:
+        raise JobError(too_many)
     if args.synthetic_test:
         args.synthetic_test = os.path.abspath(args.synthetic_test)
         if not os.path.isdir(os.path.join(args.synthetic_test, "ground_truth")):
@@ -479,9 +517,11 @@ def check_resources(args) -> None:
 
 def fit(job: Job, args, config: Config):
     """Run the training loop (in this process or on Ray Train); returns the final checkpoint directory."""
-    datasets = [training_dataset(path, config.data.frames_per_clip, config.model.image_size,
-                                 config.data.consistency_scope, job.holdout_keys, config.train.seed)
-                for path, _ in job.data]
+    report = SkipReporter(job.skip_registry)
+    held_apart = [key for _, key in job.holdout]
+    datasets = [training_dataset(corpus, config.data.frames_per_clip, config.model.image_size,
+                                 config.data.consistency_scope, held_apart, config.train.seed, report=report)
+                for corpus in args.corpora]
     if args.workers == 0:
         import torch
 
@@ -550,28 +590,39 @@ def run(argv: list[str] | None = None) -> int:
     check_resources(args)
     uri = tracking.tracking_uri()
     mlflow_run_id = open_mlflow_run(args, config, run_dir, uri)
-    keys = holdout_keys(args.data[0][0], config.train.holdout_clips)
+    skips = SkipList(storage_path(run_dir, SKIP_FILE), config.data.max_skipped_fraction)  # a resume keeps its entries
+    for corpus in args.corpora:
+        skips.track(corpus)
+    holdout = holdout_rows(args.corpora[0], config.train.holdout_clips, skips)
+    registry, registry_handle = start_skip_registry(skips)
     job = Job(config_to_dict(config), args.data, args.name, run_dir, uri, mlflow_run_id,
-              found[0] if found else None, keys, args.workers, args.gpus_per_worker, args.crash_once_at_step,
-              args.synthetic_test)
+              found[0] if found else None, holdout, args.workers, args.gpus_per_worker, args.crash_once_at_step,
+              args.synthetic_test, registry)
     print(f"training {args.name}: {config.model.variant}, {config.train.steps} steps of "
           f"{config.data.clips_per_batch} clips x {config.data.frames_per_clip} frames at {config.model.image_size} px, "
           f"{args.workers or 'no'} Ray Train workers; checkpoints in {run_dir}; MLflow run {mlflow_run_id} at {uri}",
           flush=True)
+    import ray
+
     try:
         checkpoint = fit(job, args, config)
+        too_many = ray.get(registry_handle.verdict.remote())
+        if too_many is not None:
+            raise DataError(too_many)
     except BaseException:
         from mlflow.tracking import MlflowClient
 
         MlflowClient(uri).set_terminated(mlflow_run_id, "FAILED")
         raise
+    finally:
+        ray.kill(registry_handle)
     log_final(job, config, checkpoint)
     print(f"done: {args.name} at step {config.train.steps}; final checkpoint {checkpoint}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return exit_code(run, argv)
+    return exit_code(run, argv, (DataError,))
 
 
 if __name__ == "__main__":

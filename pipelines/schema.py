@@ -129,15 +129,26 @@ def validate_rejects(table: pa.Table) -> None:
         raise SchemaError(f"rejects: unknown reasons {sorted(unknown)}")
 
 
+def decode_image(data: bytes, flags: int) -> np.ndarray:
+    """One frame (JPEG, cv2.IMREAD_COLOR_RGB) or mask (PNG, cv2.IMREAD_GRAYSCALE); SchemaError when it does not
+    decode (the one place that says so, for every reader of clip rows)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
+    if image is None:
+        raise SchemaError("a frame or mask does not decode")
+    return image
+
+
 def decode_clip_row(row: dict) -> dict:
     """numpy arrays of one clip row (a dict as from table.to_pylist()):
     frames (T, S, S, 3) uint8 RGB, masks (T, S, S) uint8 {0, 1}, landmarks (T, 68, 2) float32,
     crop_transforms (T, 2, 3) float32, frame_indices (T,) int32, plus the scalar columns."""
     count, size = row["num_frames"], row["crop_size"]
-    frames = np.stack([cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB) for data in row["frames_jpeg"]])
-    masks = np.stack([cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) for data in row["masks_png"]])
-    if frames.shape != (count, size, size, 3) or masks.shape != (count, size, size):
+    frames = [decode_image(data, cv2.IMREAD_COLOR_RGB) for data in row["frames_jpeg"]]
+    masks = [decode_image(data, cv2.IMREAD_GRAYSCALE) for data in row["masks_png"]]
+    if (len(frames), len(masks)) != (count, count) or any(frame.shape != (size, size, 3) for frame in frames) \
+            or any(mask.shape != (size, size) for mask in masks):
         raise SchemaError(f"{row['segment_key']}: images do not match num_frames x crop_size")
+    frames, masks = np.stack(frames), np.stack(masks)
     decoded = {key: value for key, value in row.items() if key not in ("frames_jpeg", "masks_png")}
     decoded.update(
         frames=frames,

@@ -173,9 +173,7 @@ def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores
     tagged as an evaluation; --limit keeps the first N photos."""
     from mlflow.tracking import MlflowClient
 
-    from cest.checkpoint import PUBLISHED_MODEL
-
-    from cest.checkpoint import load_model, save_checkpoint
+    from cest.checkpoint import PUBLISHED_MODEL, load_model, save_checkpoint
     from jobs.tracking import EVALUATION_RUN_TAG, TRAINING_RUN_TAG, experiment_id
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -207,3 +205,37 @@ def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores
                             "--no-mlflow", "--output", str(tmp_path / "limited")]) == 0
     limited = json.loads((tmp_path / "limited" / "metrics.json").read_text())[str(PUBLISHED_MODEL)]
     assert sum(limited[f"aflw2000_oracle_nme68_count_{b}"] for b in ("0_30", "30_60", "60_90")) == 3
+
+
+def test_clips_with_bad_files_and_rows_are_scored_on_the_readable_ones(tmp_path, checkpoints, sample_clips, capsys):
+    """--clips over a corpus holding a truncated file, a file of another schema, undecodable and NaN rows: the
+    readable frames are scored, the others listed in skipped.jsonl; past the bound, or with nothing readable, the
+    job is one error line (exit status 2)."""
+    from bad_clips import broken_corpus, broken_rows, truncate, write_other_schema
+
+    data, rows = sample_clips
+    expected = broken_corpus(tmp_path / "broken", data, rows)
+    short = broken_rows(rows[0])["fewer than the"]
+    del expected[next(key for key in expected if key.endswith(short["segment_key"]))]  # one frame is enough here
+    path, _ = checkpoints["cest"]
+    args = ["--checkpoint", str(path), "--clips", str(tmp_path / "broken"), "--no-mlflow", "--batch-size", "8"]
+    assert evaluation.main(args + ["--output", str(tmp_path / "eval"), "--max-skipped-fraction", "0.6"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())[str(path)]
+    readable = sum(row["num_frames"] for row in rows) + short["num_frames"] + rows[1]["num_frames"]
+    assert metrics["photometric_images"] == readable
+    listed = [json.loads(line) for line in (tmp_path / "eval" / "skipped.jsonl").read_text().splitlines()]
+    named = {f"{entry['file']}/{entry['segment_key']}".rstrip("/"): entry["reason"] for entry in listed}
+    assert set(named) == set(expected) and all(expected[key] in named[key] for key in expected)
+
+    capsys.readouterr()
+    assert evaluation.main(args + ["--output", str(tmp_path / "eval_bound")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "above data.max_skipped_fraction 1.0%" in errors[0]
+
+    (tmp_path / "none" / "clips").mkdir(parents=True)
+    truncate(sorted((data / "clips").glob("*.parquet"))[0], tmp_path / "none" / "clips" / "a.parquet")
+    write_other_schema(tmp_path / "none" / "clips" / "b.parquet")
+    assert evaluation.main(["--checkpoint", str(path), "--clips", str(tmp_path / "none"), "--no-mlflow",
+                            "--output", str(tmp_path / "eval_none")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "none of its 2 clip files is readable" in err[0]

@@ -97,3 +97,33 @@ def test_a_video_becomes_frame_rows_and_parameter_rows(checkpoint):
     annotated = Annotator(str(checkpoint))(batch)
     assert annotated["landmarks_source"].shape == (6, 136) and annotated["viewpoint"].shape == (6, 7)
     assert video_frames({"path": "/no/such/video.mp4", "max_frames": 6}) == []
+
+
+@pytest.mark.slow
+def test_annotate_skips_bad_clip_files_and_rows(tmp_path, checkpoint, sample_clips):
+    """A corpus holding a truncated file, a file of another schema, undecodable and NaN rows: every readable
+    frame is annotated, the rest listed once each in OUTPUT/_skipped.jsonl; past the bound, one DataError."""
+    import json
+
+    from bad_clips import broken_corpus, broken_rows
+    from jobs.data_errors import DataError
+
+    data, rows = sample_clips
+    expected = broken_corpus(tmp_path / "broken", data, rows)
+    short = broken_rows(rows[0])["fewer than the"]
+    del expected[next(key for key in expected if key.endswith(short["segment_key"]))]  # one frame is enough here
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        count = annotate(tmp_path / "broken", tmp_path / "params", checkpoint, batch_size=8, max_skipped_fraction=0.6)
+        with pytest.raises(DataError, match=r"above data.max_skipped_fraction 1.0%\) \(listed in .*_skipped.jsonl\)"):
+            annotate(tmp_path / "broken", tmp_path / "params_bound", checkpoint, batch_size=8)
+    finally:
+        ray.shutdown()
+    keys = set(pq.read_table(tmp_path / "params", columns=["segment_key"]).column(0).to_pylist())  # the list not read
+    good = [row["segment_key"] for row in rows] + [short["segment_key"], f"{rows[1]['segment_key']}/copy"]
+    assert keys == set(good)
+    assert count == sum(row["num_frames"] for row in rows) + short["num_frames"] + rows[1]["num_frames"]
+    listed = [json.loads(line) for line in (tmp_path / "params" / "_skipped.jsonl").read_text().splitlines()]
+    named = {f"{entry['file']}/{entry['segment_key']}".rstrip("/"): entry["reason"] for entry in listed}
+    assert len(named) == len(listed) and set(named) == set(expected)
+    assert all(expected[key] in named[key] for key in expected)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cest.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig, save_config
+from cest.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig
 from cest.model import CESTModel
 from cest.morphable import load_sfm
 from cest.synthetic import SyntheticFaces, SyntheticSpec

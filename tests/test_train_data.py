@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jobs.data import (DataError, clip_files, cut_to_candidates, draw_clip_frames, draw_video_frames, mixed_batches,
-                       parse_source, to_batch)
+from jobs.data import (DataError, cut_to_candidates, draw_clip_frames, draw_video_frames, mixed_batches, parse_source,
+                       to_batch, training_corpus)
 from pipelines.schema import decode_clip_row
 
 
@@ -62,7 +62,8 @@ def _split_into_segments(row: dict, cut: int) -> list[dict]:
     for index, (start, stop) in enumerate([(0, cut), (cut, row["num_frames"])]):
         part = dict(row, segment_key=f"{row['segment_key']}/{index}", num_frames=stop - start,
                     frames_jpeg=row["frames_jpeg"][start:stop], masks_png=row["masks_png"][start:stop],
-                    landmarks=row["landmarks"][start * 136:stop * 136])
+                    landmarks=row["landmarks"][start * 136:stop * 136], frame_indices=row["frame_indices"][start:stop],
+                    crop_transforms=row["crop_transforms"][start * 6:stop * 6])
         parts.append(part)
     return parts
 
@@ -95,10 +96,10 @@ def test_batches_flatten_whole_clips_with_one_id_per_clip(sample_clips):
 
 def test_a_directory_without_clips_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match="holds no clips/ directory"):
-        clip_files(str(tmp_path))
+        training_corpus(str(tmp_path))
     (tmp_path / "clips").mkdir()
     with pytest.raises(DataError, match="no .parquet files"):
-        clip_files(str(tmp_path))
+        training_corpus(str(tmp_path))
 
 
 def test_several_draws_per_clip_are_independent_samples_of_it(sample_clips):

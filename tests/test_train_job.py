@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bad_clips import broken_corpus, broken_rows, truncate, write_other_schema, write_rows
 from cest.checkpoint import load_checkpoint
 from jobs import tracking
 from jobs.data import training_dataset
@@ -175,14 +176,14 @@ def _assert_one_line_error(sample_clips, store, capsys, argument, message):
 
 
 def test_a_small_corpus_gives_several_samples_per_clip_and_pass(sample_clips):
-    from jobs.data import clip_files, draws_per_clip
+    from jobs.data import draws_per_clip, training_corpus
 
     data, rows = sample_clips
-    fs, files = clip_files(str(data))
-    assert draws_per_clip(fs, files, minimum_samples=len(rows)) == 1
-    assert draws_per_clip(fs, files, minimum_samples=len(rows) + 1) == 2
-    assert draws_per_clip(fs, files, minimum_samples=10 * len(rows)) == 10
-    assert draws_per_clip(fs, files, minimum_samples=10_000) == 16  # bounded
+    corpus = training_corpus(str(data))
+    assert draws_per_clip(corpus, minimum_samples=len(rows)) == 1
+    assert draws_per_clip(corpus, minimum_samples=len(rows) + 1) == 2
+    assert draws_per_clip(corpus, minimum_samples=10 * len(rows)) == 10
+    assert draws_per_clip(corpus, minimum_samples=10_000) == 16  # bounded
 
 
 @pytest.mark.slow
@@ -230,3 +231,66 @@ def test_the_landmark_warmup_trains_under_distributed_data_parallel(ray_address,
     assert "photometric" not in out.split("step 2/3")[1].split("\n")[0]
     assert re.search(r"step 3/3 .* photometric \S+", out)
     assert latest_checkpoint(str(store / "runs" / "warm"))[1] == 3
+
+
+def _skip_list(run_dir: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run_dir / "skipped.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_two_workers_train_through_bad_files_and_rows_naming_each_once(ray_address, sample_clips, store, tmp_path,
+                                                                       capsys):
+    """A truncated file, a file of another schema and rows that do not decode, hold NaN landmarks or too few
+    frames: the run reaches its step count without a restart, each skip listed once over several passes."""
+    data, rows = sample_clips
+    expected = broken_corpus(tmp_path / "broken", data, rows)
+    args = ["--data", str(tmp_path / "broken"), *SMALL, "--workers", "2", "--cpus-per-worker", "0.5",
+            "--name", "bad-rows", "--storage", str(store / "runs"), "--steps", "8", "--max-failures", "0",
+            "--set", "data.max_skipped_fraction=0.6", "--set", "train.image_every=100"]
+    assert main(args) == 0
+    assert latest_checkpoint(str(store / "runs" / "bad-rows"))[1] == 8
+    listed = _skip_list(store / "runs" / "bad-rows")
+    named = {f"{entry['file']}/{entry['segment_key']}".rstrip("/"): entry["reason"] for entry in listed}
+    assert len(named) == len(listed) and set(named) == set(expected)
+    assert all(expected[key] in named[key] for key in expected), named
+    skipped = sum(entry["samples"] for entry in listed)  # 3 rows, the truncated file as 3 rows, 1 row of another schema
+    assert skipped == 7
+    client, runs = _runs(store)
+    history = client.get_metric_history(runs[0].info.run_id, "data/skipped_samples")
+    assert history[-1].value == skipped and [m.step for m in history][-1] == 8
+    out = capsys.readouterr().out
+    assert f"skipped {skipped} unreadable samples" in out
+
+
+@pytest.mark.slow
+def test_too_many_bad_rows_stop_training_with_one_error_line(ray_address, sample_clips, store, tmp_path, capsys):
+    """Three bad rows of 12 are far past the default bound (1%): the job stops at a progress check, exit 2."""
+    data, rows = sample_clips
+    broken = tmp_path / "broken"
+    (broken / "clips").mkdir(parents=True)
+    for file in sorted((data / "clips").glob("*.parquet")):
+        (broken / "clips" / file.name).write_bytes(file.read_bytes())
+    write_rows(broken / "clips" / "part-rows.parquet", [*broken_rows(rows[0]).values(), rows[1]])
+    args = ["--data", str(broken), *SMALL, "--workers", "0", "--name", "too-bad", "--storage", str(store / "runs"),
+            "--steps", "40", "--set", "train.image_every=100", "--set", "train.checkpoint_every=100"]
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "above data.max_skipped_fraction 1.0%" in errors[0], errors
+    assert latest_checkpoint(str(store / "runs" / "too-bad")) is None  # stopped long before step 40
+    assert {entry["segment_key"] for entry in _skip_list(store / "runs" / "too-bad")} <= {
+        row["segment_key"] for row in broken_rows(rows[0]).values()}
+    _, runs = _runs(store)
+    assert runs[0].info.status == "FAILED"
+
+
+def test_a_directory_where_every_file_is_broken_is_one_error_line(sample_clips, store, tmp_path, capsys):
+    data, _ = sample_clips
+    (tmp_path / "broken" / "clips").mkdir(parents=True)
+    truncate(sorted((data / "clips").glob("*.parquet"))[0], tmp_path / "broken" / "clips" / "part-0.parquet")
+    write_other_schema(tmp_path / "broken" / "clips" / "part-1.parquet")
+    assert main(["--data", str(tmp_path / "broken"), *SMALL, "--name", "bad", "--storage", str(store / "runs")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "none of its 2 clip files is readable" in err[0]
+    assert not (store / "runs").exists() and not (store / "mlflow.db").exists()

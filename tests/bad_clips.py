@@ -1,0 +1,63 @@
+"""Clip data broken the ways a corpus at scale breaks (partial copies, other writers, bad frames), for the tests of
+the data-error policy (jobs/data_errors.py): each broken row or file with the reason the policy must give."""
+
+import math
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.schema import CLIP_SCHEMA
+
+
+def broken_rows(row: dict) -> dict[str, dict]:
+    """Copies of a real clip row (of 3 frames or more), each broken one way, under segment keys of their own:
+    the words its reason must contain -> the row."""
+    count = row["num_frames"]
+
+    def renamed(name: str, **changes) -> dict:
+        return dict(row, segment_key=f"{row['segment_key']}/{name}", **changes)
+
+    return {
+        "does not decode": renamed("undecodable", frames_jpeg=[b"not a jpeg"] * count),
+        "non-finite landmarks": renamed("nan", landmarks=[math.nan] * len(row["landmarks"])),
+        "fewer than the": renamed("short", num_frames=2, frames_jpeg=row["frames_jpeg"][:2],
+                                  masks_png=row["masks_png"][:2], landmarks=row["landmarks"][:2 * 136],
+                                  frame_indices=row["frame_indices"][:2], crop_transforms=row["crop_transforms"][:12]),
+    }
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    pq.write_table(pa.Table.from_pylist([{name: row[name] for name in CLIP_SCHEMA.names} for row in rows],
+                                        schema=CLIP_SCHEMA), path)
+
+
+def truncate(source: Path, target: Path) -> None:
+    """The first half of a Parquet file: what an interrupted copy or upload leaves (no footer)."""
+    target.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+
+
+def write_other_schema(path: Path) -> None:
+    """A Parquet file of another table (no clip columns but segment_key)."""
+    pq.write_table(pa.table({"segment_key": ["other/0"], "score": [0.5]}), path)
+
+
+def broken_corpus(target: Path, good: Path, rows: list[dict]) -> dict[str, str]:
+    """target/clips: the clip files of the preprocess output `good`, a file of broken rows (those of
+    `broken_rows(rows[0])` and one good row), a truncated copy of a good file and a file of another schema.
+    Returns what must be skipped: "file" or "file/segment_key" -> words of the reason (rows shorter than a
+    sample needs included; readers that need fewer frames keep them)."""
+    clips = target / "clips"
+    clips.mkdir(parents=True)
+    for file in sorted((good / "clips").glob("*.parquet")):
+        shutil.copy(file, clips / file.name)
+    broken = broken_rows(rows[0])
+    good_copy = dict(rows[1], segment_key=f"{rows[1]['segment_key']}/copy")
+    write_rows(clips / "part-broken-rows.parquet", [*broken.values(), good_copy])
+    truncate(sorted((good / "clips").glob("*.parquet"))[0], clips / "part-truncated.parquet")
+    write_other_schema(clips / "part-other-schema.parquet")
+    expected = {f"{clips / 'part-broken-rows.parquet'}/{row['segment_key']}": reason for reason, row in broken.items()}
+    expected[str(clips / "part-truncated.parquet")] = "not a readable Parquet file"
+    expected[str(clips / "part-other-schema.parquet")] = "is missing"
+    return expected
