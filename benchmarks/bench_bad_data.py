@@ -15,7 +15,6 @@ and the skips the faulty run listed. Prints one JSON object.
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from jobs import tracking  # noqa: E402
 from jobs.data import training_corpus  # noqa: E402
 from jobs.train import main as train  # noqa: E402
+from benchmarks.bench_train_job import metric_medians  # noqa: E402
 from tests.bad_clips import broken_rows, truncate, write_rows  # noqa: E402
 
 
@@ -64,14 +64,6 @@ def write_corpora(rows: list[dict], directory: Path, files: int, rows_per_file: 
     return len(bad)
 
 
-def _medians(client, run_id: str, names: list[str]) -> dict[str, float]:
-    medians = {}
-    for name in names:
-        history = sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)[1:]
-        medians[name] = statistics.median(m.value for m in history) if history else float("nan")
-    return medians
-
-
 def train_on(data: Path, name: str, scratch: str, args, bound: float, client) -> dict:
     started = time.perf_counter()
     code = train(["--data", str(data), "--config", args.config, "--name", name, "--storage", f"{scratch}/runs",
@@ -83,7 +75,7 @@ def train_on(data: Path, name: str, scratch: str, args, bound: float, client) ->
         raise SystemExit(f"{name}: training exited with {code}")
     experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
     run = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")[0]
-    medians = _medians(client, run.info.run_id, ["images_per_second", "data_wait_share"])
+    medians = metric_medians(client, run.info.run_id, ["images_per_second", "data_wait_share"])
     skipped = client.get_metric_history(run.info.run_id, "data/skipped_samples")
     listed = Path(scratch, "runs", name, "skipped.jsonl")
     return {"images_per_second": round(medians["images_per_second"], 2),

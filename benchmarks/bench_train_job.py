@@ -22,7 +22,7 @@ from jobs import tracking  # noqa: E402
 from jobs.train import main as train  # noqa: E402
 
 
-def _metric_medians(client, run_id: str, names: list[str]) -> dict[str, float]:
+def metric_medians(client, run_id: str, names: list[str]) -> dict[str, float]:
     medians = {}
     for name in names:
         history = sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)[1:]
@@ -59,7 +59,7 @@ def main() -> None:
                     raise SystemExit(f"{name}: training exited with {code}")
                 experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
                 run = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")[0]
-                medians = _metric_medians(client, run.info.run_id, ["images_per_second", "data_wait_share"])
+                medians = metric_medians(client, run.info.run_id, ["images_per_second", "data_wait_share"])
                 results.append({"image_size": size, "workers": workers, "cpus_per_worker": args.cpus_per_worker,
                                 "steps": args.steps, "images_per_second": round(medians["images_per_second"], 2),
                                 "data_wait_share": round(medians["data_wait_share"], 4),

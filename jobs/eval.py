@@ -49,7 +49,7 @@ from cest.checkpoint import CheckpointError
 from cest.eval.files import DatasetError
 from cest.eval.dense import METHOD as DENSE_METHOD
 from cest.eval.dense import BFMGroundTruth, dense_nme, densify
-from cest.eval.metrics import INNER, aflw2000_landmarks, aflw2000_summary, ced_curve, landmark_nme, photometric_error
+from cest.eval.metrics import INNER, aflw2000_landmarks, aflw2000_summary, landmark_nme, photometric_error
 from cest.reconstruct import (IMAGE_SUFFIXES, CROP_SIZE, Reconstructor, ReconstructError, crop_photo,
                               crop_with_landmarks, enlarged, invert_affine, model_images, read_image, to_model_pixels)
 from cest.visualize import face_panels, overlay, panel_grid
@@ -290,27 +290,13 @@ def comparison_table(results: dict[str, dict]) -> str:
 
 
 def plot_ced(path: Path, curves: dict[str, np.ndarray], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """NME CED of each model (per-image NME fractions, NaN where no face); the mean NME in the legend."""
+    from jobs.plots import save_ced
 
     # 0-10 % as published curves; wider when a model's errors go beyond (an early checkpoint).
     upper = max(CED_MAX_NME_PCT, 105 * max(float(np.nanmax(nme)) for nme in curves.values()))
-    figure, axes = plt.subplots(figsize=(5, 4))
-    for label, nme in curves.items():
-        thresholds, fraction = ced_curve(100 * nme[~np.isnan(nme)], upper)
-        axes.plot(thresholds, 100 * fraction, label=f"{label[:24]} ({100 * np.nanmean(nme):.2f})")
-    axes.set_xlabel("NME 68 points (%)")
-    axes.set_ylabel("images (%)")
-    axes.set_title(title)
-    axes.set_xlim(0, upper)
-    axes.set_ylim(0, 100)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_ced(path, {label: (100 * nme[~np.isnan(nme)], 100 * float(np.nanmean(nme))) for label, nme in curves.items()},
+             title, "NME 68 points (%)", "images (%)", upper)
 
 
 def qualitative_grid(path: Path, checkpoint: Path, crops: np.ndarray) -> None:

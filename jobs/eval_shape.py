@@ -18,7 +18,6 @@ import torch
 
 from cest.eval import micc, now, realy
 from cest.eval.files import read_mesh, require_dir, write_obj
-from cest.eval.metrics import ced_curve
 from cest.reconstruct import ReconstructError, crop_photo, crop_video, model_images, read_image
 
 # Published anchors (cited in docs/eval.md). NoW: the NoW test split's leaderboard, median / mean / std mm
@@ -193,22 +192,8 @@ def shape_tables(results: dict[str, dict]) -> str:
 
 
 def plot_shape_ced(path: Path, curves: dict[str, np.ndarray], title: str, upper: float) -> None:
-    import matplotlib
+    """Distance CED of each model (mm); the median in the legend."""
+    from jobs.plots import save_ced
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5, 4))
-    for label, errors in curves.items():
-        thresholds, fraction = ced_curve(errors, max(upper, 1.05 * float(errors.max())))
-        axes.plot(thresholds, 100 * fraction, label=f"{label[:24]} ({np.median(errors):.2f})")
-    axes.set_xlabel("error (mm)")
-    axes.set_ylabel("%")
-    axes.set_title(title)
-    axes.set_xlim(0, upper)
-    axes.set_ylim(0, 100)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_ced(path, {label: (errors, float(np.median(errors))) for label, errors in curves.items()}, title,
+             "error (mm)", "%", upper)
