@@ -4,23 +4,19 @@ and hair beyond the 95 mm crop, and the folder checks."""
 
 import numpy as np
 import pytest
-import torch
 from scipy.spatial.transform import Rotation
 
 from cest.eval.files import DatasetError
 from cest.eval.micc import CROP_RADIUS_MM, NOSE_TIP, micc_errors, micc_subjects, micc_summary
 from cest.eval.surface import closest_points, vertex_normals
-from cest.morphable import load_sfm
+from sfm_faces import random_face_mm
 
 
 @pytest.fixture(scope="module")
 def face():
     """A random SFM identity in millimetres: (vertices, triangles, nose tip)."""
-    morphable = load_sfm()
-    alpha = torch.randn(1, morphable.n_identity, generator=torch.Generator().manual_seed(3))
-    vertices = morphable.shape(alpha.double(), torch.zeros(1, morphable.n_expression)).double()[0].numpy()
-    vertices = vertices * morphable.unit_scale_mm
-    return vertices, morphable.triangles.numpy(), vertices[morphable.landmark_indices[NOSE_TIP]]
+    vertices, triangles, landmarks = random_face_mm(3)
+    return vertices, triangles, vertices[landmarks[NOSE_TIP]]
 
 
 def test_a_scan_equal_to_the_prediction_scores_zero(face):

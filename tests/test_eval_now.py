@@ -3,24 +3,20 @@ reader, the challenge layout and the folder checks."""
 
 import numpy as np
 import pytest
-import torch
 from scipy.spatial.transform import Rotation
 
 from cest.eval.files import DatasetError, read_mesh
 from cest.eval.now import (LANDMARKS, face_crop, now_distances, now_items, now_summary, read_picked_points,
                            write_prediction)
 from cest.eval.surface import vertex_normals
-from cest.morphable import load_sfm
+from sfm_faces import random_face_mm
 
 
 @pytest.fixture(scope="module")
 def face():
     """A random SFM identity in millimetres: (vertices, triangles, its 7 NoW landmarks)."""
-    morphable = load_sfm()
-    alpha = torch.randn(1, morphable.n_identity, generator=torch.Generator().manual_seed(5))
-    vertices = morphable.shape(alpha.double(), torch.zeros(1, morphable.n_expression)).double()[0].numpy()
-    vertices = vertices * morphable.unit_scale_mm
-    return vertices, morphable.triangles.numpy(), vertices[morphable.landmark_indices[list(LANDMARKS)]]
+    vertices, triangles, landmarks = random_face_mm(5)
+    return vertices, triangles, vertices[landmarks[list(LANDMARKS)]]
 
 
 def test_the_crop_sphere_is_now_evaluations():
