@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +25,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from jobs import tracking  # noqa: E402
 from jobs.data import training_corpus  # noqa: E402
-from jobs.train import main as train  # noqa: E402
-from benchmarks.bench_train_job import metric_medians  # noqa: E402
+from benchmarks.bench_train_job import timed_run  # noqa: E402
 from tests.bad_clips import broken_rows, truncate, write_rows  # noqa: E402
 
 
@@ -65,24 +62,16 @@ def write_corpora(rows: list[dict], directory: Path, files: int, rows_per_file: 
 
 
 def train_on(data: Path, name: str, scratch: str, args, bound: float, client) -> dict:
-    started = time.perf_counter()
-    code = train(["--data", str(data), "--config", args.config, "--name", name, "--storage", f"{scratch}/runs",
-                  "--steps", str(args.steps), "--workers", str(args.workers), "--cpus-per-worker",
-                  str(args.cpus_per_worker), "--set", f"model.image_size={args.size}", "--set", "train.log_every=5",
-                  "--set", f"train.image_every={args.steps}", "--set", f"train.checkpoint_every={args.steps}",
-                  "--set", f"data.max_skipped_fraction={bound}"])
-    if code != 0:
-        raise SystemExit(f"{name}: training exited with {code}")
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
-    run = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")[0]
-    medians = metric_medians(client, run.info.run_id, ["images_per_second", "data_wait_share"])
-    skipped = client.get_metric_history(run.info.run_id, "data/skipped_samples")
+    run_id, medians, wall = timed_run(client, str(data), name, scratch, args.config, args.steps, args.size,
+                                      args.workers, args.cpus_per_worker,
+                                      ("--set", f"data.max_skipped_fraction={bound}"))
+    skipped = client.get_metric_history(run_id, "data/skipped_samples")
     listed = Path(scratch, "runs", name, "skipped.jsonl")
     return {"images_per_second": round(medians["images_per_second"], 2),
             "data_wait_share": round(medians["data_wait_share"], 4),
             "skipped_samples_metric": skipped[-1].value if skipped else None,
             "skipped_jsonl_entries": len(listed.read_text().splitlines()) if listed.exists() else 0,
-            "wall_seconds_including_startup": round(time.perf_counter() - started, 1)}
+            "wall_seconds_including_startup": wall}
 
 
 def main() -> None:

@@ -30,6 +30,23 @@ def metric_medians(client, run_id: str, names: list[str]) -> dict[str, float]:
     return medians
 
 
+def timed_run(client, data: str, name: str, scratch: str, config: str, steps: int, size: int, workers: int,
+              cpus_per_worker: float, extra: tuple[str, ...] = ()) -> tuple[str, dict[str, float], float]:
+    """Train `steps` steps through jobs/train.py; (MLflow run id, medians of images/s and data-wait share after
+    the first window, wall seconds including start-up)."""
+    started = time.perf_counter()
+    code = train(["--data", data, "--config", config, "--name", name, "--storage", f"{scratch}/runs",
+                  "--steps", str(steps), "--workers", str(workers), "--cpus-per-worker", str(cpus_per_worker),
+                  "--set", f"model.image_size={size}", "--set", "train.log_every=5",
+                  "--set", f"train.image_every={steps}", "--set", f"train.checkpoint_every={steps}", *extra])
+    if code != 0:
+        raise SystemExit(f"{name}: training exited with {code}")
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    run_id = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")[0].info.run_id
+    medians = metric_medians(client, run_id, ["images_per_second", "data_wait_share"])
+    return run_id, medians, round(time.perf_counter() - started, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/clips", help="output of `make preprocess`")
@@ -48,22 +65,12 @@ def main() -> None:
         client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
         for size in args.sizes:
             for workers in args.workers:
-                name = f"bench-{size}-{workers}"
-                started = time.perf_counter()
-                code = train(["--data", args.data, "--config", args.config, "--name", name, "--storage",
-                              f"{scratch}/runs", "--steps", str(args.steps), "--workers", str(workers),
-                              "--cpus-per-worker", str(args.cpus_per_worker), "--set", f"model.image_size={size}",
-                              "--set", "train.log_every=5", "--set", f"train.image_every={args.steps}",
-                              "--set", f"train.checkpoint_every={args.steps}"])
-                if code != 0:
-                    raise SystemExit(f"{name}: training exited with {code}")
-                experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
-                run = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")[0]
-                medians = metric_medians(client, run.info.run_id, ["images_per_second", "data_wait_share"])
+                _, medians, wall = timed_run(client, args.data, f"bench-{size}-{workers}", scratch, args.config,
+                                             args.steps, size, workers, args.cpus_per_worker)
                 results.append({"image_size": size, "workers": workers, "cpus_per_worker": args.cpus_per_worker,
                                 "steps": args.steps, "images_per_second": round(medians["images_per_second"], 2),
                                 "data_wait_share": round(medians["data_wait_share"], 4),
-                                "wall_seconds_including_startup": round(time.perf_counter() - started, 1)})
+                                "wall_seconds_including_startup": wall})
     print(json.dumps({"benchmark": "train_job", "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
                       "results": results}, indent=1))
 
