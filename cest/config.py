@@ -124,6 +124,10 @@ class OptimConfig:
     # against constant on its own the schedule was measured with one seed only, and is not yet a finding).
     schedule: str = "constant"
     final_fraction: float = 0.01
+    # With a landmark warm-up the reflectance and light networks start training only when it ends; under one
+    # schedule over the whole run they would start at an already decayed rate (2.5e-4 of 1e-3 after 8,000 of
+    # 12,000 cosine steps). True starts their schedule at the end of the warm-up (cest.step.learning_rates).
+    restart_after_warmup: bool = False
 
     def __post_init__(self):
         if self.learning_rate <= 0:

@@ -51,8 +51,19 @@ def unwrap_model(model: torch.nn.Module) -> CESTModel:
     return getattr(model, "module", model)
 
 
+# Trained from the first step; the landmark warm-up (LossConfig.landmark_warmup_steps) trains these alone.
+GEOMETRY_NETWORKS = ("viewpoint_net", "shape_net")
+
+
 def make_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    """Adam with two named parameter groups, so that each can follow its own schedule (`learning_rates`):
+    "geometry" (the viewpoint and shape networks) and "appearance" (reflectance and light, and anything else)."""
+    core = unwrap_model(model)
+    geometry = [parameter for name in GEOMETRY_NETWORKS for parameter in getattr(core, name).parameters()]
+    in_geometry = {id(parameter) for parameter in geometry}
+    appearance = [parameter for parameter in model.parameters() if id(parameter) not in in_geometry]
+    return torch.optim.Adam([{"params": geometry, "name": "geometry"}, {"params": appearance, "name": "appearance"}],
+                            lr=config.learning_rate)
 
 
 def learning_rate_at(config: OptimConfig, step: int, total_steps: int) -> float:
@@ -64,9 +75,17 @@ def learning_rate_at(config: OptimConfig, step: int, total_steps: int) -> float:
     return final + (config.learning_rate - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
+def learning_rates(config: OptimConfig, warmup_steps: int, step: int, total_steps: int) -> dict[str, float]:
+    """Each parameter group's rate at `step`. With `config.restart_after_warmup` the appearance networks'
+    schedule starts when they start training, at the end of the landmark warm-up (`warmup_steps`)."""
+    start = warmup_steps if config.restart_after_warmup else 0
+    return {"geometry": learning_rate_at(config, step, total_steps),
+            "appearance": learning_rate_at(config, step - start, total_steps - start)}
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, rates: dict[str, float]) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate
+        group["lr"] = rates[group["name"]]
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

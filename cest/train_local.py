@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from cest.config import Config, DataConfig
-from cest.step import Batch, learning_rate_at, make_optimizer, set_learning_rate, train_step
+from cest.step import Batch, learning_rates, make_optimizer, set_learning_rates, train_step
 
 
 @dataclass
@@ -66,7 +66,7 @@ def train(
     history = []
     model.train()
     for step, batch in zip(range(steps), batches):
-        set_learning_rate(optimizer, learning_rate_at(config.optim, step, steps))
+        set_learning_rates(optimizer, learning_rates(config.optim, config.loss.landmark_warmup_steps, step, steps))
         terms = train_step(model, optimizer, batch, config.loss, generator,
                            geometry_only=step < config.loss.landmark_warmup_steps)
         history.append(terms)

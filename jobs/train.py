@@ -280,7 +280,7 @@ def train_worker(job: Job, context) -> None:
 
     from cest.checkpoint import rng_state, save_checkpoint, set_rng_state
     from cest.model import build_model
-    from cest.step import learning_rate_at, make_optimizer, make_scaler, set_learning_rate, train_step
+    from cest.step import learning_rates, make_optimizer, make_scaler, set_learning_rates, train_step
     from jobs.monitor import Monitor
 
     config = config_from_dict(job.config)
@@ -321,8 +321,8 @@ def train_worker(job: Job, context) -> None:
             batch = to_batch(samples, device)
             data_seconds = time.perf_counter() - waited
             model.train()
-            learning_rate = learning_rate_at(config.optim, step, schedule.steps)
-            set_learning_rate(optimizer, learning_rate)
+            rates = learning_rates(config.optim, config.loss.landmark_warmup_steps, step, schedule.steps)
+            set_learning_rates(optimizer, rates)
             terms = train_step(model, optimizer, batch, config.loss, generator, schedule.precision, scaler,
                                geometry_only=step < config.loss.landmark_warmup_steps)
             step += 1
@@ -332,7 +332,8 @@ def train_worker(job: Job, context) -> None:
             if checking and context.rank == 0:
                 skipped, too_much = skip_status(job.skip_registry)
             if monitor is not None:
-                monitor.step_done(step, terms | {"learning_rate": learning_rate}, data_seconds, model, skipped)
+                rate_terms = {"learning_rate": rates["geometry"], "learning_rate_appearance": rates["appearance"]}
+                monitor.step_done(step, terms | rate_terms, data_seconds, model, skipped)
             # After the progress line: a collective waits for every rank (one that died is seen here).
             if checking and context.agree(too_much):
                 stopped = True  # the driver reports it (jobs.data_errors.SkipList.verdict)

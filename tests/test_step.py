@@ -197,6 +197,28 @@ def test_train_follows_the_schedule(morphable, sample_frames):
     assert seen == pytest.approx([1e-3, 5.5e-4, 1e-4])
 
 
+def test_after_a_warmup_the_appearance_networks_schedule_can_start_afresh():
+    from cest.step import learning_rates
+
+    restarted = OptimConfig(learning_rate=1e-3, schedule="cosine", final_fraction=0.1, restart_after_warmup=True)
+    rates = [learning_rates(restarted, 2, step, 5) for step in range(5)]
+    # Geometry decays over all 5 steps; appearance, trained from step 2, over the last 3.
+    assert [r["geometry"] for r in rates] == pytest.approx([1e-3, 8.68198e-4, 5.5e-4, 2.31802e-4, 1e-4], rel=1e-5)
+    assert [r["appearance"] for r in rates[2:]] == pytest.approx([1e-3, 5.5e-4, 1e-4])
+    one_schedule = OptimConfig(learning_rate=1e-3, schedule="cosine", final_fraction=0.1)
+    assert [learning_rates(one_schedule, 2, step, 5)["appearance"] for step in range(5)] == \
+        pytest.approx([r["geometry"] for r in rates])
+
+
+def test_the_optimizer_groups_split_geometry_from_appearance(morphable):
+    model = CESTModel(ModelConfig(**SMALL), morphable)
+    groups = {group["name"]: {id(p) for p in group["params"]} for group in make_optimizer(model, OptimConfig()).param_groups}
+    geometry = {id(p) for p in [*model.viewpoint_net.parameters(), *model.shape_net.parameters()]}
+    assert groups["geometry"] == geometry
+    assert groups["appearance"] == {id(p) for p in model.parameters()} - geometry
+    assert {id(p) for p in model.illumination_net.parameters()} <= groups["appearance"]
+
+
 def test_a_landmark_warmup_step_fits_the_geometry_alone(morphable, sample_frames):
     """The warm-up's landmarks are the full forward's, and its step trains only viewpoint and shape."""
     torch.manual_seed(0)
