@@ -1,8 +1,8 @@
-"""dlib detection rate and 68-point NME per yaw bin on AFLW2000-3D, HOG only vs HOG + CNN fallback: prints JSON.
+"""Detection rate, 68-point NME and CPU time per yaw bin on AFLW2000-3D of the landmark backends: prints JSON.
 
     python benchmarks/bench_profile_landmarks.py [--folder AFLW2000]   # default: the asset sample (8 images)
 
-Each image goes through the preprocessing pipeline's dlib landmarker (`make_landmarker` of a PreprocessConfig)
+Each image goes through the preprocessing pipeline's landmarker (`make_landmarker` of a PreprocessConfig)
 as a one-frame clip does: detect on the whole image, 68 landmarks on the largest box. AFLW2000-3D's images
 (450 x 450) are below the pipeline's working size (`max_side` 512), so the working frame is the image itself.
 
@@ -11,8 +11,11 @@ convention, NME = mean point distance / sqrt(w h) of the ground-truth box, yaw b
 (|yaw| <= 30, (30, 60], > 60 degrees). NME is over the images with a detection; `detected` counts them.
 CPU seconds are this process's (time.process_time) for detection + landmarks, per image.
 
-Variants: `hog` (the HOG detector alone), `hog_cnn` (the CNN detector where HOG finds nothing, on the
-image as it is) and `hog_cnn_upsample1` (the same with the CNN run on the image upsampled 2x).
+Variants: `mediapipe` (BlazeFace + face mesh, pipelines/face_mesh.py), dlib's `hog` (the HOG detector alone),
+`hog_cnn` (the CNN detector where HOG finds nothing, on the image as it is), `hog_cnn_upsample1` (the same
+with the CNN run on the image upsampled 2x), and `fan` (face-alignment's S3FD + 2D FAN on the CPU) with
+--fan, which needs its weights in the torch hub cache (downloaded there on first use).
+`nme68_pct_common_0_30` compares the backends on the frontal images every variant found.
 """
 
 import argparse
@@ -29,10 +32,12 @@ from pipelines.config import PreprocessConfig
 from pipelines.landmarks import make_landmarker
 
 VARIANTS = {
-    "hog": PreprocessConfig(dlib_cnn_fallback=False),
-    "hog_cnn": PreprocessConfig(dlib_cnn_fallback=True, dlib_cnn_upsample=0),
-    "hog_cnn_upsample1": PreprocessConfig(dlib_cnn_fallback=True, dlib_cnn_upsample=1),
+    "mediapipe": PreprocessConfig(detector="mediapipe"),
+    "hog": PreprocessConfig(detector="dlib", dlib_cnn_fallback=False),
+    "hog_cnn": PreprocessConfig(detector="dlib", dlib_cnn_fallback=True, dlib_cnn_upsample=0),
+    "hog_cnn_upsample1": PreprocessConfig(detector="dlib", dlib_cnn_fallback=True, dlib_cnn_upsample=1),
 }
+FAN = PreprocessConfig(detector="fan", device="cpu")
 
 
 def measure(config: PreprocessConfig, images: list[np.ndarray], truths: list[np.ndarray]) -> list[dict]:
@@ -65,6 +70,7 @@ def summarise(results: list[dict], yaws: np.ndarray) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, help="AFLW2000 folder of .jpg + .mat (default: the asset sample)")
+    parser.add_argument("--fan", action="store_true", help="also FAN on the CPU (its weights from the torch hub cache)")
     args = parser.parse_args()
     folder = args.folder or fetch_dir("aflw2000_sample")
     paths = sorted(Path(folder).glob("*.jpg"))
@@ -72,10 +78,19 @@ def main() -> None:
     annotations = [read_aflw2000_mat(path.with_suffix(".mat")) for path in paths]
     truths = [annotation.landmarks for annotation in annotations]
     yaws = np.array([annotation.yaw for annotation in annotations])
-    per_variant = {name: measure(config, images, truths) for name, config in VARIANTS.items()}
+    variants = VARIANTS | ({"fan": FAN} if args.fan else {})
+    per_variant = {name: measure(config, images, truths) for name, config in variants.items()}
+    summaries = {name: summarise(results, yaws) for name, results in per_variant.items()}
+    frontal_found_by_all = (yaw_bin(yaws) == 0) & np.all(
+        [[result["found"] for result in results] for results in per_variant.values()], axis=0
+    )
+    for name, results in per_variant.items():
+        common = [results[index]["nme"] for index in np.nonzero(frontal_found_by_all)[0]]
+        summaries[name]["nme68_pct_common_0_30"] = round(100 * float(np.mean(common)), 2)
     print(json.dumps({
         "images": len(paths),
-        "variants": {name: summarise(results, yaws) for name, results in per_variant.items()},
+        "frontal_images_found_by_all": int(frontal_found_by_all.sum()),
+        "variants": summaries,
         "per_image": [
             {"image": path.stem, "yaw_deg": round(float(np.degrees(yaw)), 1)}
             | {name: {"found": results[index]["found"],

@@ -44,6 +44,9 @@ class Asset:
     url: str | None = None  # upstream URL of the file itself
     archive: str | None = None  # registered name of the upstream zip archive that holds the file
     member: str | None = None  # the file's path inside that archive
+    # False for files a mirror may lack (models from PyPI wheels, which a machine that installs the project can
+    # download): with a mirror configured they are read from it when there, else downloaded into the cache.
+    mirrored: bool = True
 
 
 def _github(owner_repo: str, commit: str) -> str:
@@ -63,14 +66,17 @@ _KUBERAY = _github("ray-project/kuberay", "59d663aeec13760646da3db9c1cf8cfe883e3
 _PCAVS_AUDIO_SOURCE = "archives/pcavs/Audio_Source.zip"
 _PCAVS_INPUT = "archives/pcavs/Input.zip"
 _PCAVS_POSE_SOURCE = "archives/pcavs/Pose_Source.zip"
+# The mediapipe 0.10.21 wheel (a zip) from PyPI, for the face detector and face mesh models it bundles. Any of
+# its platform builds holds the same model files; this one is Linux x86-64 for CPython 3.12.
+_MEDIAPIPE_WHEEL = "archives/mediapipe/mediapipe-0.10.21-cp312-cp312-manylinux_2_28_x86_64.whl"
 
 
 def _raw(name: str, sha256: str, base: str, upstream_path: str) -> Asset:
     return Asset(name, sha256, url=base + upstream_path)
 
 
-def _zipped(name: str, sha256: str, archive: str, member: str) -> Asset:
-    return Asset(name, sha256, archive=archive, member=member)
+def _zipped(name: str, sha256: str, archive: str, member: str, mirrored: bool = True) -> Asset:
+    return Asset(name, sha256, archive=archive, member=member, mirrored=mirrored)
 
 
 REGISTRY: dict[str, Asset] = {
@@ -79,6 +85,9 @@ REGISTRY: dict[str, Asset] = {
         _raw(_PCAVS_AUDIO_SOURCE, "c2db3448e2269050e066fc43fc705d29e6638f75c01cdab4b8781b89f1664979", _PCAVS, "misc/Audio_Source.zip"),
         _raw(_PCAVS_INPUT, "cce17109e931d3b29062a7ec949ff4a2e14dba0d6576cca2751a3de426be9dc3", _PCAVS, "misc/Input.zip"),
         _raw(_PCAVS_POSE_SOURCE, "80052de6b2e3519be1a9d0a71ecfb51c7c88f48cb0b5dc159def9aef4c668297", _PCAVS, "misc/Pose_Source.zip"),
+        Asset(_MEDIAPIPE_WHEEL, "956eb1ebc275c629e61b085b2cab89c3a5b9e93bad1bb107348d98dafb5a4bb5", url="https://files.pythonhosted.org/packages/9f/99/5da7ae7f7e25847383bc2fe5a9adc7ce150dd371682f486c0666b407cad7/mediapipe-0.10.21-cp312-cp312-manylinux_2_28_x86_64.whl", mirrored=False),
+        _zipped("mediapipe/face_detection_short_range.tflite", "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8", _MEDIAPIPE_WHEEL, "mediapipe/modules/face_detection/face_detection_short_range.tflite", mirrored=False),
+        _zipped("mediapipe/face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814", _MEDIAPIPE_WHEEL, "mediapipe/modules/face_landmark/face_landmark.tflite", mirrored=False),
         _raw("kuberay/ray.io_rayclusters.yaml", "c44704442eef0c6721ad40c1d66782c8bd3fdab9d3344306a5820910a679baa1", _KUBERAY, "ray-operator/config/crd/bases/ray.io_rayclusters.yaml"),
         _raw("kuberay/ray.io_rayjobs.yaml", "01a5cf3b17c1769fda44af7e82debcd98722f0c27b9ab84d084681c6649121f5", _KUBERAY, "ray-operator/config/crd/bases/ray.io_rayjobs.yaml"),
         _raw("aflw2000_sample/image00050.jpg", "4e5a757c568212a8e772fb69f001264553701a0a17856ada0b0ce7d06d8aebc6", _PRNET, "TestImages/AFLW2000/image00050.jpg"),
@@ -217,7 +226,15 @@ def _extracted_file(asset: Asset) -> Path:
     if target.is_file() and sha256_of(target) == asset.sha256:
         return target
     archive = REGISTRY[asset.archive]
-    extracted = _retrieve(archive, processor=pooch.Unzip(members=[asset.member]))
+    try:
+        extracted = _retrieve(archive, processor=pooch.Unzip(members=[asset.member]))
+    except AssetUnavailable as error:
+        root = mirror_root()
+        place = root / asset.name if root is not None else f"DIR/{asset.name} and set {MIRROR_ENV}=DIR"
+        raise AssetUnavailable(
+            f"asset {asset.name!r} ({asset.member} in {archive.url}) could not be downloaded "
+            f"({error.__cause__}); without network, put the file at {place}"
+        ) from error
     if len(extracted) != 1:
         raise AssetError(f"archive {archive.name!r} from {archive.url} has no member {asset.member!r}")
     actual = sha256_of(Path(extracted[0]))
@@ -236,7 +253,7 @@ def fetch(name: str) -> Path:
     if asset is None:
         raise AssetError(f"unknown asset {name!r}; registered assets are listed in cest.assets.REGISTRY")
     root = mirror_root()
-    if root is not None:
+    if root is not None and (asset.mirrored or (root / asset.name).is_file()):
         return _verified_mirror_file(asset, root)
     if asset.archive is not None:
         return _extracted_file(asset)

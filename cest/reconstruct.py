@@ -70,9 +70,10 @@ def read_image(path: Path) -> np.ndarray:
 
 def crop_photo(image: np.ndarray, landmarker=None) -> FaceCrops:
     """The largest face of an RGB photo, cropped by the pipeline's alignment."""
-    from pipelines.landmarks import DlibLandmarker
+    from pipelines.config import PreprocessConfig
+    from pipelines.landmarks import make_landmarker
 
-    landmarker = landmarker or DlibLandmarker()
+    landmarker = landmarker or make_landmarker(PreprocessConfig())
     boxes = landmarker.detect(image)
     if len(boxes) == 0:
         raise ReconstructError("no face found in the image")
@@ -93,7 +94,7 @@ def crop_video(path: Path, max_frames: int = 0, landmarker=None) -> FaceCrops:
     from pipelines.align import alignment_frame, crop_matrices, scale_input, smooth_frames, warp
     from pipelines.config import PreprocessConfig
     from pipelines.decode import Reject, decode_video
-    from pipelines.landmarks import DlibLandmarker
+    from pipelines.landmarks import make_landmarker
     from pipelines.tracking import FaceTracker
 
     cfg = PreprocessConfig(max_frames=max_frames, min_segment_frames=1)
@@ -101,7 +102,7 @@ def crop_video(path: Path, max_frames: int = 0, landmarker=None) -> FaceCrops:
         video = decode_video(str(path), cfg)
     except Reject as reject:
         raise ReconstructError(f"cannot read {path} as a video ({reject.reason}: {reject.detail[:200]})") from None
-    tracks, _ = FaceTracker(landmarker or DlibLandmarker(cfg.dlib_upsample), cfg).track(video.frames)
+    tracks, _ = FaceTracker(landmarker or make_landmarker(cfg), cfg).track(video.frames)
     if not tracks:
         raise ReconstructError("no face found in any frame of the video")
     positions, landmarks = max(tracks, key=lambda track: len(track[0]))

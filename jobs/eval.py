@@ -83,12 +83,13 @@ _LANDMARKER = None
 
 
 def landmarker():
-    """One dlib detector per process (worker), made on first use."""
+    """One landmarker per process (worker), made on first use: the preprocessing pipeline's default."""
     global _LANDMARKER
     if _LANDMARKER is None:
-        from pipelines.landmarks import DlibLandmarker
+        from pipelines.config import PreprocessConfig
+        from pipelines.landmarks import make_landmarker
 
-        _LANDMARKER = DlibLandmarker()
+        _LANDMARKER = make_landmarker(PreprocessConfig())
     return _LANDMARKER
 
 

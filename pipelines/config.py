@@ -7,6 +7,9 @@ import json
 from dataclasses import dataclass
 
 
+DETECTORS = ("dlib", "mediapipe", "fan")  # the landmark backends (pipelines.landmarks.make_landmarker)
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     # Decode
@@ -75,7 +78,7 @@ class PreprocessConfig:
             "decode_timeout_s must be > 0": self.decode_timeout_s > 0,
             "decode_batch must be >= 1": self.decode_batch >= 1,
             "decoder must be pyav or decord": self.decoder in ("pyav", "decord"),
-            "detector must be dlib or fan": self.detector in ("dlib", "fan"),
+            "detector must be dlib, mediapipe or fan": self.detector in DETECTORS,
             "dlib_cnn_upsample must be >= 0": self.dlib_cnn_upsample >= 0,
             "recentre_tolerance must be >= 0": self.recentre_tolerance >= 0,
             "track_window must be >= 1": self.track_window >= 1,

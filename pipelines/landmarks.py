@@ -1,4 +1,5 @@
-"""Stage 2a: face boxes and 68 iBUG landmarks behind one interface, with a dlib and a FAN backend.
+"""Stage 2a: face boxes and 68 iBUG landmarks behind one interface, with dlib, MediaPipe (pipelines.face_mesh)
+and FAN backends.
 
 Coordinates are working-frame pixels, x right, y down, pixel centres at +0.5. Boxes are (x0, y0, x1, y1).
 """
@@ -185,7 +186,24 @@ class FanLandmarker(FaceLandmarker):
         return np.stack(found).astype(np.float32) + 0.5
 
 
+def fetch_model_files(detector: str) -> None:
+    """Fetch the registered model files of the backend `detector` (cest.assets; mediapipe's) before any work
+    starts, so that a missing one is a single error naming it (AssetError), not a failure of every input."""
+    if detector == "mediapipe":
+        from cest import assets
+        from pipelines.face_mesh import MODEL_FILES
+
+        for name in MODEL_FILES:
+            assets.fetch(name)
+
+
 def make_landmarker(cfg: PreprocessConfig) -> FaceLandmarker:
+    """The backend cfg.detector names: every place that finds faces (preprocessing, reconstruction of a user's
+    photo or video, the `detected` evaluation) makes its landmarker here, so a crop is made the same way."""
+    if cfg.detector == "mediapipe":
+        from pipelines.face_mesh import MediaPipeLandmarker
+
+        return MediaPipeLandmarker()
     if cfg.detector == "dlib":
         return DlibLandmarker(
             upsample=cfg.dlib_upsample, cnn_fallback=cfg.dlib_cnn_fallback, cnn_upsample=cfg.dlib_cnn_upsample

@@ -22,8 +22,10 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cest.assets import AssetError
 from pipelines import PIPELINE_VERSION
-from pipelines.config import PreprocessConfig
+from pipelines.config import DETECTORS, PreprocessConfig
+from pipelines.landmarks import fetch_model_files
 from pipelines.inputs import (
     LISTING_BATCH,
     InputSource,
@@ -86,7 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="GPU actors sharing one GPU (each runs decode, crop and mask on its CPU between batches of FAN)",
     )
-    parser.add_argument("--detector", choices=("dlib", "fan"), default=defaults.detector)
+    parser.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default=defaults.detector,
+        help="landmark backend: mediapipe (face mesh on LiteRT, offline, CPU; holds at profile), dlib (HOG + "
+        "68-point model, offline, CPU; frontal faces), fan (face-alignment; weights downloaded on first use)",
+    )
     parser.add_argument(
         "--device",
         default=defaults.device,
@@ -207,8 +215,8 @@ def landmark_layout(
         fit = f", CPUs for {bounds[0]} of {wanted} actors beside the listing" if bounds[0] < wanted else ""
     else:
         bounds = None
-    if detector == "dlib":
-        why = "dlib runs on CPU"
+    if detector != "fan":
+        why = f"{detector} runs on CPU"
     elif device.startswith("cuda"):
         why = f"--device {device}: 1/{actors_per_gpu} GPU per actor, asked of the cluster, which has {cluster_gpus:g} now"
     elif device == "cpu":
@@ -500,7 +508,8 @@ def run(argv: list[str] | None = None) -> int:
         output = Output(args.output)
         output.check_settings(cfg.output_settings(), defaults=PreprocessConfig.settings_of_older_outputs())
         output.remove_stale_temporaries()
-    except (ValueError, OSError) as error:  # bad settings, InputError, OutputError, unreachable filesystem
+        fetch_model_files(cfg.detector)
+    except (ValueError, OSError, AssetError) as error:  # bad settings, Input/OutputError, filesystem, model file
         print(f"preprocess: error: {error}", file=sys.stderr)
         return 2
     try:
