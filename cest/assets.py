@@ -228,13 +228,10 @@ def _extracted_file(asset: Asset) -> Path:
     archive = REGISTRY[asset.archive]
     try:
         extracted = _retrieve(archive, processor=pooch.Unzip(members=[asset.member]))
-    except AssetUnavailable as error:
+    except AssetUnavailable as error:  # name the file wanted and where a mirror holds it
         root = mirror_root()
-        place = root / asset.name if root is not None else f"DIR/{asset.name} and set {MIRROR_ENV}=DIR"
-        raise AssetUnavailable(
-            f"asset {asset.name!r} ({asset.member} in {archive.url}) could not be downloaded "
-            f"({error.__cause__}); without network, put the file at {place}"
-        ) from error
+        place = root / asset.name if root is not None else f"MIRROR/{asset.name}"
+        raise AssetUnavailable(f"asset {asset.name!r} is {asset.member} in the archive: {error} ({place})") from error
     if len(extracted) != 1:
         raise AssetError(f"archive {archive.name!r} from {archive.url} has no member {asset.member!r}")
     actual = sha256_of(Path(extracted[0]))

@@ -69,7 +69,9 @@ def test_registry_matches_the_mirror_checksums(mirror):
     for line in (mirror / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split()
         listed[name.removeprefix("./")] = digest
-    assert {name: entry.sha256 for name, entry in assets.REGISTRY.items()} == listed
+    mirrored = {name: entry.sha256 for name, entry in assets.REGISTRY.items() if entry.mirrored}
+    assert {name: digest for name, digest in listed.items() if name in mirrored} == mirrored
+    assert all(assets.REGISTRY[name].sha256 == digest for name, digest in listed.items() if name not in mirrored)
 
 
 def test_every_asset_has_an_upstream_source():
@@ -79,7 +81,8 @@ def test_every_asset_has_an_upstream_source():
             assert assets.REGISTRY[entry.archive].url is not None, entry.name
         else:
             assert entry.archive is None and entry.member is None, entry.name
-            assert entry.url.startswith("https://raw.githubusercontent.com/"), entry.url
+            pypi_wheel = entry.url.startswith("https://files.pythonhosted.org/") and entry.url.endswith(".whl")
+            assert entry.url.startswith("https://raw.githubusercontent.com/") or pypi_wheel, entry.url
     assert assets.REGISTRY["morphable/sfm/sfm_shape_3448.bin"].url == (
         "https://raw.githubusercontent.com/patrikhuber/eos/ce984207a51c2edd2e7568a64fec9b98ef61aeed/share/sfm_shape_3448.bin"
     )
@@ -88,8 +91,9 @@ def test_every_asset_has_an_upstream_source():
         "ray-operator/config/crd/bases/ray.io_rayjobs.yaml"
     )
     zipped = [entry for entry in assets.REGISTRY.values() if entry.archive]
-    assert len(zipped) == 14 and {entry.archive for entry in zipped} == {
-        "archives/pcavs/Audio_Source.zip", "archives/pcavs/Input.zip", "archives/pcavs/Pose_Source.zip"
+    assert len(zipped) == 16 and {entry.archive for entry in zipped} == {
+        "archives/pcavs/Audio_Source.zip", "archives/pcavs/Input.zip", "archives/pcavs/Pose_Source.zip",
+        "archives/mediapipe/mediapipe-0.10.21-cp312-cp312-manylinux_2_28_x86_64.whl",
     }
 
 
@@ -102,7 +106,7 @@ def test_every_archive_member_is_in_its_archive_with_the_registered_hash():
 
 
 def test_fetch_from_mirror_checks_every_file(mirror):
-    for name in assets.REGISTRY:
+    for name in [name for name, entry in assets.REGISTRY.items() if entry.mirrored]:
         path = assets.fetch(name)
         assert path == mirror / name
         assert assets.sha256_of(path) == assets.REGISTRY[name].sha256
@@ -244,6 +248,31 @@ def test_archive_download_failure_is_a_clear_error(monkeypatch, no_mirror):
     with_fields(monkeypatch, ARCHIVE, url=refused_url(ARCHIVE))
     with pytest.raises(assets.AssetUnavailable, match=f"could not download asset '{ARCHIVE}'.*{assets.MIRROR_ENV}"):
         assets.fetch(ZIPPED)
+
+
+def test_file_a_mirror_may_lack_is_downloaded_into_the_cache(monkeypatch, tmp_path, http_server):
+    """An asset registered with mirrored=False (the mediapipe wheel's models) that the configured mirror lacks
+    comes from upstream into the cache; one the mirror holds is read from there."""
+    monkeypatch.setenv(assets.MIRROR_ENV, str(tmp_path / "mirror"))
+    (tmp_path / "mirror").mkdir()
+    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+    with_fields(monkeypatch, ARCHIVE, url=served_url(http_server, ARCHIVE), mirrored=False)
+    with_fields(monkeypatch, ZIPPED, mirrored=False)
+    assert assets.fetch(ZIPPED) == tmp_path / "cache" / ZIPPED
+    (tmp_path / "mirror" / ZIPPED).parent.mkdir(parents=True)
+    shutil.copyfile(asset(ZIPPED), tmp_path / "mirror" / ZIPPED)
+    assert assets.fetch(ZIPPED) == tmp_path / "mirror" / ZIPPED
+
+
+def test_unreachable_member_a_mirror_may_lack_names_where_to_put_it(monkeypatch, tmp_path):
+    monkeypatch.setenv(assets.MIRROR_ENV, str(tmp_path))
+    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+    with_fields(monkeypatch, ARCHIVE, url=refused_url(ARCHIVE), mirrored=False)
+    with_fields(monkeypatch, ZIPPED, mirrored=False)
+    with pytest.raises(assets.AssetUnavailable) as error:
+        assets.fetch(ZIPPED)
+    message = str(error.value)
+    assert f"asset '{ZIPPED}'" in message and str(tmp_path / ZIPPED) in message and "\n" not in message
 
 
 def test_cache_dir_default_and_override(monkeypatch, tmp_path):

@@ -26,8 +26,8 @@ def hog_only():
 
 @pytest.fixture(scope="module")
 def with_fallback():
-    """The landmarker `python -m pipelines.preprocess --dlib-cnn-fallback` makes."""
-    args = build_parser().parse_args(["--input", "in", "--output", "out", "--dlib-cnn-fallback"])
+    """The landmarker `python -m pipelines.preprocess --detector dlib --dlib-cnn-fallback` makes."""
+    args = build_parser().parse_args(["--input", "in", "--output", "out", "--detector", "dlib", "--dlib-cnn-fallback"])
     return make_landmarker(config_from_args(args))
 
 
