@@ -4,8 +4,8 @@ Without --checkpoint the project's published CPU-trained model is used (models/c
 
 PATH is a photo or a video in any format `make preprocess` reads (`pipelines.inputs`: jpg, png, webp, tif,
 ...; mp4, mov, webm, 3gp, ...; turned and stretched as a player shows them). The face is found and
-cropped exactly as the training crops were made: the preprocessing pipeline's dlib detector and 68
-landmarks (offline), its FFHQ-style alignment to 224 px (`pipelines.align`; for a video, the longest face
+cropped exactly as the training crops were made: the preprocessing pipeline's default detector and 68
+landmarks (`pipelines.landmarks.make_landmarker`, offline), its FFHQ-style alignment to 224 px (`pipelines.align`; for a video, the longest face
 track with the pipeline's tracker and temporal smoothing of the crop), then resized to the checkpoint's
 `model.image_size`. (The face finding is the one place cest/ uses pipelines/; those modules import neither
 Ray nor MLflow. To name a checkpoint by its MLflow run, use `python -m jobs.reconstruct ... --run-id ID`.)

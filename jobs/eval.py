@@ -12,8 +12,8 @@ any model runs, with one line naming what is missing (exit status 2).
 
 AFLW2000-3D (a folder of imageNNNNN.jpg + .mat): every image is cropped twice with the pipeline's alignment
 (`pipelines.align`, the crop the model was trained on): from the ground-truth landmarks (the "oracle" crop,
-as 3DDFA's protocol does) and from dlib's detected landmarks (what a user gets; images without a detection
-are counted and left out). The model's 68 projected landmarks are mapped back to the image and scored with
+as 3DDFA's protocol does) and from the landmarks the preprocessing pipeline's default backend detects (what a
+user gets, `pipelines.landmarks.make_landmarker`; images without a detection are counted and left out). The model's 68 projected landmarks are mapped back to the image and scored with
 `cest.eval.metrics` (3DDFA protocol: NME by yaw bin, balanced mean, all 68 and inner 51 points).
 With --bfm-dir (the user's BFM 2009 and 3DDFA expression files, never shipped) also the dense NME of the
 oracle crops (`cest.eval.dense`: the paper's per-vertex metric after ICP, its region, alignment and the ground
