@@ -4,8 +4,8 @@ The model files are the `.tflite` files bundled in the mediapipe 0.10.21 wheel (
 asset registry as members of that wheel (`cest.assets`, "mediapipe/*"); the mediapipe package itself is not
 installed (it pins numpy<2 and protobuf<5). They run on `ai-edge-litert`'s interpreter. The pre- and
 post-processing follows MediaPipe's graphs (mediapipe/modules/face_detection and face_landmark, 0.10.21):
-- detection: the image letterboxed to the model's square input in [-1, 1]; SSD anchors decoded into boxes
-  and 6 keypoints (eyes first); weighted non-maximum suppression (IoU 0.3);
+- detection: the image letterboxed to the model's 128 x 128 input in [-1, 1]; SSD anchors decoded into boxes
+  (the model's 6 keypoints are not used); scores from 0.5; weighted non-maximum suppression (IoU 0.3);
 - landmarks: a square region 1.5 x the face box, turned so that the eyes are level, resized to 192 x 192
   in [0, 1]; the mesh's 468 (x, y) are mapped back to the image. The first pass uses the box upright; the
   second re-crops from the first pass's mesh (eye line, centre and size), as MediaPipe's tracking does.
