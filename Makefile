@@ -71,7 +71,7 @@ mlflow-ui: setup
 eval: setup
 	@aflw="$(AFLW2000)"; [ -n "$$aflw" ] || aflw=$$($(PY) -m cest.assets dir aflw2000_sample) || exit 1; \
 	$(PY) -m jobs.eval --latest-ablations --aflw2000 "$$aflw" $(if $(wildcard $(OUTPUT)/clips),--clips $(OUTPUT)) --output $(EVAL_OUTPUT) \
-		$(if $(MICC),--micc $(MICC)) $(if $(NOW),--now $(NOW)) $(if $(REALY),--realy $(REALY)) $(EVAL_ARGS)
+		$(if $(MICC),--micc $(MICC) --micc-rendered $(MICC)) $(if $(NOW),--now $(NOW)) $(if $(REALY),--realy $(REALY)) $(EVAL_ARGS)
 
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_render.py

@@ -2,13 +2,14 @@
 Florence, NoW, REALY), logged into MLflow.
 
     python -m jobs.eval --run-id RUN [--run-id RUN2 ...] | --checkpoint CKPT ... | --latest-ablations
-                        [--aflw2000 DIR] [--images DIR | --clips PREPROCESS_OUTPUT] [--micc DIR] [--now DIR]
-                        [--realy IMAGES [--realy-template REALY/data/HIFI3D.obj]] --output DIR [--ray]
+                        [--aflw2000 DIR] [--images DIR | --clips PREPROCESS_OUTPUT] [--micc DIR] [--micc-rendered DIR]
+                        [--now DIR] [--realy IMAGES [--realy-template REALY/data/HIFI3D.obj]] --output DIR [--ray]
 
-Shape benchmarks (jobs.eval_shape, protocols in cest.eval.micc / now / realy, docs/eval.md): MICC Florence in mm
-per setting, NoW's validation split scored locally and exported in the challenge layout (now_predictions/),
-REALY meshes and keypoint file for submission (realy/). A missing or malformed folder stops the job before
-any model runs, with one line naming what is missing (exit status 2).
+Shape benchmarks (jobs.eval_shape, protocols in cest.eval.micc / micc_rendered / now / realy, docs/eval.md): MICC
+Florence in mm per setting and by the paper's rendered NME protocol, NoW's validation split scored locally and
+exported in the challenge layout (now_predictions/), REALY meshes and keypoint file for submission (realy/). A
+missing or malformed folder stops the job before any model runs, with one line naming what is missing (exit
+status 2).
 
 AFLW2000-3D (a folder of imageNNNNN.jpg + .mat): every image is cropped twice with the pipeline's alignment
 (`pipelines.align`, the crop the model was trained on): from the ground-truth landmarks (the "oracle" crop,
@@ -372,7 +373,8 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
         bound = DataConfig().max_skipped_fraction if max_skipped_fraction is None else max_skipped_fraction
         datasets.append((clip_frame_rows(clips, SkipList(str(output / SKIP_FILE), bound)), None))
     if not datasets and not has_shape:
-        raise ReconstructError("nothing to evaluate on: give --aflw2000, --images, --clips, --micc, --now or --realy")
+        raise ReconstructError("nothing to evaluate on: give --aflw2000, --images, --clips, --micc, --micc-rendered, --now "
+                               "or --realy")
     datasets = [(items[:limit] if limit else items, prepare) for items, prepare in datasets]
     prepared = [[prepare(item) if prepare else item for item in progress(items, "preparing")] if not use_ray
                 else None for items, prepare in datasets]
@@ -406,11 +408,13 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
         if curves:
             plot_ced(output / f"ced_{kind}.png", curves, f"AFLW2000-3D, {kind} crops")
             files.append(output / f"ced_{kind}.png")
-    for name, title, upper in [("now", "NoW validation: scan-to-mesh distance", 8.0)] + [
-            (f"micc_{key}", f"MICC {setting}: per-subject mean error", 4.0) for setting, key in MICC_SETTINGS.items()]:
+    shape_plots = [("now", "NoW validation: scan-to-mesh distance", 8.0, "mm"),
+                   ("micc_rendered", "MICC renderings: NME", 10.0, "% of the outer interocular distance")] + [
+        (f"micc_{key}", f"MICC {setting}: per-subject mean error", 4.0, "mm") for setting, key in MICC_SETTINGS.items()]
+    for name, title, upper, unit in shape_plots:
         curves = {label: found[name] for label, found in shape_curves.items() if name in found}
         if curves:
-            plot_shape_ced(output / f"ced_{name}.png", curves, title, upper)
+            plot_shape_ced(output / f"ced_{name}.png", curves, title, upper, unit)
             files.append(output / f"ced_{name}.png")
     if mlflow:
         for candidate in candidates:
@@ -457,6 +461,8 @@ def main(argv=None) -> int:
     parser.add_argument("--micc", type=Path, help="MICC Florence folder (subject_NN/Video, subject_NN/Model); docs/eval.md")
     parser.add_argument("--micc-frames", type=int, default=50,
                         help="decode at most this many frames per MICC video; identity averaged over the face track")
+    parser.add_argument("--micc-rendered", type=Path, help="MICC Florence folder (subject_NN/Model scans only): the "
+                        "CEST paper's protocol, NME on renderings of the scans over its pose grid; docs/eval.md")
     parser.add_argument("--now", type=Path, help="NoW folder (imagepathsvalidation.txt, NoW_Dataset, scans, "
                         "scans_lmks_onlypp): validation scores and the challenge export")
     parser.add_argument("--realy", type=Path, help="a folder of REALY's images: meshes for submission")
@@ -481,7 +487,7 @@ def main(argv=None) -> int:
 
             ray.init()
         try:
-            shape = ShapeInputs(args.micc, args.now, args.realy, args.realy_template, args.micc_frames)
+            shape = ShapeInputs(args.micc, args.now, args.realy, args.realy_template, args.micc_frames, args.micc_rendered)
             evaluate(candidates, args.output, args.aflw2000, args.images, args.clips, args.ray,
                      args.batch_size, not args.no_mlflow, args.limit, args.bfm_dir, shape, args.max_skipped_fraction)
         finally:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cest.eval import micc, now, realy
-from cest.eval.files import read_mesh, require_dir, write_obj
+from cest.eval import micc, micc_rendered, now, realy
+from cest.eval.files import read_coloured_mesh, read_mesh, require_dir, write_obj
 from cest.reconstruct import ReconstructError, crop_photo, crop_video, model_images, read_image
 
 # Published anchors (cited in docs/eval.md). NoW: the NoW test split's leaderboard, median / mean / std mm
@@ -28,6 +28,9 @@ NOW_ANCHORS = (("DECA (Feng et al. 2021)", 1.09, 1.38, 1.18),
 REALY_ANCHOR = "3DDFA_V2 1.926 (frontal, REALY's average NMSE over its regions)"
 MICC_NOTE = ("The CEST paper's MICC numbers (CEST 3.14, PRN 3.76, 3DDFA 6.38) are its rendered NME protocol, "
              "not this mm protocol; no mm anchor is quoted here.")
+# The CEST paper, Sec. 4.4 (NME %, its rendered protocol; VRN's 19,618-vertex set, see cest.eval.micc_rendered).
+MICC_RENDERED_ANCHORS = (("CEST (paper)", 3.14), ("N3DMM (Tran et al. 2019)", 3.20), ("PRN (Feng et al. 2018)", 3.76),
+                         ("3DDFA (Zhu et al. 2016)", 6.38))
 NOW_CED_MAX_MM = 8.0  # now_evaluation's plot range
 BATCH = 16
 
@@ -39,6 +42,7 @@ class ShapeInputs:
     realy: Path | None = None  # a folder of REALY's images
     realy_template: Path | None = None  # a REALY template .obj with its .txt beside it (e.g. REALY/data/HIFI3D.obj)
     micc_frames: int = 50
+    micc_rendered: Path | None = None  # a MICC folder scored by the paper's rendered protocol (scans only)
     checked: dict = field(default_factory=dict)
 
     def check(self, limit: int = 0) -> bool:
@@ -46,6 +50,8 @@ class ShapeInputs:
         cut = (lambda items: items[:limit]) if limit else (lambda items: items)
         if self.micc:
             self.checked["micc"] = cut(micc.micc_subjects(self.micc))
+        if self.micc_rendered:
+            self.checked["micc_rendered"] = cut(micc.micc_subjects(self.micc_rendered, videos=False))
         if self.now:
             self.checked["now"] = cut(now.now_items(self.now))
         if self.realy:
@@ -94,6 +100,36 @@ def run_micc(reconstructor, subjects, frames: int) -> tuple[dict, dict]:
             scores = [micc.micc_errors(vertices, triangles, *scan, vertices[tip_index]) for scan in scans]
             per_subject[setting][subject.name] = min(scores, key=lambda errors: errors["mean"])
     return {**micc.micc_summary(per_subject), "micc_missed_videos": missed}, per_subject
+
+
+def run_micc_rendered(reconstructor, subjects) -> tuple[dict, np.ndarray]:
+    """Every subject's first frontal scan rendered over RENDER_VIEWS, each rendering reconstructed like a photo:
+    (metrics: NME % over the renderings where a face was found, by |yaw| too, and the count missed; the NMEs)."""
+    from jobs.eval import landmarker
+
+    morphable = reconstructor.model.morphable
+    triangles = morphable.triangles.cpu().numpy()
+    landmark_indices = morphable.landmark_indices.cpu().numpy()
+    errors, yaws, missed = [], [], 0
+    for subject in subjects:
+        scan_vertices, scan_triangles, colours = read_coloured_mesh(subject.scans[0])
+        for pitch, yaw in micc_rendered.RENDER_VIEWS:
+            image = micc_rendered.render_scan(scan_vertices, scan_triangles, colours, pitch, yaw)
+            try:
+                vertices = neutral_mm(reconstructor, crop_photo(image, landmarker()).crops)
+            except ReconstructError:
+                missed += 1
+                continue
+            errors.append(micc_rendered.rendered_nme(vertices, triangles, landmark_indices, scan_vertices, scan_triangles))
+            yaws.append(abs(yaw))
+    errors, yaws = np.array(errors), np.array(yaws)
+    metrics = {"micc_rendered_images": len(errors), "micc_rendered_missed": missed}
+    if len(errors):
+        metrics["micc_rendered_nme"] = float(errors.mean())
+        for yaw in sorted(set(abs(y) for _, y in micc_rendered.RENDER_VIEWS)):
+            if (yaws == yaw).any():
+                metrics[f"micc_rendered_nme_yaw_{yaw}"] = float(errors[yaws == yaw].mean())
+    return metrics, errors
 
 
 def run_now(reconstructor, items, predictions: Path) -> tuple[dict, list]:
@@ -150,6 +186,9 @@ def shape_benchmarks(reconstructor, inputs: ShapeInputs, output: Path, label: st
         for setting, key in micc.SETTINGS.items():
             if per_subject[setting]:
                 curves[f"micc_{key}"] = np.array([errors["mean"] for errors in per_subject[setting].values()])
+    if "micc_rendered" in inputs.checked:
+        found, curves["micc_rendered"] = run_micc_rendered(reconstructor, inputs.checked["micc_rendered"])
+        metrics.update(found)
     if "now" in inputs.checked:
         found, distances = run_now(reconstructor, inputs.checked["now"], output / "now_predictions" / name)
         metrics.update(found)
@@ -176,6 +215,18 @@ def shape_tables(results: dict[str, dict]) -> str:
                      if f"micc_{key}_{score}_mm" in m else "-" for key in micc.SETTINGS.values() for score in micc.SCORES]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines + ["", MICC_NOTE]))
+    if any("micc_rendered_images" in m for m in results.values()):
+        yaws = sorted({abs(yaw) for _, yaw in micc_rendered.RENDER_VIEWS})
+        lines = ["### MICC Florence, the paper's rendered protocol (NME %; ours: every scan vertex in the 95 mm crop)",
+                 "", "| model | NME | " + " | ".join(f"yaw {yaw}" for yaw in yaws) + " | renderings | no face |",
+                 "|---|---|" + "---|" * len(yaws) + "---|---|"]
+        for label, m in results.items():
+            if "micc_rendered_images" in m:
+                cells = [m.get("micc_rendered_nme")] + [m.get(f"micc_rendered_nme_yaw_{yaw}") for yaw in yaws]
+                lines.append(f"| {label} | " + " | ".join(_cell(c) for c in cells) +
+                             f" | {m['micc_rendered_images']} | {m['micc_rendered_missed']} |")
+        lines += [f"| {name} | {nme:.2f} |" + " - |" * (len(yaws) + 2) for name, nme in MICC_RENDERED_ANCHORS]
+        parts.append("\n".join(lines))
     if any("now_median_mm" in m for m in results.values()):
         lines = ["### NoW (mm: median / mean / std; ours: validation split, anchors: test split)", "",
                  "| model | median | mean | std | metrical median | images | no face |", "|---|---|---|---|---|---|---|"]
@@ -191,9 +242,9 @@ def shape_tables(results: dict[str, dict]) -> str:
     return "\n\n".join(parts) + ("\n" if parts else "")
 
 
-def plot_shape_ced(path: Path, curves: dict[str, np.ndarray], title: str, upper: float) -> None:
-    """Distance CED of each model (mm); the median in the legend."""
+def plot_shape_ced(path: Path, curves: dict[str, np.ndarray], title: str, upper: float, unit: str = "mm") -> None:
+    """Error CED of each model (in `unit`); the median in the legend."""
     from jobs.plots import save_ced
 
     save_ced(path, {label: (errors, float(np.median(errors))) for label, errors in curves.items()}, title,
-             "error (mm)", "%", upper)
+             f"error ({unit})", "%", upper)

@@ -21,7 +21,8 @@ def require_dir(path: Path | None, benchmark: str) -> Path:
     return path
 
 
-def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load(path: Path):
+    """(the trimesh mesh, vertices (N, 3) float64, triangles (F, 3) int64)."""
     import trimesh
 
     try:
@@ -31,7 +32,27 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     vertices, triangles = np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
     if len(vertices) == 0 or len(triangles) == 0:
         raise DatasetError(f"{path}: no triangles")
-    return vertices, triangles
+    return mesh, vertices, triangles
+
+
+def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    return _load(path)[1:]
+
+
+def read_coloured_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(vertices, triangles, colours (N, 3) in [0, 1] or None): vertex colours, or the texture sampled at each
+    vertex's texture coordinate (3dMD scans such as MICC's are textured), or None when the file has neither."""
+    import trimesh
+
+    mesh, vertices, triangles = _load(path)
+    visual = mesh.visual
+    if isinstance(visual, trimesh.visual.TextureVisuals):
+        if visual.uv is None or getattr(visual.material, "image", None) is None:
+            return vertices, triangles, None
+        visual = visual.to_color()
+    if visual.kind != "vertex":
+        return vertices, triangles, None
+    return vertices, triangles, np.asarray(visual.vertex_colors, np.float64)[:, :3] / 255
 
 
 def write_obj(path: Path, vertices: np.ndarray, triangles: np.ndarray) -> Path:

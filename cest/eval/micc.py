@@ -46,22 +46,23 @@ class MICCSubject:
     scans: list[Path]  # frontal scans (.obj)
 
 
-def micc_subjects(folder: Path) -> list[MICCSubject]:
-    """Every subject_NN of a MICC Florence folder with its three videos and frontal scans; DatasetError naming
-    the first missing file otherwise."""
+def micc_subjects(folder: Path, videos: bool = True) -> list[MICCSubject]:
+    """Every subject_NN of a MICC Florence folder with its frontal scans and (`videos`) its three videos;
+    DatasetError naming the first missing file otherwise. The rendered protocol (cest.eval.micc_rendered) needs
+    the scans only."""
     folder = require_dir(folder, "MICC Florence")
     subjects = []
     for directory in sorted(p for p in folder.glob("subject_*") if p.is_dir()):
         scans = sorted(directory.glob("Model/frontal*/obj/*.obj"))
         if not scans:
             raise DatasetError(f"MICC Florence: no scan {directory}/Model/frontal1/obj/*.obj")
-        videos = {}
-        for setting in SETTINGS:
+        found_videos = {}
+        for setting in SETTINGS if videos else ():
             found = [p for p in sorted((directory / "Video").glob(f"{setting}.*")) if p.suffix.lower() in VIDEO_SUFFIXES]
             if not found:
                 raise DatasetError(f"MICC Florence: no video {directory}/Video/{setting}.mjpg")
-            videos[setting] = found[0]
-        subjects.append(MICCSubject(directory.name, videos, scans))
+            found_videos[setting] = found[0]
+        subjects.append(MICCSubject(directory.name, found_videos, scans))
     if not subjects:
         raise DatasetError(f"MICC Florence: no subject_NN folders in {folder}")
     return subjects
@@ -72,15 +73,25 @@ def nose_tip(scan_vertices: np.ndarray) -> np.ndarray:
     return np.asarray(scan_vertices, np.float64)[np.argmax(scan_vertices[:, 2])]
 
 
-def micc_errors(vertices: np.ndarray, triangles: np.ndarray, scan_vertices: np.ndarray, scan_triangles: np.ndarray,
-                prediction_nose_tip: np.ndarray, scan_nose_tip: np.ndarray | None = None) -> dict[str, float]:
-    """{"mean": mm, "rmse": mm} of one predicted shape against one scan (module docstring)."""
+def aligned_to_scan(vertices: np.ndarray, triangles: np.ndarray, scan_vertices: np.ndarray, scan_triangles: np.ndarray,
+                    prediction_nose_tip: np.ndarray, scan_nose_tip: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the prediction aligned to the cropped scan, the cropped scan's vertices and triangles): the crop and
+    alignment steps of the module docstring."""
     tip = nose_tip(scan_vertices) if scan_nose_tip is None else np.asarray(scan_nose_tip, np.float64)
     crop_vertices, crop_triangles = crop_sphere(scan_vertices, scan_triangles, tip, CROP_RADIUS_MM)
     if len(crop_triangles) == 0:
         raise ValueError(f"no scan triangles within {CROP_RADIUS_MM} mm of the nose tip {tip}")
     start = np.asarray(vertices, np.float64) - prediction_nose_tip + tip
-    aligned = apply(align_to_surface(start, triangles, crop_vertices), start)
+    return apply(align_to_surface(start, triangles, crop_vertices), start), crop_vertices, crop_triangles
+
+
+def micc_errors(vertices: np.ndarray, triangles: np.ndarray, scan_vertices: np.ndarray, scan_triangles: np.ndarray,
+                prediction_nose_tip: np.ndarray, scan_nose_tip: np.ndarray | None = None) -> dict[str, float]:
+    """{"mean": mm, "rmse": mm} of one predicted shape against one scan (module docstring)."""
+    tip = nose_tip(scan_vertices) if scan_nose_tip is None else np.asarray(scan_nose_tip, np.float64)
+    aligned, crop_vertices, crop_triangles = aligned_to_scan(vertices, triangles, scan_vertices, scan_triangles,
+                                                             prediction_nose_tip, tip)
     scan_to_prediction = closest_points(crop_vertices, aligned, triangles)[0]
     inside = np.linalg.norm(aligned - tip, axis=1) <= CROP_RADIUS_MM
     prediction_to_scan = closest_points(aligned[inside], crop_vertices, crop_triangles)[0]
