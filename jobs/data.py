@@ -1,7 +1,7 @@
 """Parquet clip rows of `make preprocess` -> training batches of whole clips, with Ray Data.
 
 One ingest path for a local run and a cluster run:
-  read_parquet(clips/*.parquet, files shuffled every epoch) -> select_columns
+  clip_rows(clips/*.parquet row group by row group, files shuffled every epoch, the columns needed)
   -> map_batches(draw_clip_frames)   CPU tasks: F random distinct frames per clip, anew every epoch,
                                      JPEG/PNG decoded, resized to the model size, landmarks scaled
   -> iter_batches(clips_per_worker, local shuffle buffer, drop_last) in each training worker
@@ -12,7 +12,7 @@ whole clips with distinct clip ids and the pairing never sees a frame alone.
 Bad data (jobs/data_errors.py, the policy): the files are checked by their footers before any worker starts
 (`training_corpus`) and only readable ones are read; a row that cannot give a sample (frame counts that do not
 match, non-finite landmarks, fewer than F frames, a frame or mask that does not decode) gives none, and the map
-reports it (file from read_parquet's path column, segment key, reason) to the job's SkipList, held by a Ray actor
+reports it (file from the read's path column, segment key, reason) to the job's SkipList, held by a Ray actor
 (`start_skip_registry`) that names each skip once, keeps skipped.jsonl and says when the job must stop.
 
 Consistency scope "video" (Fig. 11): a sample is one source video (speaker_id/video_id), its F frames drawn
@@ -30,7 +30,6 @@ synthetic set mix at the stated rate however different their sizes.
 """
 
 import itertools
-import os
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -41,17 +40,13 @@ import pyarrow.parquet as pq
 import torch
 
 from cest.step import Batch
-from jobs.data_errors import (READ_ERRORS, WHOLE_FILE, Corpus, DataError, Skip, SkipList,  # noqa: F401 (DataError)
+from jobs.data_errors import (Corpus, DataError, Skip, SkipList, read_clip_file, row_groups,  # noqa: F401 (DataError)
                               row_problem, survey)
 from pipelines.inputs import resolve
 from pipelines.schema import SchemaError, decode_image
 
 FRAME_COLUMNS = ["frames_jpeg", "masks_png", "landmarks", "crop_size", "num_frames"]
 KEY_COLUMNS = ["segment_key", "speaker_id", "video_id"]
-# Ray Data 2.60 bin-packs Parquet files into read units of up to 128 MiB: a small corpus becomes one block
-# and one decoding task. 16 MiB (about a dozen 100-frame segments) keeps several tasks busy on small data
-# and is still large enough to amortise a task at VoxCeleb scale.
-PARQUET_BIN_BYTES = 16 * 1024 * 1024
 # Every pass over the data starts a new Ray Data execution (seconds of start-up: listing, footer readers, the
 # first decodes). In a small corpus each clip row therefore gives several samples per pass (each with its own
 # random frames), enough for SAMPLES_PER_EXECUTION samples; a corpus of more than SMALL_CORPUS_FILES files
@@ -224,11 +219,8 @@ def training_dataset(corpus: Corpus | str, frames: int, size: int, scope: str = 
     corpus = corpus if isinstance(corpus, Corpus) else training_corpus(corpus)
     exclude = frozenset(exclude)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the job prints its own progress lines
-    os.environ.setdefault("RAY_DATA_PARQUET_BIN_PACKING_BYTES", str(PARQUET_BIN_BYTES))
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=True) if seed is not None else "files"
-    # include_paths: the map names a bad row's file.
-    rows = ray.data.read_parquet(corpus.files, filesystem=corpus.fs, shuffle=shuffle, include_paths=True)
-    rows = rows.select_columns(KEY_COLUMNS + FRAME_COLUMNS + ["path"])
+    rows = clip_rows(corpus, KEY_COLUMNS + FRAME_COLUMNS, shuffle, report)
     if scope == "clip":
         return rows.map_batches(draw_clip_frames, batch_size=8, batch_format="numpy",
                                 fn_kwargs={"frames": frames, "size": size, "exclude": exclude,
@@ -239,6 +231,39 @@ def training_dataset(corpus: Corpus | str, frames: int, size: int, scope: str = 
         return candidates.groupby("video_key").map_groups(draw_video_frames, batch_format="numpy",
                                                           fn_kwargs={"frames": frames, "size": size, "report": report})
     raise ValueError(f"unknown consistency scope {scope!r}")
+
+
+def clip_rows(corpus: Corpus, columns: list[str], shuffle=None, report=None):
+    """The Ray Dataset of the corpus's clip rows (`columns` and the file's "path"), read row group by row group
+    (`ClipFiles`): a row group that does not read goes to `report(skips)` instead of failing the job."""
+    import ray.data
+
+    return ray.data.read_datasource(clip_files_datasource()(corpus, columns, shuffle, report))
+
+
+def clip_files_datasource():
+    """The ClipFiles datasource class (defined on first use: this module imports Ray only where it runs it)."""
+    from ray.data.datasource import FileBasedDatasource
+
+    class ClipFiles(FileBasedDatasource):
+        """Clip Parquet files, one block per row group (Ray Data's own Parquet reader fails the whole
+        execution on one corrupt page)."""
+
+        def __init__(self, corpus: Corpus, columns: list[str], shuffle=None, report=None):
+            super().__init__(corpus.files, filesystem=corpus.fs, shuffle=shuffle, include_paths=True)
+            self._columns, self._report = columns, report
+
+        def _open_input_source(self, filesystem, path: str, **open_args):
+            return filesystem.open_input_file(path)  # Parquet needs random access, not a stream
+
+        def _read_stream(self, f, path: str):
+            for part in row_groups(pq.ParquetFile(f), path, self._columns):
+                if isinstance(part, Skip):
+                    _report(self._report, [part])
+                else:
+                    yield part
+
+    return ClipFiles
 
 
 class SkipRegistry:
@@ -415,12 +440,13 @@ def holdout_rows(corpus: Corpus, count: int, skips: SkipList) -> list[list[str]]
     for file in corpus.files:
         if len(chosen) >= count:
             break
-        try:
-            table = pq.read_table(file, filesystem=corpus.fs, columns=["segment_key"] + FRAME_COLUMNS)
-        except READ_ERRORS as error:
-            skips.add([Skip(file, WHOLE_FILE, f"unreadable ({error})", corpus.rows[file])])
-            continue
-        for row in sorted(table.to_pylist(), key=lambda row: row["segment_key"]):
+        rows = []
+        for part in read_clip_file(corpus.fs, file, ["segment_key"] + FRAME_COLUMNS, corpus.rows[file]):
+            if isinstance(part, Skip):
+                skips.add([part])
+            else:
+                rows += part.to_pylist()
+        for row in sorted(rows, key=lambda row: row["segment_key"]):
             if len(chosen) >= count:
                 break
             problem = row_problem(row)

@@ -4,6 +4,8 @@
 A clip file or row that cannot be read or decoded is skipped, counted and named, never a traceback:
 - files, checked before any worker starts from their Parquet footers only (read in parallel, `survey`): not
   Parquet or truncated (no footer), a needed column missing or of another type;
+- row groups, where they are read (`row_groups`, `read_clip_file`): one that does not read behind a good footer
+  (a corrupt page) is skipped as "row group K", its rows counted;
 - rows, checked where they are read (`row_problem`, `decode_or_skip`): frame, mask or landmark counts that do
   not match num_frames, non-finite landmarks, fewer frames than a sample needs, a frame or mask that does not
   decode.
@@ -38,6 +40,7 @@ from pipelines.schema import CLIP_SCHEMA, SchemaError, decode_clip_row
 
 SKIP_FILE = "skipped.jsonl"
 WHOLE_FILE = ""  # the segment key of a skip that is a whole file
+ROW_GROUP = "row group "  # the segment key of a skip that is a row group: "row group 3"
 # Footer reads wait on storage latency (object stores: tens of ms each), not on CPU: many at once.
 FOOTER_THREADS = 32
 # Values per frame of the per-frame list columns (pipelines.schema.CLIP_COLUMNS).
@@ -58,7 +61,8 @@ class Skip:
     samples: int = 1  # the samples (clip rows) it stands for
 
     def line(self) -> str:
-        what = f"file {self.file}" if self.segment_key == WHOLE_FILE else f"row {self.segment_key} of {self.file}"
+        what = (f"file {self.file}" if self.segment_key == WHOLE_FILE else f"{self.segment_key} of {self.file}"
+                if self.segment_key.startswith(ROW_GROUP) else f"row {self.segment_key} of {self.file}")
         return f"warning: skipped {what}: {self.reason}"
 
 
@@ -106,6 +110,32 @@ def footer_problem(fs: pyarrow.fs.FileSystem, path: str, columns: list[str]) -> 
         if schema.field(name).type != expected:
             return f"column {name} is {schema.field(name).type}, expected {expected}", metadata.num_rows
     return None, metadata.num_rows
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message as one line of printable characters (pyarrow's can hold newlines and control bytes)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in str(error)).split())[:200]
+
+
+def row_groups(file: pq.ParquetFile, path: str, columns: list[str] | None = None):
+    """The row groups of an opened clip file as tables, each that does not read (a corrupt page behind a good
+    footer, a network error mid-file) as a Skip of its rows instead: yields pa.Table or Skip."""
+    for group in range(file.num_row_groups):
+        try:
+            yield file.read_row_group(group, columns=columns)
+        except READ_ERRORS as error:
+            yield Skip(path, f"{ROW_GROUP}{group}", f"unreadable ({_one_line(error)})",
+                       max(file.metadata.row_group(group).num_rows, 1))
+
+
+def read_clip_file(fs: pyarrow.fs.FileSystem, path: str, columns: list[str] | None = None, rows: int = 1):
+    """`row_groups` of a clip file by its path; a file that no longer opens is one Skip of its `rows`."""
+    try:
+        file = pq.ParquetFile(fs.open_input_file(path))
+    except READ_ERRORS as error:
+        yield Skip(path, WHOLE_FILE, f"unreadable ({_one_line(error)})", rows)
+        return
+    yield from row_groups(file, path, columns)
 
 
 def survey(data: str, columns: list[str], threads: int = FOOTER_THREADS) -> Corpus:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from cest.config import DataConfig
 from cest.train_local import FrameSet
-from jobs.data_errors import READ_ERRORS, WHOLE_FILE, Skip, SkipList, decode_or_skip, survey
+from jobs.data_errors import Skip, SkipList, decode_or_skip, read_clip_file, survey
 from pipelines.schema import CLIP_SCHEMA
 
 
@@ -30,12 +29,13 @@ def read_clip_rows(output_dir: str | Path, skips: SkipList | None = None) -> Ite
     corpus = survey(str(output_dir), CLIP_SCHEMA.names)
     skips.track(corpus)
     for file in corpus.files:
-        try:
-            table = pq.read_table(file, filesystem=corpus.fs)
-        except READ_ERRORS as error:
-            skips.add([Skip(file, WHOLE_FILE, f"unreadable ({error})", corpus.rows[file])])
-            continue
-        for row in table.to_pylist():
+        rows = []
+        for part in read_clip_file(corpus.fs, file, rows=corpus.rows[file]):
+            if isinstance(part, Skip):
+                skips.add([part])
+            else:
+                rows += part.to_pylist()
+        for row in rows:
             decoded, skip = decode_or_skip(row, file)
             if skip is not None:
                 skips.add([skip])

@@ -99,7 +99,7 @@ def annotate_clips(source: Path, output: Path, checkpoint: Path, batch_size: int
     import ray
 
     from cest.config import DataConfig
-    from jobs.data import SkipReporter, start_skip_registry
+    from jobs.data import SkipReporter, clip_rows, start_skip_registry
     from jobs.data_errors import SKIP_FILE, DataError, SkipList, survey
     from pipelines.schema import CLIP_SCHEMA
 
@@ -109,9 +109,9 @@ def annotate_clips(source: Path, output: Path, checkpoint: Path, batch_size: int
     skips.track(corpus)
     registry, handle = start_skip_registry(skips)
     try:
-        rows = ray.data.read_parquet(corpus.files, filesystem=corpus.fs, include_paths=True)
-        write_annotations(rows.flat_map(clip_frames, fn_kwargs={"report": SkipReporter(registry)}), output,
-                          checkpoint, batch_size)
+        report = SkipReporter(registry)
+        rows = clip_rows(corpus, CLIP_SCHEMA.names, report=report)
+        write_annotations(rows.flat_map(clip_frames, fn_kwargs={"report": report}), output, checkpoint, batch_size)
         verdict = ray.get(handle.verdict.remote())
     finally:
         ray.kill(handle)

@@ -28,9 +28,22 @@ def broken_rows(row: dict) -> dict[str, dict]:
     }
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
+def write_rows(path: Path, rows: list[dict], row_group_size: int | None = None) -> None:
     pq.write_table(pa.Table.from_pylist([{name: row[name] for name in CLIP_SCHEMA.names} for row in rows],
-                                        schema=CLIP_SCHEMA), path)
+                                        schema=CLIP_SCHEMA), path, row_group_size=row_group_size)
+
+
+def write_corrupt_page(path: Path, rows: list[dict]) -> None:
+    """The rows one row group each, then the page headers of the last row group overwritten: the footer reads,
+    the last row group does not (a flipped block in a copied file)."""
+    write_rows(path, rows, row_group_size=1)
+    metadata = pq.read_metadata(path)
+    group = metadata.row_group(metadata.num_row_groups - 1)
+    data = bytearray(path.read_bytes())
+    for column in range(group.num_columns):
+        start = group.column(column).data_page_offset
+        data[start:start + 12] = b"\xff" * 12
+    path.write_bytes(bytes(data))
 
 
 def truncate(source: Path, target: Path) -> None:
@@ -45,7 +58,8 @@ def write_other_schema(path: Path) -> None:
 
 def broken_corpus(target: Path, good: Path, rows: list[dict]) -> dict[str, str]:
     """target/clips: the clip files of the preprocess output `good`, a file of broken rows (those of
-    `broken_rows(rows[0])` and one good row), a truncated copy of a good file and a file of another schema.
+    `broken_rows(rows[0])` and one good row), a truncated copy of a good file, a file of another schema and a
+    file whose one row group does not read behind a good footer.
     Returns what must be skipped: "file" or "file/segment_key" -> words of the reason (rows shorter than a
     sample needs included; readers that need fewer frames keep them)."""
     clips = target / "clips"
@@ -57,7 +71,9 @@ def broken_corpus(target: Path, good: Path, rows: list[dict]) -> dict[str, str]:
     write_rows(clips / "part-broken-rows.parquet", [*broken.values(), good_copy])
     truncate(sorted((good / "clips").glob("*.parquet"))[0], clips / "part-truncated.parquet")
     write_other_schema(clips / "part-other-schema.parquet")
+    write_corrupt_page(clips / "part-corrupt-page.parquet", [dict(rows[2], segment_key=f"{rows[2]['segment_key']}/page")])
     expected = {f"{clips / 'part-broken-rows.parquet'}/{row['segment_key']}": reason for reason, row in broken.items()}
     expected[str(clips / "part-truncated.parquet")] = "not a readable Parquet file"
     expected[str(clips / "part-other-schema.parquet")] = "is missing"
+    expected[f"{clips / 'part-corrupt-page.parquet'}/row group 0"] = "unreadable"
     return expected

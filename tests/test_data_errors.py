@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bad_clips import broken_corpus, broken_rows, truncate, write_other_schema, write_rows
+from bad_clips import broken_corpus, broken_rows, truncate, write_corrupt_page, write_other_schema, write_rows
 from jobs.data import draw_clip_frames, holdout_rows, read_frames, training_corpus
-from jobs.data_errors import DataError, Skip, SkipList, files_verdict, survey
+from jobs.data_errors import DataError, Skip, SkipList, files_verdict, read_clip_file, survey
 from jobs.frames import read_clip_rows
 from pipelines.schema import CLIP_SCHEMA
 
@@ -39,6 +39,20 @@ def test_a_truncated_file_and_a_file_of_another_schema_are_skipped_by_their_foot
     assert reasons[str(tmp_path / "clips" / "b-other.parquet")] == "not a clip file: column speaker_id is missing"
     # The truncated file stands for the mean rows of a readable file (2), the other one for its own row (1).
     assert [skip.samples for skip in corpus.skips] == [2, 1] and corpus.samples == 5
+
+
+def test_a_row_group_that_does_not_read_behind_a_good_footer_is_skipped_and_the_others_are_read(sample_clips,
+                                                                                             tmp_path):
+    _, rows = sample_clips
+    (tmp_path / "clips").mkdir()
+    path = tmp_path / "clips" / "a.parquet"
+    write_corrupt_page(path, rows[:2])
+    corpus = survey(str(tmp_path), CLIP_SCHEMA.names)
+    assert corpus.files == [str(path)] and corpus.skips == []  # the footer is fine
+    table, skip = list(read_clip_file(corpus.fs, str(path), ["segment_key"]))
+    assert table.column("segment_key").to_pylist() == [rows[0]["segment_key"]]
+    assert (skip.file, skip.segment_key, skip.samples) == (str(path), "row group 1", 1)
+    assert skip.reason.startswith("unreadable (") and "\n" not in skip.line() and skip.line().isprintable()
 
 
 @pytest.mark.parametrize("reason", ["does not decode", "non-finite landmarks", "fewer than the"])

@@ -242,8 +242,9 @@ def _skip_list(run_dir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_two_workers_train_through_bad_files_and_rows_naming_each_once(ray_address, sample_clips, store, tmp_path,
                                                                        capsys):
-    """A truncated file, a file of another schema and rows that do not decode, hold NaN landmarks or too few
-    frames: the run reaches its step count without a restart, each skip listed once over several passes."""
+    """A truncated file, a file of another schema, a row group that does not read behind a good footer and rows
+    that do not decode, hold NaN landmarks or too few frames: the run reaches its step count without a restart,
+    each skip listed once over several passes."""
     data, rows = sample_clips
     expected = broken_corpus(tmp_path / "broken", data, rows)
     args = ["--data", str(tmp_path / "broken"), *SMALL, "--workers", "2", "--cpus-per-worker", "0.5",
@@ -255,8 +256,9 @@ def test_two_workers_train_through_bad_files_and_rows_naming_each_once(ray_addre
     named = {f"{entry['file']}/{entry['segment_key']}".rstrip("/"): entry["reason"] for entry in listed}
     assert len(named) == len(listed) and set(named) == set(expected)
     assert all(expected[key] in named[key] for key in expected), named
-    skipped = sum(entry["samples"] for entry in listed)  # 3 rows, the truncated file as 3 rows, 1 row of another schema
-    assert skipped == 7
+    # 3 rows, the truncated file as 3 rows, 1 row of another schema, the corrupt row group's 1 row
+    skipped = sum(entry["samples"] for entry in listed)
+    assert skipped == 8
     client, runs = _runs(store)
     history = client.get_metric_history(runs[0].info.run_id, "data/skipped_samples")
     assert history[-1].value == skipped and [m.step for m in history][-1] == 8
