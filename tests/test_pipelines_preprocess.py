@@ -87,7 +87,7 @@ def test_parquet_round_trip_through_the_schema(sample_output):
         assert clip["landmarks"].shape == (count, 68, 2) and clip["landmarks"].dtype == np.float32
         assert clip["crop_transforms"].shape == (count, 2, 3)
         assert np.all(np.diff(clip["frame_indices"]) > 0)
-        assert clip["settings"]["max_frames"] == 40 and clip["landmark_backend"] == "dlib"
+        assert clip["settings"]["max_frames"] == 40 and clip["landmark_backend"] == "mediapipe"
         # The face sits in the middle of the crop, eyes level.
         eyes = clip["landmarks"][:, 36:48].mean(axis=1)
         assert np.all(np.abs(eyes - [112, 100]) < 40)
