@@ -119,13 +119,18 @@ def _region_transform(centre: np.ndarray, side: float, angle: float, size: int) 
 
 
 class MediaPipeLandmarker(FaceLandmarker):
-    """BlazeFace (short range) boxes and the 468-point face mesh reduced to iBUG 68; offline on a CPU."""
+    """BlazeFace (short range) boxes and the 468-point face mesh reduced to iBUG 68; offline on a CPU.
+
+    BlazeFace sees the whole image at 128 x 128, so a small face in a large photo (under about 50 px in 512)
+    is lost: where it finds none, dlib's HOG detector (upsampled once) gives the boxes, and the mesh, which
+    re-crops from its own first pass, places the landmarks as for any box."""
 
     name = "mediapipe"
 
     def __init__(self):
         self._detector = _interpreter(DETECTOR_MODEL)
         self._mesh = _interpreter(MESH_MODEL)
+        self._small_face_detector = None  # dlib's, made on first need
 
     def detect(self, image: np.ndarray, local: bool = False) -> np.ndarray:
         """Face boxes of the detector, which sees the whole image letterboxed into its 128 x 128 input
@@ -140,11 +145,21 @@ class MediaPipeLandmarker(FaceLandmarker):
         scores = 1 / (1 + np.exp(-np.clip(classificators[:, 0].astype(np.float64), -100, 100)))  # MediaPipe clips at 100
         keep = scores >= DETECTION_MIN_SCORE
         if not keep.any():
-            return np.zeros((0, 4), np.float32)
+            return self._small_faces(image)
         raw = regressors[keep, :4] / DETECTION_INPUT
         centres = SHORT_RANGE_ANCHORS[keep] + raw[:, :2]
         boxes = np.concatenate([centres - raw[:, 2:] / 2, centres + raw[:, 2:] / 2], axis=1)
         boxes = weighted_nms(boxes, scores[keep], DETECTION_NMS_IOU) * side - [left, top, left, top]
+        return _largest_first(boxes)
+
+    def _small_faces(self, image: np.ndarray) -> np.ndarray:
+        """dlib HOG boxes (x0, y0, x1, y1), largest first, where BlazeFace finds no face."""
+        import dlib
+
+        if self._small_face_detector is None:
+            self._small_face_detector = dlib.get_frontal_face_detector()
+        found = self._small_face_detector(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 1)
+        boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in found], np.float32).reshape(-1, 4)
         return _largest_first(boxes)
 
     def _mesh_in(self, image: np.ndarray, centre: np.ndarray, side: float, angle: float) -> np.ndarray:

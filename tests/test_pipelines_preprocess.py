@@ -102,7 +102,9 @@ def test_masks_cover_the_face_centre_and_exclude_background_corners(sample_outpu
             x, y = np.round(points[[28, 29, 30, 33]] - 0.5).astype(int).T
             centre_cover.append(mask[y, x].mean())
             corner_cover.append(np.mean([mask[:20, :20].mean(), mask[:20, -20:].mean(), mask[-20:, :20].mean(), mask[-20:, -20:].mean()]))
-    assert np.mean(centre_cover) > 0.97
+    # Measured 0.96 with mediapipe's landmarks (its nose bottom, 33, sits on the nostrils' shadow more often than
+    # dlib's, which gave 0.97+); a mask that missed the face would be far below.
+    assert np.mean(centre_cover) > 0.95
     assert np.mean(corner_cover) < 0.01
 
 
