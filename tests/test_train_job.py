@@ -10,7 +10,7 @@ import torch
 from bad_clips import broken_corpus, broken_rows, truncate, write_other_schema, write_rows
 from cest.checkpoint import load_checkpoint
 from jobs import tracking
-from jobs.data import training_dataset
+from jobs.data import to_batch, training_dataset
 from jobs.train import latest_checkpoint, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,6 +197,28 @@ def test_single_images_train_in_this_process_without_consistency(ray_address, sa
     client, runs = _runs(store)
     assert "consistency" not in runs[0].data.metrics and "symmetry" in runs[0].data.metrics
     assert latest_checkpoint(str(store / "runs" / "images"))[1] == 2
+
+
+@pytest.mark.slow
+def test_held_apart_clips_never_reach_a_training_batch(ray_address, sample_clips, store, monkeypatch):
+    """train.holdout_clips=2 holds apart the first two rows of the first clip file (sample_clips writes two rows a
+    file): in 12 steps of the job's training batches (24 samples) every other clip is drawn, these two never."""
+    import jobs.train
+
+    data, rows = sample_clips
+    drawn = []
+
+    def recording_to_batch(samples, device):
+        drawn.extend(samples["sample_key"])
+        return to_batch(samples, device)
+
+    monkeypatch.setattr(jobs.train, "to_batch", recording_to_batch)
+    args = ["--data", str(data), *SMALL, "--workers", "0", "--name", "held", "--storage", str(store / "runs"),
+            "--steps", "12", "--set", "train.image_every=100", "--set", "train.checkpoint_every=100"]
+    assert main(args) == 0
+    held_apart = {row["segment_key"] for row in rows[:2]}
+    assert len(drawn) == 12 * 2 and not held_apart & set(drawn)
+    assert set(drawn) == {row["segment_key"] for row in rows} - held_apart
 
 
 @pytest.mark.slow
