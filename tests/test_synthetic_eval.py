@@ -117,6 +117,48 @@ def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_r
     assert "| cest |" in (tmp_path / "runs" / "results.md").read_text()
 
 
+def test_the_sweep_trains_cest_under_each_loss_setting_for_every_seed(synthetic_set, tmp_path, monkeypatch):
+    """--sweep: per seed, one ablation sweep whose children are the loss settings below (not --variants), each a
+    valid configuration, on top of the seed and --set; sweep.json averages their scores over the seeds. Training
+    and scoring are recorded here (the experiment's test above trains and scores for real)."""
+    from cest.config import load_config, save_config
+    from jobs import ablations, synthetic_experiment
+
+    save_config(Config(model=ModelConfig(**SMALL)), tmp_path / "small.yaml")
+    sweeps = []
+
+    def recorded_sweep(args, runs):
+        sweeps.append((args.name, args.overrides, runs))
+        return {name: 0 for name in runs}
+
+    def recorded_score(run_dir, test_dir):
+        seed = int(run_dir.name.split("-seed")[1].split("-")[0])
+        return {"metrics": {name: {"mean": float(seed)} for name in synthetic_eval.METRICS}}
+
+    monkeypatch.setattr(ablations, "run_variants", recorded_sweep)
+    monkeypatch.setattr(synthetic_experiment, "score", recorded_score)
+    assert synthetic_experiment.main(["--train", str(synthetic_set), "--test", str(synthetic_set), "--output",
+                                      str(tmp_path / "runs"), "--config", str(tmp_path / "small.yaml"), "--steps", "2",
+                                      "--seeds", "0", "1", "--sweep", "--variants", "iest",
+                                      "--set", "train.log_every=1"]) == 0
+    expected = {  # run: (loss.w_landmark, loss.w_regulariser, loss.distance)
+        "sweep_lm1_reg0.001_l21": (1.0, 1e-3, "l21"), "sweep_lm10_reg0.001_l21": (10.0, 1e-3, "l21"),
+        "sweep_lm30_reg0.001_l21": (30.0, 1e-3, "l21"), "sweep_lm10_reg0.01_l21": (10.0, 1e-2, "l21"),
+        "sweep_lm10_reg0.001_l1": (10.0, 1e-3, "l1"),
+    }
+    assert [(name, overrides) for name, overrides, _ in sweeps] == [
+        (f"synthetic-seed{seed}", [f"train.seed={seed}", "train.log_every=1"]) for seed in (0, 1)]
+    for _, overrides, runs in sweeps:
+        assert list(runs) == list(expected)
+        for run, settings in runs.items():
+            config = load_config(str(tmp_path / "small.yaml"), overrides + settings)
+            assert (config.loss.w_landmark, config.loss.w_regulariser, config.loss.distance) == expected[run], run
+            assert config.model.variant == "cest" and config.train.log_every == 1
+    summary = json.loads((tmp_path / "runs" / "sweep.json").read_text())["runs"]
+    assert list(summary) == list(expected)
+    assert all(metrics["vertex_mm"]["seeds"] == [0.0, 1.0] for metrics in summary.values())
+
+
 def test_the_untrained_baseline_is_averaged_over_seeds(synthetic_set, tmp_path):
     from cest.config import save_config
     from jobs import synthetic_experiment
