@@ -9,6 +9,7 @@ import pytest
 from cest.config import load_config
 from jobs import tracking
 from jobs.ablations import ablations, main
+from small_model import SMALL_SETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +47,7 @@ def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tm
     data, _ = sample_clips
     args = ["--data", str(data), "--config", str(ROOT / "jobs/configs/cpu_demo.yaml"), "--only", "cest,neither",
             "--steps", "2", "--name", "sweep", "--storage", str(tmp_path / "runs"),
-            "--set", "model.encoder_widths=[8,16,16,32,32,32]", "--set", "model.unet_widths=[8,16,16,32,32]",
-            "--set", "data.clips_per_batch=2", "--set", "train.holdout_clips=1"]
+            *SMALL_SETS, "--set", "data.clips_per_batch=2", "--set", "train.holdout_clips=1"]
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         assert main(args) == 0

@@ -15,7 +15,6 @@ from cest.assets import fetch
 from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig
 from cest.model import CESTModel
-from cest.morphable import load_sfm
 from cest.reconstruct import Reconstructor, crop_video, invert_affine, model_images, parameters, to_model_pixels
 from jobs.reconstruct import Annotator, annotate, clip_frames, main, video_frames
 from jobs.tracking import CHECKPOINT_ARTIFACT
@@ -25,17 +24,16 @@ from pipelines.landmarks import make_landmarker
 from pipelines.masks import make_masker
 from pipelines.schema import CLIP_SCHEMA
 from pipelines.stages import process_input
+from small_model import SMALL
 from video_files import encode
-
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, morphable):
     """An untrained small model: these tests check plumbing (files, rows, mappings), not accuracy."""
     torch.manual_seed(0)
     config = Config(model=ModelConfig(**SMALL))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), CESTModel(config.model, load_sfm()), config)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), CESTModel(config.model, morphable), config)
 
 
 @pytest.fixture(scope="module")

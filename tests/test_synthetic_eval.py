@@ -7,12 +7,10 @@ import torch
 from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig
 from cest.model import CESTModel
-from cest.morphable import load_sfm
 from cest.eval.synthetic_metrics import rotation_error_deg
 from jobs import synthetic, synthetic_eval
 from jobs.train import latest_checkpoint
-
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+from small_model import SMALL
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +20,12 @@ def synthetic_set(tmp_path_factory):
     return directory
 
 
-def test_an_untrained_model_scores_as_the_mean_frontal_face(synthetic_set, tmp_path, capsys):
+def test_an_untrained_model_scores_as_the_mean_frontal_face(synthetic_set, morphable, tmp_path, capsys):
     # Heads start near zero: the estimate is the mean face, frontal. Its pose error is then the true head
     # rotation's angle, and its shape error the true identity's distance from the mean.
     torch.manual_seed(0)
     config = Config(model=ModelConfig(**SMALL))
-    model = CESTModel(config.model, load_sfm())
+    model = CESTModel(config.model, morphable)
     save_checkpoint(tmp_path / "ckpt", model, config)
     assert synthetic_eval.main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(synthetic_set),
                                 "--output", str(tmp_path / "report")]) == 0
@@ -51,12 +49,12 @@ def test_an_untrained_model_scores_as_the_mean_frontal_face(synthetic_set, tmp_p
     assert "s per 1,000 images" in capsys.readouterr().out
 
 
-def test_every_image_is_scored_against_its_own_ground_truth(synthetic_set):
+def test_every_image_is_scored_against_its_own_ground_truth(synthetic_set, morphable):
     """Given each image's true viewpoint, the mean face lands on that image's landmarks (measured NME 0.050)
     and turns exactly as the truth: a truth paired with another clip's image (clip order reversed: 0.26)
     fails here, where an untrained model's pose-free estimate cannot tell."""
     torch.manual_seed(0)
-    model = CESTModel(Config(model=ModelConfig(**SMALL)).model, load_sfm())
+    model = CESTModel(Config(model=ModelConfig(**SMALL)).model, morphable)
     metrics = synthetic_eval.evaluate(model, synthetic_set, true_viewpoint=True)["metrics"]
     assert metrics["landmark_nme"]["mean"] < 0.08
     assert metrics["rotation_deg"]["mean"] < 1e-3

@@ -12,11 +12,11 @@ from cest.checkpoint import load_checkpoint
 from jobs import tracking
 from jobs.data import to_batch, training_dataset
 from jobs.train import latest_checkpoint, main
+from small_model import SMALL_SETS
 
 ROOT = Path(__file__).resolve().parents[1]
 # 64 px, small networks, 2 clips a step: a step takes a fraction of a second on one core.
-SMALL = ["--config", str(ROOT / "jobs/configs/cpu_demo.yaml"), "--set", "model.encoder_widths=[8,16,16,32,32,32]",
-         "--set", "model.unet_widths=[8,16,16,32,32]", "--set", "data.clips_per_batch=2",
+SMALL = ["--config", str(ROOT / "jobs/configs/cpu_demo.yaml"), *SMALL_SETS, "--set", "data.clips_per_batch=2",
          "--set", "train.holdout_clips=2", "--set", "train.log_every=2"]
 
 
