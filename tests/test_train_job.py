@@ -202,8 +202,11 @@ def test_single_images_train_in_this_process_without_consistency(ray_address, sa
 @pytest.mark.slow
 def test_held_apart_clips_never_reach_a_training_batch(ray_address, sample_clips, store, monkeypatch):
     """train.holdout_clips=2 holds apart the first two rows of the first clip file (sample_clips writes two rows a
-    file): in 12 steps of the job's training batches (24 samples) every other clip is drawn, these two never."""
+    file): in one pass of the job's training batches every other clip is drawn its draws per pass, these two never."""
+    from collections import Counter
+
     import jobs.train
+    from jobs.data import draws_per_clip, training_corpus
 
     data, rows = sample_clips
     drawn = []
@@ -213,12 +216,15 @@ def test_held_apart_clips_never_reach_a_training_batch(ray_address, sample_clips
         return to_batch(samples, device)
 
     monkeypatch.setattr(jobs.train, "to_batch", recording_to_batch)
-    args = ["--data", str(data), *SMALL, "--workers", "0", "--name", "held", "--storage", str(store / "runs"),
-            "--steps", "12", "--set", "train.image_every=100", "--set", "train.checkpoint_every=100"]
-    assert main(args) == 0
     held_apart = {row["segment_key"] for row in rows[:2]}
-    assert len(drawn) == 12 * 2 and not held_apart & set(drawn)
-    assert set(drawn) == {row["segment_key"] for row in rows} - held_apart
+    draws = draws_per_clip(training_corpus(str(data)))
+    steps = (len(rows) - len(held_apart)) * draws // 8  # one pass, 8 clips a batch
+    args = ["--data", str(data), *SMALL, "--workers", "0", "--name", "held", "--storage", str(store / "runs"),
+            "--steps", str(steps), "--set", "data.clips_per_batch=8", "--set", "data.frames_per_clip=2",
+            "--set", "train.image_every=100", "--set", "train.checkpoint_every=100"]
+    assert main(args) == 0
+    assert not held_apart & set(drawn)
+    assert Counter(drawn) == {row["segment_key"]: draws for row in rows[2:]}
 
 
 @pytest.mark.slow
