@@ -5,12 +5,12 @@ import itertools
 import av
 import mlflow
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
 import torch
 
+from bad_clips import write_rows
 from cest.assets import fetch
 from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig
@@ -18,12 +18,6 @@ from cest.model import CESTModel
 from cest.reconstruct import Reconstructor, crop_video, invert_affine, model_images, parameters, to_model_pixels
 from jobs.reconstruct import Annotator, annotate, clip_frames, main, video_frames
 from jobs.tracking import CHECKPOINT_ARTIFACT
-from pipelines.config import PreprocessConfig
-from pipelines.inputs import make_input
-from pipelines.landmarks import make_landmarker
-from pipelines.masks import make_masker
-from pipelines.schema import CLIP_SCHEMA
-from pipelines.stages import process_input
 from small_model import SMALL
 from video_files import encode
 
@@ -37,16 +31,12 @@ def checkpoint(tmp_path_factory, morphable):
 
 
 @pytest.fixture(scope="module")
-def preprocess_output(tmp_path_factory):
-    """One real clip through the pipeline, written as its sink writes clip rows."""
-    cfg = PreprocessConfig(frame_stride=4, max_frames=12, min_segment_frames=3)
-    video = fetch("voxceleb_sample/id10001/pcavs00015/00001.mp4")
-    rows = process_input(make_input(str(video)), cfg, make_landmarker(cfg), make_masker(cfg.mask_backend,
-                                                                                     cfg.skin_threshold))
-    clips = [{name: row[name] for name in CLIP_SCHEMA.names} for row in rows if row["row_kind"] == "clip"]
+def preprocess_output(tmp_path_factory, sample_clips):
+    """A preprocess output holding one real clip: the first of the sample clips, as the pipeline's sink writes it."""
+    clips = sample_clips[1][:1]
     root = tmp_path_factory.mktemp("preprocessed")
     (root / "clips").mkdir()
-    pq.write_table(pa.Table.from_pylist(clips, schema=CLIP_SCHEMA), root / "clips" / "part-0.parquet")
+    write_rows(root / "clips" / "part-0.parquet", clips)
     return root, clips
 
 
