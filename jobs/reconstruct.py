@@ -6,7 +6,8 @@ One photo or video, the model named by its MLflow training run (same outputs as 
 A corpus: every frame of a preprocess output (its clip Parquet and 224 crops) or of a folder of videos (the
 primary face track of each, cropped as cest.reconstruct does) gets its parameters:
     python -m jobs.reconstruct --annotate data/clips --output data/params --run-id RUN | --checkpoint CKPT
-Output: Parquet files in --output, one row per frame: source, segment_key, frame_index, viewpoint (7),
+Output: Parquet files in --output, one row per frame: source, segment_key (a clip's; a video's is
+'{speaker_id}/{video_id}/{clip_id}' from its path, as preprocess names its clips), frame_index, viewpoint (7),
 alpha_identity, alpha_expression, sh (9), landmarks_source (68 x 2, source pixels), source_to_model_input (2 x 3).
 Frames are cropped in Ray tasks and the model runs in actors (`map_batches` with a class; one GPU each when
 the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray.
@@ -24,17 +25,21 @@ import numpy as np
 from cest.reconstruct import (VIDEO_SUFFIXES, Reconstructor, ReconstructError, crop_video, invert_affine,
                               model_images, parameters, to_model_pixels)
 from cest.reconstruct import main as reconstruct_main
+from pipelines.inputs import make_input
 
 CROP_SIZE = 224
 
 
 def video_frames(item: dict) -> list[dict]:
-    """Frame rows of one video: its primary face track cropped by the pipeline's alignment (none: no face)."""
+    """Frame rows of one video: its primary face track cropped by the pipeline's alignment (none: no face),
+    keyed as preprocess keys the video's clips ('{speaker_id}/{video_id}/{clip_id}' from its path), so that
+    VoxCeleb's id10001/<video>/00001.mp4 files each get their own key."""
     try:
         crops = crop_video(Path(item["path"]), item["max_frames"])
     except ReconstructError:
         return []
-    return [{"source": item["path"], "segment_key": Path(item["path"]).stem, "frame_index": int(index),
+    key = make_input(item["path"]).key
+    return [{"source": item["path"], "segment_key": key, "frame_index": int(index),
              "crop": crop, "source_to_crop": matrix.astype(np.float32)}
             for crop, matrix, index in zip(crops.crops, crops.matrices, crops.frame_indices)]
 

@@ -54,6 +54,11 @@ class VideoInput:
     video_id: str
     clip_id: str
 
+    @property
+    def key(self) -> str:
+        """'{speaker_id}/{video_id}/{clip_id}': what names this input's rows (its clips' segment_keys start with it)."""
+        return f"{self.speaker_id}/{self.video_id}/{self.clip_id}"
+
 
 def is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_SUFFIXES)

@@ -98,7 +98,7 @@ def crop_rows(item: VideoInput, facts: VideoFacts, frames, segments, cfg: Prepro
 def _clip_row(item: VideoInput, facts: VideoFacts, index: int, count: int, plan: dict, cfg: PreprocessConfig) -> dict:
     return dict(
         row_kind="clip",
-        segment_key=f"{item.speaker_id}/{item.video_id}/{item.clip_id}/{index:03d}",
+        segment_key=f"{item.key}/{index:03d}",
         segment_index=index,
         num_segments=count,
         frames_jpeg=plan["jpegs"],

@@ -1,6 +1,7 @@
 import pytest
 
 from cest.assets import AssetUnavailable
+from cest.morphable import load_sfm
 
 # Third-party assets come through the registry (cest.assets, tests/sample_assets.py): from the mirror named by
 # CEST_ASSETS_MIRROR (the Makefile sets it when a mirror sits beside the checkout), else downloaded from upstream.
@@ -8,6 +9,12 @@ from cest.assets import AssetUnavailable
 # Real frames through the preprocessing pipeline, shared by the model tests (session fixture).
 from sample_frames import sample_frames  # noqa: E402,F401
 from sample_clips import sample_clips  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def morphable():
+    """The Surrey Face Model, loaded once (tests that move a model to another device load their own)."""
+    return load_sfm()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,4 +1,7 @@
-"""A small model trained a few real steps and saved as a user gets it: for tests of what reads checkpoints."""
+"""The small model of the tests (SMALL as ModelConfig fields, SMALL_SETS as the training commands' --set arguments),
+and a small model trained a few real steps and saved as a user gets it: for tests of what reads checkpoints."""
+
+import json
 
 import torch
 
@@ -9,6 +12,10 @@ from cest.step import Batch, make_optimizer, train_step
 
 # 64 px, UV 64, narrow networks: a step takes a fraction of a second on one core.
 SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+# SMALL as the training commands' arguments (jobs/train.py, jobs/ablations.py): --set model.FIELD=VALUE, no spaces
+# in a value (`ray job submit` joins its entrypoint's arguments with spaces).
+SMALL_SETS = [argument for name, value in SMALL.items()
+              for argument in ("--set", f"model.{name}={json.dumps(value, separators=(',', ':'))}")]
 
 
 def train_small_checkpoint(directory, morphable, frames, variant: str = "cest", steps: int = 3):

@@ -1,12 +1,15 @@
 """jobs/ablations.py: the paper's variants as child runs of one MLflow parent run."""
 
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from cest.config import load_config
 from jobs import tracking
 from jobs.ablations import ablations, main
+from small_model import SMALL_SETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,8 +47,7 @@ def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tm
     data, _ = sample_clips
     args = ["--data", str(data), "--config", str(ROOT / "jobs/configs/cpu_demo.yaml"), "--only", "cest,neither",
             "--steps", "2", "--name", "sweep", "--storage", str(tmp_path / "runs"),
-            "--set", "model.encoder_widths=[8,16,16,32,32,32]", "--set", "model.unet_widths=[8,16,16,32,32]",
-            "--set", "data.clips_per_batch=2", "--set", "train.holdout_clips=1"]
+            *SMALL_SETS, "--set", "data.clips_per_batch=2", "--set", "train.holdout_clips=1"]
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         assert main(args) == 0
@@ -67,6 +69,45 @@ def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tm
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
     assert {"comparison/total.png", "comparison/photometric.png", "comparison/symmetry.png"} <= figures
     assert "comparison/synthetic.vertex_mm.png" not in figures  # no child scored a synthetic set
+
+
+def test_parallel_starts_every_variants_driver_before_waiting_and_a_failed_one_fails_the_sweep(
+        sample_clips, tmp_path, monkeypatch, capsys):
+    """--parallel: one jobs/train.py driver per variant, all started before any is waited on, each with its child
+    run's name, ablation, parent run and overrides. The drivers are recorded, not run: two real ones each start a
+    Ray and train, minutes on two cores (the sequential sweep's test trains for real)."""
+    import jobs.ablations
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    events = []
+
+    class RecordedDriver:
+        def __init__(self, command):
+            self.command = command
+            events.append(("start", command))
+
+        def wait(self):
+            events.append(("wait", self.command))
+            return 1 if "sweep-neither" in self.command else 0
+
+    monkeypatch.setattr(jobs.ablations, "subprocess", SimpleNamespace(Popen=RecordedDriver))
+    args = ["--data", str(sample_clips[0]), "--only", "cest,neither", "--steps", "2", "--name", "sweep",
+            "--storage", str(tmp_path / "runs"), "--parallel", "--set", "train.holdout_clips=1"]
+    assert main(args) == 1
+    assert "ablations sweep: failed: neither" in capsys.readouterr().out
+    assert [event for event, _ in events] == ["start", "start", "wait", "wait"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id])
+    assert parent.info.run_name == "sweep" and parent.info.status == "FAILED"
+    commands = {command[command.index("--ablation") + 1]: command for _, command in events[:2]}
+    for variant, command in commands.items():
+        assert command[:2] == [sys.executable, str(ROOT / "jobs" / "train.py")]
+        named = dict(zip(command[2::2], command[3::2]))  # every argument after the script is an --option value
+        assert (named["--name"], named["--parent-run-id"], named["--steps"]) == (f"sweep-{variant}", parent.info.run_id, "2")
+    settings = {variant: [value for option, value in zip(command[2:], command[3:]) if option == "--set"]
+                for variant, command in commands.items()}
+    assert settings == {variant: ["train.holdout_clips=1"] + ablations(32)[variant] for variant in ("cest", "neither")}
 
 
 def test_unknown_ablations_and_missing_data_are_one_line(sample_clips, tmp_path, capsys):

@@ -8,14 +8,11 @@ from cest.checkpoint import (CheckpointError, load_checkpoint, load_model, rng_s
                              set_rng_state)
 from cest.config import Config, ModelConfig
 from cest.model import CESTModel
-from cest.morphable import load_sfm
 from cest.step import make_optimizer
+from small_model import SMALL
 
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
 
-
-def test_checkpoint_round_trip_restores_weights_config_optimizer_and_rng(tmp_path):
-    morphable = load_sfm()
+def test_checkpoint_round_trip_restores_weights_config_optimizer_and_rng(tmp_path, morphable):
     config = Config(model=ModelConfig(variant="iest", **SMALL))
     torch.manual_seed(0)
     model = CESTModel(config.model, morphable)
@@ -52,12 +49,12 @@ def test_missing_and_foreign_checkpoints_are_one_clear_error(tmp_path):
         load_checkpoint(tmp_path / "checkpoint.pt")
 
 
-def test_a_training_run_directory_names_its_highest_step_checkpoint(tmp_path):
+def test_a_training_run_directory_names_its_highest_step_checkpoint(tmp_path, morphable):
     """`--checkpoint runs/NAME` (the README's reconstruct command) loads the run's newest checkpoint, chosen by
     step, not by name or order."""
     config = Config(model=ModelConfig(**SMALL))
     torch.manual_seed(0)
-    model = CESTModel(config.model, load_sfm())
+    model = CESTModel(config.model, morphable)
     for name, step in [("checkpoint_b", 4), ("checkpoint_a", 12), ("checkpoint_c", 8)]:
         save_checkpoint(tmp_path / "run" / name, model, config, step=step)
     (tmp_path / "run" / "run.json").write_text("{}")  # the job's other files are ignored
@@ -67,10 +64,9 @@ def test_a_training_run_directory_names_its_highest_step_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "empty_run")
 
 
-def test_a_published_checkpoint_keeps_the_model_and_drops_the_training_state(tmp_path):
+def test_a_published_checkpoint_keeps_the_model_and_drops_the_training_state(tmp_path, morphable):
     from cest.checkpoint import publish_checkpoint
 
-    morphable = load_sfm()
     config = Config(model=ModelConfig(**SMALL))
     torch.manual_seed(0)
     model = CESTModel(config.model, morphable)

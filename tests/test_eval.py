@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import ray
 
-from cest.assets import fetch, fetch_dir
+from cest.assets import fetch_dir
 from cest.config import save_config
 from cest.eval.metrics import landmark_nme
 from cest.morphable import load_sfm
@@ -139,25 +139,13 @@ def test_dense_nme_of_a_ground_truth_that_is_the_prediction_is_zero(tmp_path, ch
     assert metrics["aflw2000_oracle_dense_nme_count_0_30"] == 1 and "ICP" in metrics["aflw2000_dense_method"]
 
 
-def test_photometric_error_over_a_preprocess_output(tmp_path, checkpoints):
-    """--clips: every frame of a real preprocess output, scored on the pipeline's own crops."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def test_photometric_error_over_a_preprocess_output(tmp_path, checkpoints, sample_clips):
+    """--clips: every frame of a real preprocess output (the first sample clip), scored on the pipeline's own crops."""
+    from bad_clips import write_rows
 
-    from pipelines.config import PreprocessConfig
-    from pipelines.inputs import make_input
-    from pipelines.landmarks import make_landmarker
-    from pipelines.masks import make_masker
-    from pipelines.schema import CLIP_SCHEMA
-    from pipelines.stages import process_input
-
-    cfg = PreprocessConfig(frame_stride=4, max_frames=12, min_segment_frames=3)
-    video = fetch("voxceleb_sample/id10001/pcavs00015/00001.mp4")
-    rows = process_input(make_input(str(video)), cfg, make_landmarker(cfg), make_masker(cfg.mask_backend,
-                                                                                     cfg.skin_threshold))
-    clips = [{name: row[name] for name in CLIP_SCHEMA.names} for row in rows if row["row_kind"] == "clip"]
+    clips = sample_clips[1][:1]
     (tmp_path / "clips").mkdir()
-    pq.write_table(pa.Table.from_pylist(clips, schema=CLIP_SCHEMA), tmp_path / "clips" / "part-0.parquet")
+    write_rows(tmp_path / "clips" / "part-0.parquet", clips)
     frames = evaluation.clip_frame_rows(tmp_path)
     assert len(frames) == sum(clip["num_frames"] for clip in clips)
     path, _ = checkpoints["cest"]

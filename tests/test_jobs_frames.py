@@ -1,30 +1,17 @@
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
+from bad_clips import write_rows
 from jobs.frames import evenly_spaced, frames_from_rows, read_clip_rows
-from pipelines.config import PreprocessConfig
-from pipelines.inputs import make_input
-from pipelines.landmarks import make_landmarker
-from pipelines.masks import make_masker
-from pipelines.schema import CLIP_SCHEMA
-from pipelines.stages import process_input
-from sample_assets import sample_clip
 
 
 @pytest.fixture(scope="module")
-def preprocess_output(tmp_path_factory):
-    """A preprocess output directory holding two real clips' rows, written as the pipeline's sink does."""
-    cfg = PreprocessConfig(frame_stride=4, max_frames=12, min_segment_frames=4)
-    landmarker, masker = make_landmarker(cfg), make_masker(cfg.mask_backend, cfg.skin_threshold)
-    rows = []
-    for clip in ("id10001/pcavs00015", "id10019/lpd0"):
-        rows += process_input(make_input(str(sample_clip(clip))), cfg, landmarker, masker)
-    clips = [{name: row[name] for name in CLIP_SCHEMA.names} for row in rows if row["row_kind"] == "clip"]
+def preprocess_output(tmp_path_factory, sample_clips):
+    """A preprocess output holding two real clips (of the sample clips), written as the pipeline's sink does."""
+    rows = [row for row in sample_clips[1] if row["speaker_id"] in ("id10001", "id10019")]
     root = tmp_path_factory.mktemp("preprocessed")
     (root / "clips").mkdir()
-    pq.write_table(pa.Table.from_pylist(clips, schema=CLIP_SCHEMA), root / "clips" / "part-0.parquet")
+    write_rows(root / "clips" / "part-0.parquet", rows)
     return root
 
 

@@ -1,50 +1,42 @@
 """jobs.reconstruct: a photo with the model named by its MLflow run; a corpus annotated by a Ray Data job."""
 
+import itertools
+
+import av
 import mlflow
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
 import torch
 
+from bad_clips import write_rows
 from cest.assets import fetch
 from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig
 from cest.model import CESTModel
-from cest.morphable import load_sfm
-from cest.reconstruct import Reconstructor, invert_affine, model_images, parameters, to_model_pixels
+from cest.reconstruct import Reconstructor, crop_video, invert_affine, model_images, parameters, to_model_pixels
 from jobs.reconstruct import Annotator, annotate, clip_frames, main, video_frames
 from jobs.tracking import CHECKPOINT_ARTIFACT
-from pipelines.config import PreprocessConfig
-from pipelines.inputs import make_input
-from pipelines.landmarks import make_landmarker
-from pipelines.masks import make_masker
-from pipelines.schema import CLIP_SCHEMA
-from pipelines.stages import process_input
-
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+from small_model import SMALL
+from video_files import encode
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, morphable):
     """An untrained small model: these tests check plumbing (files, rows, mappings), not accuracy."""
     torch.manual_seed(0)
     config = Config(model=ModelConfig(**SMALL))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), CESTModel(config.model, load_sfm()), config)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), CESTModel(config.model, morphable), config)
 
 
 @pytest.fixture(scope="module")
-def preprocess_output(tmp_path_factory):
-    """One real clip through the pipeline, written as its sink writes clip rows."""
-    cfg = PreprocessConfig(frame_stride=4, max_frames=12, min_segment_frames=3)
-    video = fetch("voxceleb_sample/id10001/pcavs00015/00001.mp4")
-    rows = process_input(make_input(str(video)), cfg, make_landmarker(cfg), make_masker(cfg.mask_backend,
-                                                                                     cfg.skin_threshold))
-    clips = [{name: row[name] for name in CLIP_SCHEMA.names} for row in rows if row["row_kind"] == "clip"]
+def preprocess_output(tmp_path_factory, sample_clips):
+    """A preprocess output holding one real clip: the first of the sample clips, as the pipeline's sink writes it."""
+    clips = sample_clips[1][:1]
     root = tmp_path_factory.mktemp("preprocessed")
     (root / "clips").mkdir()
-    pq.write_table(pa.Table.from_pylist(clips, schema=CLIP_SCHEMA), root / "clips" / "part-0.parquet")
+    write_rows(root / "clips" / "part-0.parquet", clips)
     return root, clips
 
 
@@ -92,6 +84,7 @@ def test_a_video_becomes_frame_rows_and_parameter_rows(checkpoint):
     preprocess-output test's): the primary face track's crops, then the Annotator's rows."""
     rows = video_frames({"path": str(fetch("voxceleb_sample/id10019/lpd0/00001.mp4")), "max_frames": 6})
     assert [row["frame_index"] for row in rows] == list(range(6))
+    assert {row["segment_key"] for row in rows} == {"id10019/lpd0/00001"}
     assert rows[0]["crop"].shape == (224, 224, 3) and rows[0]["source_to_crop"].shape == (2, 3)
     batch = {key: np.stack([np.asarray(row[key]) for row in rows]) for key in rows[0]}
     annotated = Annotator(str(checkpoint))(batch)
@@ -127,3 +120,38 @@ def test_annotate_skips_bad_clip_files_and_rows(tmp_path, checkpoint, sample_cli
     named = {f"{entry['file']}/{entry['segment_key']}".rstrip("/"): entry["reason"] for entry in listed}
     assert len(named) == len(listed) and set(named) == set(expected)
     assert all(expected[key] in named[key] for key in expected)
+
+
+def first_frames(asset: str, count: int) -> np.ndarray:
+    with av.open(str(fetch(asset))) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in itertools.islice(container.decode(video=0), count)])
+
+
+@pytest.mark.slow
+def test_annotate_a_folder_of_videos_gives_each_video_its_own_key(tmp_path, checkpoint):
+    """The command on a VoxCeleb-layout folder, where every file is 00001.mp4: each video's frames are rows under
+    its own key (speaker/video/clip, as preprocess names its clips), each row the model's estimate of that frame."""
+    videos = tmp_path / "videos"
+    lengths = {"id10001/first/00001": 3, "id10001/second/00001": 5}
+    paths = {}
+    for (key, count), asset in zip(lengths.items(), ("id10001/pcavs00015", "id10019/lpd0")):
+        (videos / key).parent.mkdir(parents=True)
+        paths[key] = encode(videos / f"{key}.mp4", first_frames(f"voxceleb_sample/{asset}/00001.mp4", count))
+    output = tmp_path / "params"
+    assert main(["--annotate", str(videos), "--output", str(output), "--checkpoint", str(checkpoint),
+                 "--batch-size", "4"]) == 0
+    table = pq.read_table(output).to_pandas()
+    assert list(table.columns) == ["source", "segment_key", "frame_index", "viewpoint", "alpha_identity",
+                                   "alpha_expression", "sh", "landmarks_source", "source_to_model_input"]
+    assert sorted(table.segment_key.unique()) == sorted(lengths)
+    reconstructor = Reconstructor(checkpoint)
+    for key, rows in table.groupby("segment_key"):
+        rows = rows.sort_values("frame_index")
+        assert rows.frame_index.tolist() == list(range(lengths[key]))
+        assert set(rows.source) == {str(paths[key])}
+        crops = crop_video(paths[key])
+        to_model = to_model_pixels(crops.matrices.astype(np.float64), 64)
+        expected = parameters(reconstructor.estimate(model_images(crops.crops, 64)), invert_affine(to_model))
+        for name in ("alpha_identity", "landmarks_source"):
+            assert np.allclose(np.stack(rows[name].to_numpy()).reshape(expected[name].shape), expected[name],
+                               atol=1e-4), (key, name)

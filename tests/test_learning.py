@@ -25,7 +25,9 @@ from cest.train_local import FrameSet, clip_batches, train
 
 
 STEPS = 120
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(16, 32, 64, 64, 64, 64), unet_widths=(16, 32, 32, 64, 64))
+# The widths of jobs/configs/cpu_demo.yaml (wider than tests/small_model.py's SMALL, which is for plumbing tests).
+LEARNING_MODEL = dict(image_size=64, uv_size=64, encoder_widths=(16, 32, 64, 64, 64, 64),
+                      unet_widths=(16, 32, 32, 64, 64))
 
 
 def evaluate(model: CESTModel, frames) -> dict[str, float]:
@@ -40,7 +42,7 @@ def evaluate(model: CESTModel, frames) -> dict[str, float]:
 
 
 def run(frames, symmetry: bool, consistency: bool, seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
-    config = Config(model=ModelConfig(**SMALL), loss=LossConfig(symmetry=symmetry, consistency=consistency),
+    config = Config(model=ModelConfig(**LEARNING_MODEL), loss=LossConfig(symmetry=symmetry, consistency=consistency),
                     data=DataConfig(clips_per_batch=4, frames_per_clip=2))
     torch.manual_seed(seed)
     model = CESTModel(config.model, load_sfm())
@@ -106,8 +108,7 @@ def test_held_apart_pose_error_halves_in_a_short_synthetic_run():
     faces = SyntheticFaces(morphable, SyntheticSpec(image_size=64, uv_size=64))
     train_frames, _ = _synthetic_frames(faces, seed=0, clips=256)
     test_frames, true_viewpoints = _synthetic_frames(faces, seed=1000, clips=32)
-    config = Config(model=ModelConfig(image_size=64, uv_size=64, encoder_widths=(16, 32, 64, 64, 64, 64),
-                                      unet_widths=(16, 32, 32, 64, 64)),
+    config = Config(model=ModelConfig(**LEARNING_MODEL),
                     loss=LossConfig(w_regulariser=0.1, landmark_warmup_steps=1500),
                     optim=OptimConfig(schedule="cosine"), data=DataConfig(clips_per_batch=8, frames_per_clip=2))
     torch.manual_seed(0)

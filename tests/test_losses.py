@@ -14,12 +14,9 @@ from cest.losses import (
     shape_regulariser,
 )
 from cest.model import CESTModel
-from cest.morphable import load_sfm
 from cest.pairing import partner_indices
 from cest.render.uv import flip_uv
-
-
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+from small_model import SMALL
 
 
 def _reference_photometric(target, rendered, mask, distance):
@@ -107,9 +104,9 @@ def test_consistency_uses_a_partner_of_the_same_clip_or_the_clip_average():
 
 
 @pytest.fixture(scope="module")
-def small_model():
+def small_model(morphable):
     torch.manual_seed(0)
-    return CESTModel(ModelConfig(**SMALL), load_sfm())
+    return CESTModel(ModelConfig(**SMALL), morphable)
 
 
 @pytest.mark.parametrize(

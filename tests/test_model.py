@@ -4,16 +4,10 @@ import torch
 from cest.config import ModelConfig
 from cest.losses import objective
 from cest.model import CESTModel
-from cest.morphable import load_sfm
+from small_model import SMALL
 
 
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
 NETWORKS = ("viewpoint_net", "shape_net", "reflectance_net", "illumination_net")
-
-
-@pytest.fixture(scope="module")
-def morphable():
-    return load_sfm()
 
 
 def small_model(morphable, variant: str) -> CESTModel:

@@ -252,6 +252,34 @@ def test_landmark_actor_pool_writes_the_same_clips_as_fused_tasks(local_ray, tmp
     assert rows["fused"] == rows["actors"]
 
 
+def test_no_tracking_and_max_segment_frames_change_the_written_clips(local_ray, tmp_path):
+    """--no-tracking: every frame's landmarks are the detector's (as the pipeline gives them untracked in this
+    process), not the tracked ones. --max-segment-frames 5: the 16-frame face track is written as 4 clips of 4
+    frames, which together hold the frames of the one clip written without it."""
+    from pipelines.inputs import make_input
+    from pipelines.landmarks import make_landmarker
+    from pipelines.masks import make_masker
+    from pipelines.stages import process_input
+
+    manifest = write_manifest(tmp_path / "one.csv", SUBSET[:1])
+    clips = {}
+    for name, extra in (("tracked", []), ("untracked", ["--no-tracking"]),
+                        ("cut", ["--max-segment-frames", "5", "--min-segment-frames", "4"])):
+        assert run(["--input", str(manifest), "--output", str(tmp_path / name)] + FAST + extra) == 0
+        clips[name] = read_all(tmp_path / name, "clips").sort_by("segment_key").to_pylist()
+    (tracked,), (untracked,) = clips["tracked"], clips["untracked"]
+    assert tracked["frame_indices"] == untracked["frame_indices"] == list(range(16))
+    cfg = PreprocessConfig(max_frames=16, tracking=False)
+    (detected,) = process_input(make_input(str(sample_clip(SUBSET[0]))), cfg, make_landmarker(cfg),
+                                make_masker(cfg.mask_backend, cfg.skin_threshold))
+    assert np.allclose(untracked["landmarks"], detected["landmarks"], atol=1e-3)
+    assert not np.allclose(tracked["landmarks"], detected["landmarks"], atol=1e-3)
+    assert [clip["num_frames"] for clip in clips["cut"]] == [4, 4, 4, 4]
+    assert [clip["segment_key"] for clip in clips["cut"]] == [f"{tracked['segment_key'][:-3]}{index:03d}"
+                                                             for index in range(4)]
+    assert sum((clip["frame_indices"] for clip in clips["cut"]), []) == tracked["frame_indices"]
+
+
 def test_killed_run_keeps_every_finished_input(local_ray, tmp_path):
     """SIGKILL of the driver and its Ray: every input finished before the kill is on disk, whole,
     and the next run does only the others."""

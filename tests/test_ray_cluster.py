@@ -11,6 +11,7 @@ import pytest
 from jobs.train import latest_checkpoint
 from ray_cluster import RayCluster
 from sample_assets import sample_clip
+from small_model import SMALL_SETS
 
 
 def node_with(nodes: list[dict], resource: str) -> str:
@@ -38,8 +39,7 @@ def test_preprocessing_and_two_worker_training_submitted_to_two_nodes_run_on_bot
         preprocess_nodes = set().union(*cluster.task_nodes().values())
         train = cluster.submit(
             [sys.executable, "jobs/train.py", "--data", str(training_data), "--config", "jobs/configs/cpu_demo.yaml",
-             "--set", "model.encoder_widths=[8,16,16,32,32,32]", "--set", "model.unet_widths=[8,16,16,32,32]",
-             "--set", "data.clips_per_batch=2", "--set", "train.holdout_clips=1", "--steps", "2",
+             *SMALL_SETS, "--set", "data.clips_per_batch=2", "--set", "train.holdout_clips=1", "--steps", "2",
              "--workers", "2", "--cpus-per-worker", "1", "--placement-strategy", "SPREAD", "--name", "two-nodes",
              "--storage", str(tmp_path / "runs")], working_dir=root, runtime_env=runtime_env)
         assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]

@@ -12,15 +12,8 @@ from cest.assets import fetch
 from cest.render.camera import project
 from cest.demo import read_pts
 from cest.export import write_textured_mesh
-from cest.morphable import load_sfm
 from cest.reconstruct import crop_with_landmarks, invert_affine, main
 from small_model import train_small_checkpoint
-
-
-
-@pytest.fixture(scope="module")
-def morphable():
-    return load_sfm()
 
 
 @pytest.fixture(scope="module")

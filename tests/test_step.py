@@ -7,14 +7,7 @@ from cest.morphable import load_sfm
 from cest.synthetic import SyntheticFaces, SyntheticSpec
 from cest.step import Batch, NonFiniteLossError, compute_loss, make_optimizer, train_step
 from cest.train_local import FrameSet, clip_batches, train
-
-
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
-
-
-@pytest.fixture(scope="module")
-def morphable():
-    return load_sfm()
+from small_model import SMALL
 
 
 def _batch(frames: FrameSet, count: int = 8) -> Batch:

@@ -6,17 +6,11 @@ from scipy.spatial.transform import Rotation
 
 from cest.render.camera import rotation_matrix
 from cest.render.lighting import shade
-from cest.morphable import load_sfm
 from cest.synthetic import SyntheticFaces, SyntheticSpec, euler_to_rotvec, procedural_reflectance, sh_for_light
 from jobs.frames import frames_from_rows, read_clip_rows
 from jobs.synthetic import clip_generator, main, read_ground_truth, segment_key
 
 SMALL_SPEC = SyntheticSpec(image_size=96, uv_size=64)
-
-
-@pytest.fixture(scope="module")
-def morphable():
-    return load_sfm()
 
 
 def test_euler_angles_compose_roll_pitch_yaw_like_scipy():
@@ -99,10 +93,9 @@ def test_the_job_writes_the_pipeline_schema_and_a_ground_truth_sidecar(morphable
     assert frames.images.shape == (4, 3, 64, 64) and frames.clip_ids.tolist() == [0, 0, 1, 1]
 
     # The sidecar holds what the clip was drawn from: regenerating clip 1 gives the same numbers and images.
-    from cest.morphable import load_sfm
     from cest.synthetic import load_background_photos
 
-    clip = SyntheticFaces(load_sfm(), SyntheticSpec(), load_background_photos()).clip(2, clip_generator(7, 1))
+    clip = SyntheticFaces(morphable, SyntheticSpec(), load_background_photos()).clip(2, clip_generator(7, 1))
     row = next(r for r in rows if r["segment_key"] == segment_key(7, 1))
     stored = truth[segment_key(7, 1)]
     assert np.allclose(stored["viewpoint"], clip.viewpoint.numpy(), atol=1e-6)

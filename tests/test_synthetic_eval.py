@@ -7,12 +7,10 @@ import torch
 from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig
 from cest.model import CESTModel
-from cest.morphable import load_sfm
 from cest.eval.synthetic_metrics import rotation_error_deg
 from jobs import synthetic, synthetic_eval
 from jobs.train import latest_checkpoint
-
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+from small_model import SMALL
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +20,12 @@ def synthetic_set(tmp_path_factory):
     return directory
 
 
-def test_an_untrained_model_scores_as_the_mean_frontal_face(synthetic_set, tmp_path, capsys):
+def test_an_untrained_model_scores_as_the_mean_frontal_face(synthetic_set, morphable, tmp_path, capsys):
     # Heads start near zero: the estimate is the mean face, frontal. Its pose error is then the true head
     # rotation's angle, and its shape error the true identity's distance from the mean.
     torch.manual_seed(0)
     config = Config(model=ModelConfig(**SMALL))
-    model = CESTModel(config.model, load_sfm())
+    model = CESTModel(config.model, morphable)
     save_checkpoint(tmp_path / "ckpt", model, config)
     assert synthetic_eval.main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(synthetic_set),
                                 "--output", str(tmp_path / "report")]) == 0
@@ -51,12 +49,12 @@ def test_an_untrained_model_scores_as_the_mean_frontal_face(synthetic_set, tmp_p
     assert "s per 1,000 images" in capsys.readouterr().out
 
 
-def test_every_image_is_scored_against_its_own_ground_truth(synthetic_set):
+def test_every_image_is_scored_against_its_own_ground_truth(synthetic_set, morphable):
     """Given each image's true viewpoint, the mean face lands on that image's landmarks (measured NME 0.050)
     and turns exactly as the truth: a truth paired with another clip's image (clip order reversed: 0.26)
     fails here, where an untrained model's pose-free estimate cannot tell."""
     torch.manual_seed(0)
-    model = CESTModel(Config(model=ModelConfig(**SMALL)).model, load_sfm())
+    model = CESTModel(Config(model=ModelConfig(**SMALL)).model, morphable)
     metrics = synthetic_eval.evaluate(model, synthetic_set, true_viewpoint=True)["metrics"]
     assert metrics["landmark_nme"]["mean"] < 0.08
     assert metrics["rotation_deg"]["mean"] < 1e-3
@@ -115,6 +113,48 @@ def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_r
     assert all(point.value == pytest.approx(report["metrics"]["rotation_deg"]["mean"], rel=1e-5)
                for point in history if point.step == 2)
     assert "| cest |" in (tmp_path / "runs" / "results.md").read_text()
+
+
+def test_the_sweep_trains_cest_under_each_loss_setting_for_every_seed(synthetic_set, tmp_path, monkeypatch):
+    """--sweep: per seed, one ablation sweep whose children are the loss settings below (not --variants), each a
+    valid configuration, on top of the seed and --set; sweep.json averages their scores over the seeds. Training
+    and scoring are recorded here (the experiment's test above trains and scores for real)."""
+    from cest.config import load_config, save_config
+    from jobs import ablations, synthetic_experiment
+
+    save_config(Config(model=ModelConfig(**SMALL)), tmp_path / "small.yaml")
+    sweeps = []
+
+    def recorded_sweep(args, runs):
+        sweeps.append((args.name, args.overrides, runs))
+        return {name: 0 for name in runs}
+
+    def recorded_score(run_dir, test_dir):
+        seed = int(run_dir.name.split("-seed")[1].split("-")[0])
+        return {"metrics": {name: {"mean": float(seed)} for name in synthetic_eval.METRICS}}
+
+    monkeypatch.setattr(ablations, "run_variants", recorded_sweep)
+    monkeypatch.setattr(synthetic_experiment, "score", recorded_score)
+    assert synthetic_experiment.main(["--train", str(synthetic_set), "--test", str(synthetic_set), "--output",
+                                      str(tmp_path / "runs"), "--config", str(tmp_path / "small.yaml"), "--steps", "2",
+                                      "--seeds", "0", "1", "--sweep", "--variants", "iest",
+                                      "--set", "train.log_every=1"]) == 0
+    expected = {  # run: (loss.w_landmark, loss.w_regulariser, loss.distance)
+        "sweep_lm1_reg0.001_l21": (1.0, 1e-3, "l21"), "sweep_lm10_reg0.001_l21": (10.0, 1e-3, "l21"),
+        "sweep_lm30_reg0.001_l21": (30.0, 1e-3, "l21"), "sweep_lm10_reg0.01_l21": (10.0, 1e-2, "l21"),
+        "sweep_lm10_reg0.001_l1": (10.0, 1e-3, "l1"),
+    }
+    assert [(name, overrides) for name, overrides, _ in sweeps] == [
+        (f"synthetic-seed{seed}", [f"train.seed={seed}", "train.log_every=1"]) for seed in (0, 1)]
+    for _, overrides, runs in sweeps:
+        assert list(runs) == list(expected)
+        for run, settings in runs.items():
+            config = load_config(str(tmp_path / "small.yaml"), overrides + settings)
+            assert (config.loss.w_landmark, config.loss.w_regulariser, config.loss.distance) == expected[run], run
+            assert config.model.variant == "cest" and config.train.log_every == 1
+    summary = json.loads((tmp_path / "runs" / "sweep.json").read_text())["runs"]
+    assert list(summary) == list(expected)
+    assert all(metrics["vertex_mm"]["seeds"] == [0.0, 1.0] for metrics in summary.values())
 
 
 def test_the_untrained_baseline_is_averaged_over_seeds(synthetic_set, tmp_path):

@@ -10,13 +10,13 @@ import torch
 from bad_clips import broken_corpus, broken_rows, truncate, write_other_schema, write_rows
 from cest.checkpoint import load_checkpoint
 from jobs import tracking
-from jobs.data import training_dataset
+from jobs.data import to_batch, training_dataset
 from jobs.train import latest_checkpoint, main
+from small_model import SMALL_SETS
 
 ROOT = Path(__file__).resolve().parents[1]
 # 64 px, small networks, 2 clips a step: a step takes a fraction of a second on one core.
-SMALL = ["--config", str(ROOT / "jobs/configs/cpu_demo.yaml"), "--set", "model.encoder_widths=[8,16,16,32,32,32]",
-         "--set", "model.unet_widths=[8,16,16,32,32]", "--set", "data.clips_per_batch=2",
+SMALL = ["--config", str(ROOT / "jobs/configs/cpu_demo.yaml"), *SMALL_SETS, "--set", "data.clips_per_batch=2",
          "--set", "train.holdout_clips=2", "--set", "train.log_every=2"]
 
 
@@ -197,6 +197,34 @@ def test_single_images_train_in_this_process_without_consistency(ray_address, sa
     client, runs = _runs(store)
     assert "consistency" not in runs[0].data.metrics and "symmetry" in runs[0].data.metrics
     assert latest_checkpoint(str(store / "runs" / "images"))[1] == 2
+
+
+@pytest.mark.slow
+def test_held_apart_clips_never_reach_a_training_batch(ray_address, sample_clips, store, monkeypatch):
+    """train.holdout_clips=2 holds apart the first two rows of the first clip file (sample_clips writes two rows a
+    file): in one pass of the job's training batches every other clip is drawn its draws per pass, these two never."""
+    from collections import Counter
+
+    import jobs.train
+    from jobs.data import draws_per_clip, training_corpus
+
+    data, rows = sample_clips
+    drawn = []
+
+    def recording_to_batch(samples, device):
+        drawn.extend(samples["sample_key"])
+        return to_batch(samples, device)
+
+    monkeypatch.setattr(jobs.train, "to_batch", recording_to_batch)
+    held_apart = {row["segment_key"] for row in rows[:2]}
+    draws = draws_per_clip(training_corpus(str(data)))
+    steps = (len(rows) - len(held_apart)) * draws // 8  # one pass, 8 clips a batch
+    args = ["--data", str(data), *SMALL, "--workers", "0", "--name", "held", "--storage", str(store / "runs"),
+            "--steps", str(steps), "--set", "data.clips_per_batch=8", "--set", "data.frames_per_clip=2",
+            "--set", "train.image_every=100", "--set", "train.checkpoint_every=100"]
+    assert main(args) == 0
+    assert not held_apart & set(drawn)
+    assert Counter(drawn) == {row["segment_key"]: draws for row in rows[2:]}
 
 
 @pytest.mark.slow

@@ -2,15 +2,14 @@ import torch
 
 from cest.config import ModelConfig
 from cest.model import CESTModel
-from cest.morphable import load_sfm
 from cest.visualize import EVALUATION_PANELS, TRAINING_PANELS, face_panels, panel_grid
 
-SMALL = dict(image_size=64, uv_size=64, encoder_widths=(8, 16, 16, 32, 32, 32), unet_widths=(8, 16, 16, 32, 32))
+from small_model import SMALL
 
 
-def test_panels_show_the_face_over_the_image_and_the_light_alone():
+def test_panels_show_the_face_over_the_image_and_the_light_alone(morphable):
     torch.manual_seed(0)
-    model = CESTModel(ModelConfig(**SMALL), load_sfm()).eval()
+    model = CESTModel(ModelConfig(**SMALL), morphable).eval()
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         estimate = model(images)
