@@ -87,7 +87,7 @@ def run(argv=None) -> int:
         return 1
     print(f"    {time.perf_counter() - begin:.0f} s")
 
-    from cest.reconstruct import main as reconstruct
+    from jobs.reconstruct import main as reconstruct
     from jobs.train import latest_checkpoint
 
     begin = stage(5, f"reconstruct a real photo ({PHOTO}) with the CEST model into a textured mesh")

@@ -50,10 +50,11 @@ from cest.eval.files import DatasetError
 from cest.eval.dense import METHOD as DENSE_METHOD
 from cest.eval.dense import BFMGroundTruth, dense_nme, densify
 from cest.eval.metrics import INNER, aflw2000_landmarks, aflw2000_summary, landmark_nme, photometric_error
-from cest.reconstruct import (IMAGE_SUFFIXES, CROP_SIZE, Reconstructor, ReconstructError, crop_photo,
-                              crop_with_landmarks, enlarged, invert_affine, model_images, read_image, to_model_pixels)
 from cest.visualize import face_panels, overlay, panel_grid
 from cest.eval.micc import SETTINGS as MICC_SETTINGS
+from jobs.face_reconstruction import (CROP_SIZE, IMAGE_SUFFIXES, Reconstructor, ReconstructError, crop_photo,
+                                     crop_with_landmarks, enlarged, invert_affine, model_images, read_image,
+                                     to_model_pixels)
 from jobs.eval_shape import ShapeInputs, plot_shape_ced, shape_benchmarks, shape_tables
 
 EVALUATION_ROLE = "evaluation"

@@ -13,7 +13,7 @@ from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig
 from cest.model import CESTModel
 from cest.morphable import load_sfm
-from cest.reconstruct import Reconstructor, invert_affine, model_images, parameters, to_model_pixels
+from jobs.face_reconstruction import Reconstructor, invert_affine, model_images, parameters, to_model_pixels
 from jobs.reconstruct import Annotator, annotate, clip_frames, main, video_frames
 from jobs.tracking import CHECKPOINT_ARTIFACT
 from pipelines.config import PreprocessConfig
