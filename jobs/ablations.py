@@ -152,13 +152,15 @@ def run_variants(args, variants: dict[str, list[str]]) -> dict[str, int]:
 
 
 # The curves the parent run shows overlaid, child against child (those a child did not log are left out).
-COMPARED_CURVES = ("total", "photometric", "symmetry", "consistency", "landmark", "regulariser",
-                   "synthetic.rotation_deg", "synthetic.vertex_mm", "synthetic.reflectance_mae")
+COMPARED_CURVES = tuple(tracking.TRAIN + term for term in ("total", "photometric", "symmetry", "consistency",
+                                                           "landmark", "regulariser")) + \
+    tuple(tracking.SYNTHETIC + name for name in ("rotation_deg", "vertex_mm", "reflectance_mae"))
 
 
 def log_learning_curves(client, parent: str, children: dict[str, str]) -> None:
     """One figure per curve in COMPARED_CURVES with every child's history overlaid, logged into the parent run
-    (artifact folder "comparison"), so the ablation's parent is where the variants are compared."""
+    as comparison/<metric>.png (comparison/train/total.png), so the ablation's parent is where the variants are
+    compared."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,9 +179,10 @@ def log_learning_curves(client, parent: str, children: dict[str, str]) -> None:
             axes.set(xlabel="step", ylabel=metric, title=f"{metric} by variant")
             axes.legend()
             path = Path(scratch, f"{metric}.png")
+            path.parent.mkdir(exist_ok=True)
             figure.savefig(path, dpi=100, bbox_inches="tight")
             plt.close(figure)
-            client.log_artifact(parent, str(path), "comparison")
+            client.log_artifact(parent, str(path), posixpath.join("comparison", posixpath.dirname(metric)))
 
 
 def run(argv=None) -> int:

@@ -309,10 +309,10 @@ def qualitative_grid(path: Path, checkpoint: Path, crops: np.ndarray) -> None:
 
 
 def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str:
-    """Metrics (prefixed "eval.") and files (artifact folder "eval") into the candidate's run; a new run for
+    """Metrics (named by jobs.tracking.eval_metric_names: eval/<benchmark>/..., headline scores eval/...) and files (artifact folder "eval") into the candidate's run; a new run for
     a bare checkpoint. Returns the run id."""
     from jobs.runs import client
-    from jobs.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, experiment_id, tracking_uri
+    from jobs.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, eval_metric_names, experiment_id, tracking_uri
 
     mlflow_client = client()
     run_id = candidate.run_id
@@ -324,7 +324,8 @@ def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str
         link_to_training_run(mlflow_client, run_id, candidate.checkpoint)
     for key, value in metrics.items():
         if isinstance(value, (int, float)):
-            mlflow_client.log_metric(run_id, f"eval.{key}", float(value))
+            for name in eval_metric_names(key):
+                mlflow_client.log_metric(run_id, name, float(value))
     for file in files:
         mlflow_client.log_artifact(run_id, str(file), "eval")
     if candidate.run_id is None:

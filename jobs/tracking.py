@@ -9,6 +9,18 @@ the resolved config as the artifact `config.yaml` and its final checkpoint as `c
 (see cest.checkpoint). Tags: `cest.variant` (cest | iest), `cest.ablation` (the ablation's name, or
 "none"), `cest.dataset`, `cest.git_commit`. An ablation sweep is a parent run tagged `cest.role=ablations`
 whose children are training runs (MLflow's own `mlflow.parentRunId` tag links them).
+
+Metric names: MLflow's chart view makes one section of the metrics that share a prefix (the name up to its
+last "/"), sections and the charts in each in alphabetical order, so the names say where a number belongs:
+  eval/              the headline scores of an evaluated run, one value each (also table columns):
+                     eval/aflw2000_nme68_pct (oracle crops, yaw-balanced), eval/photometric_mae (face pixels)
+  eval/<benchmark>/  every number of `jobs.eval`: eval/aflw2000/..., eval/photometric/..., eval/micc/...,
+                     eval/now/..., eval/realy/... (its metrics.json key after the benchmark's name)
+  health/            degeneracy measures on the held-apart frames (cest.losses.degeneracy_measures)
+  synthetic/         ground-truth scores on the held-apart synthetic set (jobs.synthetic_eval.METRICS)
+  train/             loss terms, learning_rate and learning_rate_appearance, images_per_second,
+                     data_wait_share, skipped_samples, gpu_peak_memory_gib
+  system/            MLflow's own system metrics (psutil)
 """
 
 import os
@@ -25,6 +37,19 @@ TRAINING_RUN_TAG, EVALUATION_RUN_TAG = "cest.training_run", "cest.evaluation_run
 # MLflow 3's UI opens an experiment by its kind: the GenAI view (traces, token usage) unless it is told that the
 # experiment is custom model development, whose view is runs and charts.
 EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+# Metric sections (module docstring).
+TRAIN, HEALTH, SYNTHETIC, EVAL = "train/", "health/", "synthetic/", "eval/"
+# metrics.json key of jobs.eval -> the headline name it is also logged under.
+EVAL_HEADLINES = {"aflw2000_oracle_nme68_pct_balanced": "eval/aflw2000_nme68_pct",
+                  "photometric_mae_face": "eval/photometric_mae"}
+
+
+def eval_metric_names(key: str) -> list[str]:
+    """The MLflow names of a `jobs.eval` metrics.json key: in its benchmark's section (the key's first word),
+    and the headline name too for a headline score. "aflw2000_oracle_nme68_pct_0_30" ->
+    ["eval/aflw2000/oracle_nme68_pct_0_30"]."""
+    benchmark, _, rest = key.partition("_")
+    return [f"{EVAL}{benchmark}/{rest}"] + ([EVAL_HEADLINES[key]] if key in EVAL_HEADLINES else [])
 
 
 def tracking_uri() -> str:

@@ -61,12 +61,13 @@ def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tm
     assert set(children) == {"cest", "neither"} and len(runs) == 3
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
     assert children["neither"].data.params["loss.symmetry"] == "False"
-    assert "symmetry" not in children["neither"].data.metrics and "symmetry" in children["cest"].data.metrics
+    assert "train/symmetry" not in children["neither"].data.metrics
+    assert "train/symmetry" in children["cest"].data.metrics
     assert parent.info.status == "FINISHED"
     # The parent holds the comparison: each logged curve overlaid by variant, symmetry only where cest has it.
-    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
-    assert {"comparison/total.png", "comparison/photometric.png", "comparison/symmetry.png"} <= figures
-    assert "comparison/synthetic.vertex_mm.png" not in figures  # no child scored a synthetic set
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison/train")}
+    assert {"comparison/train/total.png", "comparison/train/photometric.png", "comparison/train/symmetry.png"} <= figures
+    assert not client.list_artifacts(parent.info.run_id, "comparison/synthetic")  # no child scored a synthetic set
 
 
 def test_unknown_ablations_and_missing_data_are_one_line(sample_clips, tmp_path, capsys):

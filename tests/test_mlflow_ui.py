@@ -27,7 +27,7 @@ def store(tmp_path):
     for variant, start in (("cest", 0.9), ("iest", 1.1)):
         run = client.create_run(experiment, run_name=f"demo-{variant}", tags={tracking.VARIANT_TAG: variant})
         for step in range(1, 4):
-            client.log_metric(run.info.run_id, "total", start / step, step=step)
+            client.log_metric(run.info.run_id, "train/total", start / step, step=step)
         client.set_terminated(run.info.run_id)
     return uri, client, experiment
 
