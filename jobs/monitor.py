@@ -24,7 +24,7 @@ from cest.losses import degeneracy_measures
 from cest.step import unwrap_model
 from cest.visualize import TRAINING_PANELS, face_panels, panel_grid
 from jobs.data import read_frames, to_batch
-from jobs.tracking import HEALTH, SYNTHETIC, TRAIN
+from jobs.tracking import HEALTH, HOLDOUT_IMAGE_KEY, SYNTHETIC, TRAIN
 
 # psutil samples (CPU, memory, GPU when present) every this many seconds while the run is open.
 SYSTEM_METRICS_SECONDS = 10
@@ -107,7 +107,7 @@ class Monitor:
         grid = panel_grid(face_panels(network, batch.images, estimate, TRAINING_PANELS))
         network.train()
         mlflow.log_metrics({HEALTH + name: value for name, value in measures.items()}, step=step)
-        mlflow.log_image(grid, key="holdout", step=step)
+        mlflow.log_image(grid, key=HOLDOUT_IMAGE_KEY, step=step)
         if self.synthetic_test is not None:
             self._log_synthetic(step, network)
         # Time spent here is not training time: keep it out of the next window's images/s.

@@ -3,10 +3,11 @@
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cest.config import load_config
 from jobs import tracking
-from jobs.ablations import ablations, main
+from jobs.ablations import ablations, image_steps, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +69,14 @@ def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tm
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison/train")}
     assert {"comparison/train/total.png", "comparison/train/photometric.png", "comparison/train/symmetry.png"} <= figures
     assert not client.list_artifacts(parent.info.run_id, "comparison/synthetic")  # no child scored a synthetic set
+    # ... and the children's held-apart grids side by side at their last step, once although the sweep ran twice.
+    side_by_side = image_steps(client, parent.info.run_id, "holdout_by_variant")
+    assert list(side_by_side) == [2]
+    widths = [Image.open(client.download_artifacts(children[name].info.run_id,
+                                                   image_steps(client, children[name].info.run_id, "holdout")[2],
+                                                   str(tmp_path / name))).width for name in ("cest", "neither")]
+    combined = Image.open(client.download_artifacts(parent.info.run_id, side_by_side[2], str(tmp_path / "parent")))
+    assert combined.width == sum(widths) + 2 * 8  # each grid with a 4-pixel margin either side
 
 
 def test_unknown_ablations_and_missing_data_are_one_line(sample_clips, tmp_path, capsys):

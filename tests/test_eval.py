@@ -1,6 +1,7 @@
 """jobs.eval on the AFLW2000 sample and real pipeline frames, with models trained in the test, logged to MLflow."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -83,6 +84,13 @@ def test_aflw2000_and_photometric_scores_land_in_each_ablation_run(tmp_path, tra
     table = (output / "comparison.md").read_text()
     assert all(f"| {variant}-{run_id[:8]} |" in table for variant, run_id in children.items())
     assert (output / "ced_detected.png").stat().st_size > 0
+    # The ablation parent holds the comparison: the same table as a page, a row per child with its score.
+    client = mlflow.MlflowClient()
+    assert {"comparison/evaluation.html", "comparison/comparison.md", "comparison/ced_oracle.png"} <= {
+        a.path for a in client.list_artifacts(parent, "comparison")}
+    page = Path(client.download_artifacts(parent, "comparison/evaluation.html", str(tmp_path))).read_text()
+    for label, metrics in results.items():
+        assert f"<td>{label}</td><td>{metrics['aflw2000_oracle_nme68_pct_balanced']:.2f}</td>" in page
 
 
 def test_oracle_nme_is_the_model_landmarks_scored_by_hand(checkpoints):
