@@ -302,8 +302,10 @@ def comparison_html(results: dict[str, dict]) -> str:
     """The same table as a page the MLflow UI's artifact view shows."""
     from html import escape
 
+    def cells(tag: str, values: list[str]) -> str:
+        return "".join(f"<{tag}>{escape(value)}</{tag}>" for value in values)
+
     titles, rows = comparison_cells(results)
-    cells = lambda tag, values: "".join(f"<{tag}>{escape(value)}</{tag}>" for value in values)
     return ("<!doctype html><meta charset=utf-8><style>body{font-family:sans-serif}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
             "<table><tr>" + cells("th", titles) + "</tr>"
@@ -338,8 +340,9 @@ def mlflow_metrics(metrics: dict) -> dict[str, float]:
 
 
 def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str:
-    """Metrics (named by jobs.tracking.eval_metric_names: eval/<benchmark>/..., headline scores eval/...) and files (artifact folder "eval") into the candidate's run; a new run for
-    a bare checkpoint. Returns the run id."""
+    """Metrics (mlflow_metrics, named by jobs.tracking.eval_metric_names: eval/<benchmark>/..., the headline
+    scores also eval/...) and files (artifact folder "eval") into the candidate's run; a new run for a bare
+    checkpoint. Returns the run id."""
     from jobs.runs import client
     from jobs.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, eval_metric_names, experiment_id, tracking_uri
 
@@ -369,7 +372,8 @@ def log_to_ablation_parents(candidates: list[Candidate], results: dict, output: 
 
     mlflow_client = client()
     parents = {mlflow_client.get_run(c.run_id).data.tags.get("mlflow.parentRunId") for c in candidates if c.run_id}
-    parents = [p for p in sorted(parents - {None}) if mlflow_client.get_run(p).data.tags.get(ROLE_TAG) == ABLATIONS_ROLE]
+    parents = [parent for parent in sorted(parents - {None})
+               if mlflow_client.get_run(parent).data.tags.get(ROLE_TAG) == ABLATIONS_ROLE]
     if parents and any(key in metrics for metrics in results.values() for key, _ in TABLE_COLUMNS):
         (output / "evaluation.html").write_text(comparison_html(results))
         files = [output / name for name in ("evaluation.html", "comparison.md", "ced_oracle.png")]
