@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from jobs.data import training_corpus  # noqa: E402
+from jobs.tracking import TRAIN  # noqa: E402
 from benchmarks.bench_train_job import timed_run  # noqa: E402
 from tests.bad_clips import broken_rows, truncate, write_rows  # noqa: E402
 
@@ -65,7 +66,7 @@ def train_on(data: Path, name: str, scratch: str, args, bound: float, client) ->
     run_id, medians, wall = timed_run(client, str(data), name, scratch, args.config, args.steps, args.size,
                                       args.workers, args.cpus_per_worker,
                                       ("--set", f"data.max_skipped_fraction={bound}"))
-    skipped = client.get_metric_history(run_id, "data/skipped_samples")
+    skipped = client.get_metric_history(run_id, TRAIN + "skipped_samples")
     listed = Path(scratch, "runs", name, "skipped.jsonl")
     return {"images_per_second": round(medians["images_per_second"], 2),
             "data_wait_share": round(medians["data_wait_share"], 4),

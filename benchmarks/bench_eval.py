@@ -6,7 +6,7 @@ Measures, with an untrained model of the default widths at each image size (the 
 the weights):
 - model_images_per_s: the model alone (forward: viewpoint, crop, shape, rasterize, unwrap, reflectance,
   light) on batches of 16 crops, CPU (and CUDA when present);
-- reconstruct_photo_s: `cest.reconstruct` end to end for one AFLW2000 photo (450 x 450): read, dlib
+- reconstruct_photo_s: `jobs.reconstruct` end to end for one AFLW2000 photo (450 x 450): read, dlib
   detection and landmarks, crop, model, mesh + GLB + overlay + preview + JSON written;
 - evaluate: `jobs.eval`'s work for --images AFLW2000-sized images (the asset sample repeated), split into
   preparing (read, .mat, oracle crop, dlib detection and detected crop) and scoring (the model on both
@@ -30,8 +30,8 @@ from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig
 from cest.model import CESTModel
 from cest.morphable import load_sfm
-from cest.reconstruct import Reconstructor, reconstruct
 from jobs import eval as evaluation
+from jobs.face_reconstruction import Reconstructor, reconstruct
 
 
 def uv_size_for(image_size: int) -> int:

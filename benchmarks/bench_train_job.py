@@ -23,9 +23,10 @@ from jobs.train import main as train  # noqa: E402
 
 
 def metric_medians(client, run_id: str, names: list[str]) -> dict[str, float]:
+    """name -> the median of the run's metric train/<name> after its first window."""
     medians = {}
     for name in names:
-        history = sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)[1:]
+        history = sorted(client.get_metric_history(run_id, tracking.TRAIN + name), key=lambda m: m.step)[1:]
         medians[name] = statistics.median(m.value for m in history) if history else float("nan")
     return medians
 

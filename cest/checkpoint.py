@@ -26,7 +26,7 @@ from cest.config import Config, config_from_dict, config_to_dict
 
 FORMAT = "cest-checkpoint/1"
 # The project's published CPU-trained model (models/README.md: data, recipe, scores, licences), the default of
-# `cest.reconstruct` when no checkpoint is named.
+# `jobs.reconstruct` when no checkpoint is named.
 PUBLISHED_MODEL = Path(__file__).resolve().parents[1] / "models" / "cest_cpu.pt"
 FILE_NAME = "checkpoint.pt"
 META_NAME = "meta.json"

@@ -5,8 +5,12 @@
         --workers 4 --gpus-per-worker 1 --storage s3://b/runs --parallel --name ablations
 
 Each variant is a training run of jobs/train.py named NAME-VARIANT under the parent run NAME (tag
-cest.role=ablations; the children carry cest.variant and cest.ablation for the UI's compare view). Locally they
-run one after another in this process; with --parallel each is its own driver on the cluster (side by side).
+cest.role=ablations; the children carry cest.variant and cest.ablation, columns of the runs table that
+`make mlflow-ui` opens). Locally they run one after another in this process; with --parallel each is its own
+driver on the cluster (side by side). The parent run is the comparison: the learning curves overlaid
+(comparison/<metric>.png), the children's held-apart image grids side by side at the steps they share (image
+key "holdout_by_variant": the UI's slider steps through training), and, once `jobs.eval` has scored the
+children, the evaluation table (comparison/evaluation.html and .md).
 Re-running the command resumes: the parent run id is kept in STORAGE/NAME/ablations.json and each child
 resumes from its own checkpoints.
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import pyarrow.fs
 
 from jobs import tracking
@@ -146,19 +151,22 @@ def run_variants(args, variants: dict[str, list[str]]) -> dict[str, int]:
     children = {name: record["mlflow_run_id"] for name in variants
                 if (record := read_run_file(storage_path(args.storage, f"{args.name}-{name}"))) is not None}
     log_learning_curves(client, parent, children)
+    log_holdout_grids(client, parent, children)
     client.set_terminated(parent, "FAILED" if failed else "FINISHED")
     print(f"ablations {args.name}: " + (f"failed: {', '.join(failed)}" if failed else f"{len(codes)} runs finished"))
     return codes
 
 
 # The curves the parent run shows overlaid, child against child (those a child did not log are left out).
-COMPARED_CURVES = ("total", "photometric", "symmetry", "consistency", "landmark", "regulariser",
-                   "synthetic.rotation_deg", "synthetic.vertex_mm", "synthetic.reflectance_mae")
+COMPARED_CURVES = tuple(tracking.TRAIN + term for term in ("total", "photometric", "symmetry", "consistency",
+                                                           "landmark", "regulariser")) + \
+    tuple(tracking.SYNTHETIC + name for name in ("rotation_deg", "vertex_mm", "reflectance_mae"))
 
 
 def log_learning_curves(client, parent: str, children: dict[str, str]) -> None:
     """One figure per curve in COMPARED_CURVES with every child's history overlaid, logged into the parent run
-    (artifact folder "comparison"), so the ablation's parent is where the variants are compared."""
+    as comparison/<metric>.png (comparison/train/total.png), so the ablation's parent is where the variants are
+    compared."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,9 +185,56 @@ def log_learning_curves(client, parent: str, children: dict[str, str]) -> None:
             axes.set(xlabel="step", ylabel=metric, title=f"{metric} by variant")
             axes.legend()
             path = Path(scratch, f"{metric}.png")
+            path.parent.mkdir(exist_ok=True)
             figure.savefig(path, dpi=100, bbox_inches="tight")
             plt.close(figure)
-            client.log_artifact(parent, str(path), "comparison")
+            client.log_artifact(parent, str(path), posixpath.join("comparison", posixpath.dirname(metric)))
+
+
+SIDE_BY_SIDE_KEY = "holdout_by_variant"
+LABEL_HEIGHT = 24  # pixels above each child's grid for its name
+
+
+def image_steps(client, run_id: str, key: str) -> dict[int, str]:
+    """step -> artifact path of the run's image `key` logged at that step (MLflow's
+    images/KEY+step+STEP+timestamp+T+UUID.png; the latest when a step was logged twice)."""
+    found = {}
+    for artifact in sorted(client.list_artifacts(run_id, "images"), key=lambda a: a.path):
+        name = posixpath.basename(artifact.path)
+        parts = name.removesuffix(".png").split("+")
+        if name.endswith(".png") and parts[0] == key and parts[1] == "step":
+            found.setdefault(int(parts[2]), []).append((int(parts[4]), artifact.path))
+    return {step: max(logged)[1] for step, logged in found.items()}
+
+
+def labelled_side_by_side(images: dict[str, np.ndarray]) -> np.ndarray:
+    """name -> (H, W, 3) uint8 RGB images, placed left to right on white, each with its name above it."""
+    import cv2
+
+    height = max(image.shape[0] for image in images.values()) + LABEL_HEIGHT
+    columns = []
+    for name, image in images.items():
+        column = np.full((height, image.shape[1] + 8, 3), 255, np.uint8)
+        column[LABEL_HEIGHT:LABEL_HEIGHT + image.shape[0], 4:4 + image.shape[1]] = image
+        cv2.putText(column, name, (4, LABEL_HEIGHT - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        columns.append(column)
+    return np.concatenate(columns, axis=1)
+
+
+def log_holdout_grids(client, parent: str, children: dict[str, str]) -> None:
+    """The children's held-apart image grids side by side, one image per step that every child logged, into the
+    parent run with key SIDE_BY_SIDE_KEY (steps the parent already has are skipped: a rerun adds nothing)."""
+    import cv2
+
+    grids = {name: image_steps(client, run_id, tracking.HOLDOUT_IMAGE_KEY) for name, run_id in children.items()}
+    shared = set.intersection(*(set(steps) for steps in grids.values())) if grids else set()
+    with tempfile.TemporaryDirectory() as scratch:
+        for step in sorted(shared - set(image_steps(client, parent, SIDE_BY_SIDE_KEY))):
+            images = {}
+            for name, run_id in children.items():
+                path = client.download_artifacts(run_id, grids[name][step], str(Path(scratch, name)))
+                images[name] = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+            client.log_image(parent, labelled_side_by_side(images), key=SIDE_BY_SIDE_KEY, step=step)
 
 
 def run(argv=None) -> int:

@@ -87,7 +87,7 @@ def run(argv=None) -> int:
         return 1
     print(f"    {time.perf_counter() - begin:.0f} s")
 
-    from cest.reconstruct import main as reconstruct
+    from jobs.reconstruct import main as reconstruct
     from jobs.train import latest_checkpoint
 
     begin = stage(5, f"reconstruct a real photo ({PHOTO}) with the CEST model into a textured mesh")
@@ -98,7 +98,7 @@ def run(argv=None) -> int:
     print(f"    {time.perf_counter() - begin:.0f} s")
 
     print(f"\nDemo finished in {(time.perf_counter() - started) / 60:.1f} min. Open:")
-    print("  make mlflow-ui                 -> the page it prints: experiment 'cest', run 'demo' and its children")
+    print("  make mlflow-ui                 -> the page it prints: CEST beside IEST, curves and scores by section")
     print(f"  {output / 'eval'}/            -> the evaluation table (markdown), CED curves, image grids")
     print(f"  {output / 'reconstruct'}/     -> the textured mesh (OBJ + MTL + PNG, GLB), overlay, preview")
     return 0

@@ -28,8 +28,12 @@ With --clips, clip files and rows that cannot be read are skipped, named and lis
 Outputs in --output: metrics.json (per model), comparison.md (a table of the models), ced_oracle.png and
 ced_detected.png (cumulative error curves of the 68-point NME), LABEL_grid.png (per model: input, overlay,
 reflectance, illuminated texture, geometry, illumination, relit under three lights; Fig. 4 and 8).
-Every evaluated MLflow run gets the metrics (prefixed "eval.") and these files (artifact folder "eval");
-a bare checkpoint gets a new run tagged cest.role=evaluation.
+Every evaluated MLflow run gets the comparison table's numbers and the shape benchmarks' (mlflow_metrics;
+named eval/<benchmark>/<key>, the headline scores also as
+eval/aflw2000_nme68_pct and eval/photometric_mae: jobs/tracking.py) and these files (artifact folder "eval");
+a bare checkpoint gets a new run tagged cest.role=evaluation. The parent of evaluated ablation children (tag
+cest.role=ablations) gets the comparison: comparison/evaluation.html (the table, shown by the MLflow UI),
+comparison/comparison.md and comparison/ced_oracle.png.
 
 With --ray the scoring runs as Ray Data batch inference: crops are made by a map over the inputs, the model
 runs in actor instances (`map_batches` with a class; one GPU each when the cluster has GPUs).
@@ -51,10 +55,11 @@ from cest.eval.files import DatasetError
 from cest.eval.dense import METHOD as DENSE_METHOD
 from cest.eval.dense import BFMGroundTruth, dense_nme, densify
 from cest.eval.metrics import INNER, aflw2000_landmarks, aflw2000_summary, landmark_nme, photometric_error
-from cest.reconstruct import (IMAGE_SUFFIXES, CROP_SIZE, Reconstructor, ReconstructError, crop_photo,
-                              crop_with_landmarks, enlarged, invert_affine, model_images, read_image, to_model_pixels)
 from cest.visualize import face_panels, overlay, panel_grid
 from cest.eval.micc import SETTINGS as MICC_SETTINGS
+from jobs.face_reconstruction import (CROP_SIZE, IMAGE_SUFFIXES, Reconstructor, ReconstructError, crop_photo,
+                                     crop_with_landmarks, enlarged, invert_affine, model_images, read_image,
+                                     to_model_pixels)
 from jobs.eval_shape import ShapeInputs, plot_shape_ced, shape_benchmarks, shape_tables
 
 EVALUATION_ROLE = "evaluation"
@@ -279,16 +284,34 @@ TABLE_COLUMNS = (
 )
 
 
-def comparison_table(results: dict[str, dict]) -> str:
+def comparison_cells(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """The table of the models: column titles (those some model has) and one row of cells per model."""
     present = [(key, title) for key, title in TABLE_COLUMNS if any(key in m for m in results.values())]
-    lines = ["| model | " + " | ".join(title for _, title in present) + " |",
-             "|---|" + "---|" * len(present)]
-    for label, metrics in results.items():
-        cells = [("-" if metrics.get(key) is None else
-                  f"{metrics[key]:.2f}" if isinstance(metrics[key], float) else str(metrics[key]))
-                 for key, _ in present]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[label] + [("-" if metrics.get(key) is None else
+                        f"{metrics[key]:.2f}" if isinstance(metrics[key], float) else str(metrics[key]))
+                       for key, _ in present]
+            for label, metrics in results.items()]
+    return ["model"] + [title for _, title in present], rows
+
+
+def comparison_table(results: dict[str, dict]) -> str:
+    titles, rows = comparison_cells(results)
+    lines = ["| " + " | ".join(titles) + " |", "|---|" + "---|" * (len(titles) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def comparison_html(results: dict[str, dict]) -> str:
+    """The same table as a page the MLflow UI's artifact view shows."""
+    from html import escape
+
+    def cells(tag: str, values: list[str]) -> str:
+        return "".join(f"<{tag}>{escape(value)}</{tag}>" for value in values)
+
+    titles, rows = comparison_cells(results)
+    return ("<!doctype html><meta charset=utf-8><style>body{font-family:sans-serif}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
+            "<table><tr>" + cells("th", titles) + "</tr>"
+            + "".join("<tr>" + cells("td", row) + "</tr>" for row in rows) + "</table>\n")
 
 
 def plot_ced(path: Path, curves: dict[str, np.ndarray], title: str) -> None:
@@ -309,11 +332,21 @@ def qualitative_grid(path: Path, checkpoint: Path, crops: np.ndarray) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
+def mlflow_metrics(metrics: dict) -> dict[str, float]:
+    """The numbers a run's MLflow metrics get: the comparison table's AFLW2000-3D and photometric columns (image
+    counts and per-bin details stay in metrics.json, an artifact of the run, so the chart view shows scores),
+    and every shape-benchmark number."""
+    table = {key for key, _ in TABLE_COLUMNS}
+    return {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))
+            and (key in table or not key.startswith(("aflw2000_", "photometric_")))}
+
+
 def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str:
-    """Metrics (prefixed "eval.") and files (artifact folder "eval") into the candidate's run; a new run for
-    a bare checkpoint. Returns the run id."""
+    """Metrics (mlflow_metrics, named by jobs.tracking.eval_metric_names: eval/<benchmark>/..., the headline
+    scores also eval/...) and files (artifact folder "eval") into the candidate's run; a new run for a bare
+    checkpoint. Returns the run id."""
     from jobs.runs import client
-    from jobs.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, experiment_id, tracking_uri
+    from jobs.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, eval_metric_names, experiment_id, tracking_uri
 
     mlflow_client = client()
     run_id = candidate.run_id
@@ -323,14 +356,34 @@ def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str
                                           run_name=f"eval {candidate.checkpoint.name}").info.run_id
         mlflow_client.log_param(run_id, "checkpoint", str(candidate.checkpoint))
         link_to_training_run(mlflow_client, run_id, candidate.checkpoint)
-    for key, value in metrics.items():
-        if isinstance(value, (int, float)):
-            mlflow_client.log_metric(run_id, f"eval.{key}", float(value))
+    for key, value in mlflow_metrics(metrics).items():
+        for name in eval_metric_names(key):
+            mlflow_client.log_metric(run_id, name, value)
     for file in files:
         mlflow_client.log_artifact(run_id, str(file), "eval")
     if candidate.run_id is None:
         mlflow_client.set_terminated(run_id)
     return run_id
+
+
+def log_to_ablation_parents(candidates: list[Candidate], results: dict, output: Path) -> list[str]:
+    """The evaluation table (HTML and markdown) and the oracle CED curves into the parent run of the evaluated
+    ablation children (tag cest.role=ablations), artifact folder "comparison". Returns the parents' ids."""
+    from jobs.runs import client
+    from jobs.tracking import ABLATIONS_ROLE, ROLE_TAG
+
+    mlflow_client = client()
+    parents = {mlflow_client.get_run(c.run_id).data.tags.get("mlflow.parentRunId") for c in candidates if c.run_id}
+    parents = [parent for parent in sorted(parents - {None})
+               if mlflow_client.get_run(parent).data.tags.get(ROLE_TAG) == ABLATIONS_ROLE]
+    if parents and any(key in metrics for metrics in results.values() for key, _ in TABLE_COLUMNS):
+        (output / "evaluation.html").write_text(comparison_html(results))
+        files = [output / name for name in ("evaluation.html", "comparison.md", "ced_oracle.png")]
+        for parent in parents:
+            for file in files:
+                if file.is_file():
+                    mlflow_client.log_artifact(parent, str(file), "comparison")
+    return parents
 
 
 def link_to_training_run(mlflow_client, evaluation_run: str, checkpoint: Path) -> None:
@@ -421,6 +474,7 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
             grid = [grids[candidate.label]] if candidate.label in grids else []
             run_id = log_to_mlflow(candidate, results[candidate.label], files + grid)
             results[candidate.label]["mlflow_run_id"] = run_id
+        log_to_ablation_parents(candidates, results, output)
         (output / "metrics.json").write_text(json.dumps(results, indent=1))
     return results
 

@@ -18,7 +18,7 @@ import torch
 
 from cest.eval import micc, micc_rendered, now, realy
 from cest.eval.files import read_coloured_mesh, read_mesh, require_dir, write_obj
-from cest.reconstruct import ReconstructError, crop_photo, crop_video, model_images, read_image
+from jobs.face_reconstruction import ReconstructError, crop_photo, crop_video, model_images, read_image
 
 # Published anchors (cited in docs/eval.md). NoW: the NoW test split's leaderboard, median / mean / std mm
 # (local scores are on the validation split, which is not the same images).

@@ -2,13 +2,15 @@
 
 Every `train.log_every` steps: a progress line (step/total, images/s, share of time waiting for data, peak GPU
 memory when on a GPU, samples skipped as unreadable so far when any, ETA, the loss terms averaged over the
-window) and the same numbers as MLflow metrics by step (data/skipped_samples always: cumulative, the job's
-skip list's count, jobs/data_errors.py). Every `train.image_every` steps (and at the last step): the held-apart frames through the model in eval mode, as
-an image grid (input | overlay | reflectance | illuminated texture | shading | normals, cest.visualize)
+window) and the same numbers as MLflow metrics by step in the section train/ (jobs/tracking.py names the
+sections): the loss terms, learning_rate and learning_rate_appearance, images_per_second, data_wait_share,
+skipped_samples (always: cumulative, the job's skip list's count, jobs/data_errors.py), gpu_peak_memory_gib.
+Every `train.image_every` steps (and at the last step): the held-apart frames through the model in eval mode,
+as an image grid (input | overlay | reflectance | illuminated texture | shading | normals, cest.visualize)
 logged with key "holdout" and the step, so the MLflow UI's slider shows training progress, plus the
-degeneracy measures (shading std, reflectance-texture correlation; cest.losses.degeneracy_measures), and, when
-the job names a held-apart synthetic set (--synthetic-test), its ground-truth metrics (jobs.synthetic_eval) as
-synthetic.<metric> and one line, so that the curves show whether learning has levelled off.
+degeneracy measures (health/shading_std, health/texture_correlation; cest.losses.degeneracy_measures), and,
+when the job names a held-apart synthetic set (--synthetic-test), its ground-truth metrics (jobs.synthetic_eval)
+as synthetic/<metric> and one line, so that the curves show whether learning has levelled off.
 """
 
 import time
@@ -22,6 +24,7 @@ from cest.losses import degeneracy_measures
 from cest.step import unwrap_model
 from cest.visualize import TRAINING_PANELS, face_panels, panel_grid
 from jobs.data import read_frames, to_batch
+from jobs.tracking import HEALTH, HOLDOUT_IMAGE_KEY, SYNTHETIC, TRAIN
 
 # psutil samples (CPU, memory, GPU when present) every this many seconds while the run is open.
 SYSTEM_METRICS_SECONDS = 10
@@ -76,7 +79,7 @@ class Monitor:
         metrics = dict(terms)
         metrics["images_per_second"] = steps * self.images_per_step / seconds
         metrics["data_wait_share"] = self.window_data_seconds / seconds
-        metrics["data/skipped_samples"] = self.skipped_samples
+        metrics["skipped_samples"] = self.skipped_samples
         extra = f" | skipped {self.skipped_samples} unreadable samples" if self.skipped_samples else ""
         if torch.cuda.is_initialized():  # this rank trains on a GPU: the most its tensors have held so far
             metrics["gpu_peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -85,7 +88,7 @@ class Monitor:
         print(f"step {step}/{self.total} | {metrics['images_per_second']:.1f} img/s | data wait "
               f"{100 * metrics['data_wait_share']:.0f}%{extra} | ETA {_duration(eta)} | "
               + " ".join(f"{name} {value:.4g}" for name, value in terms.items()), flush=True)
-        mlflow.log_metrics(metrics, step=step)
+        mlflow.log_metrics({TRAIN + name: value for name, value in metrics.items()}, step=step)
         self.window.clear()
         self.window_counts.clear()
         self.window_steps, self.window_seconds, self.window_data_seconds = 0, 0.0, 0.0
@@ -103,8 +106,8 @@ class Monitor:
         measures = degeneracy_measures(network, estimate, batch.masks)
         grid = panel_grid(face_panels(network, batch.images, estimate, TRAINING_PANELS))
         network.train()
-        mlflow.log_metrics(measures, step=step)
-        mlflow.log_image(grid, key="holdout", step=step)
+        mlflow.log_metrics({HEALTH + name: value for name, value in measures.items()}, step=step)
+        mlflow.log_image(grid, key=HOLDOUT_IMAGE_KEY, step=step)
         if self.synthetic_test is not None:
             self._log_synthetic(step, network)
         # Time spent here is not training time: keep it out of the next window's images/s.
@@ -116,7 +119,7 @@ class Monitor:
         report = evaluate(network, self.synthetic_test)
         network.train()
         means = {name: report["metrics"][name]["mean"] for name in METRICS}
-        mlflow.log_metrics({f"synthetic.{name}": value for name, value in means.items()}, step=step)
+        mlflow.log_metrics({SYNTHETIC + name: value for name, value in means.items()}, step=step)
         print(f"step {step} held-apart synthetic ({report['images']} images): " +
               ", ".join(f"{name} {value:.4g}" for name, value in means.items()), flush=True)
 

@@ -1,10 +1,13 @@
-"""Reconstruction with MLflow-named models, and 3D annotation of a whole corpus as a Ray Data job.
+"""Reconstruct your own face, or 3D-annotate a whole corpus as a Ray Data job.
 
-One photo or video, the model named by its MLflow training run (same outputs as `python -m cest.reconstruct`):
-    python -m jobs.reconstruct photo.jpg --run-id RUN [--output DIR] [--smooth SIGMA]
+One photo or video -> mesh, overlay, preview, parameters (jobs/face_reconstruction.py lists the files):
+    python -m jobs.reconstruct PATH [--checkpoint CKPT | --run-id RUN] [--output DIR] [--smooth SIGMA]
+Without --checkpoint or --run-id the project's published CPU-trained model is used (models/cest_cpu.pt,
+models/README.md); --run-id names the checkpoint of an MLflow training run. Output: PATH's name + "_cest".
+No face, an unreadable file or a missing checkpoint: one line on stderr, exit status 2.
 
 A corpus: every frame of a preprocess output (its clip Parquet and 224 crops) or of a folder of videos (the
-primary face track of each, cropped as cest.reconstruct does) gets its parameters:
+primary face track of each, cropped as a single video is) gets its parameters:
     python -m jobs.reconstruct --annotate data/clips --output data/params --run-id RUN | --checkpoint CKPT
 Output: Parquet files in --output, one row per frame: source, segment_key (a clip's; a video's is
 '{speaker_id}/{video_id}/{clip_id}' from its path, as preprocess names its clips), frame_index, viewpoint (7),
@@ -22,12 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cest.reconstruct import (VIDEO_SUFFIXES, Reconstructor, ReconstructError, crop_video, invert_affine,
-                              model_images, parameters, to_model_pixels)
-from cest.reconstruct import main as reconstruct_main
+from jobs.face_reconstruction import (CROP_SIZE, VIDEO_SUFFIXES, Reconstructor, ReconstructError, crop_video,
+                                     invert_affine, model_images, parameters, reconstruct, to_model_pixels)
 from pipelines.inputs import make_input
-
-CROP_SIZE = 224
 
 
 def video_frames(item: dict) -> list[dict]:
@@ -138,8 +138,43 @@ def write_annotations(frames, output: Path, checkpoint: Path, batch_size: int) -
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--annotate" not in argv:
-        return reconstruct_with_run(argv)
+    return annotate_main(argv) if "--annotate" in argv else reconstruct_main(argv)
+
+
+def reconstruct_main(argv: list[str]) -> int:
+    """One photo or video with the published model, a checkpoint or an MLflow run's checkpoint."""
+    import torch
+
+    from cest.assets import AssetError
+    from cest.checkpoint import PUBLISHED_MODEL, CheckpointError
+    from jobs.runs import RunError, download_checkpoint
+
+    parser = argparse.ArgumentParser(description="Reconstruct the face of a photo or video")
+    parser.add_argument("path", type=Path, help="a photo or a video")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", type=Path, default=PUBLISHED_MODEL,
+                       help="checkpoint.pt, the directory holding it, or a training run's directory "
+                            "(default: the published model, models/cest_cpu.pt)")
+    model.add_argument("--run-id", help="the MLflow training run whose checkpoint to use")
+    parser.add_argument("--output", type=Path, help="output directory (default: PATH's name + _cest)")
+    parser.add_argument("--smooth", type=float, default=0.0, metavar="SIGMA",
+                        help="video: smooth parameters over time with a Gaussian of SIGMA frames (0: off)")
+    parser.add_argument("--max-frames", type=int, default=0, help="video: reconstruct at most this many frames")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    output = args.output or args.path.with_name(args.path.stem + "_cest")
+    try:
+        checkpoint = download_checkpoint(args.run_id) if args.run_id else args.checkpoint
+        reconstructor = Reconstructor(checkpoint, args.device)
+        summary = reconstruct(args.path, reconstructor, output, args.smooth, args.max_frames)
+    except (ReconstructError, CheckpointError, AssetError, RunError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"reconstructed {summary['frames']} frame(s) of {args.path} -> {summary['output']}")
+    return 0
+
+
+def annotate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="3D-annotate a corpus (Ray Data job)")
     parser.add_argument("--annotate", type=Path, required=True, help="a preprocess output or a folder of videos")
     parser.add_argument("--output", type=Path, required=True, help="directory for the parameter Parquet files")
@@ -169,23 +204,6 @@ def main(argv=None) -> int:
         return 2
     print(f"annotated {count} frames -> {args.output}")
     return 0
-
-
-def reconstruct_with_run(argv: list[str]) -> int:
-    """`python -m cest.reconstruct`'s command with --run-id in place of --checkpoint."""
-    if "--run-id" not in argv:
-        return reconstruct_main(argv)
-    from jobs.runs import RunError, download_checkpoint
-
-    at = argv.index("--run-id")
-    run_id = argv[at + 1] if at + 1 < len(argv) else ""
-    rest = argv[:at] + argv[at + 2:]
-    try:
-        checkpoint = download_checkpoint(run_id)
-    except RunError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return reconstruct_main(rest + ["--checkpoint", str(checkpoint)])
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from cest.eval.synthetic_metrics import (
     summarise,
     vertex_error_mm,
 )
-from cest.reconstruct import enlarged
 from cest.visualize import face_panels, panel_grid
+from jobs.face_reconstruction import enlarged
 from jobs.frames import frames_from_rows, read_clip_rows
 from jobs.synthetic import read_ground_truth
 

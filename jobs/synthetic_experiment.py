@@ -10,7 +10,7 @@ Every run goes through the project's training job: each seed K is one ablation s
 MLflow parent run NAME-seedK (experiment "cest-synthetic" unless --experiment) whose children NAME-seedK-VARIANT
 are jobs/train.py runs (Ray Data ingest of the synthetic Parquet clips, train.seed=K, checkpoints under OUTPUT).
 Each child's final checkpoint is then scored on the held-apart set (jobs.synthetic_eval.evaluate): the scores go
-into the child's MLflow run (metrics synthetic.<metric>, the mean over the test images; report.json as an
+into the child's MLflow run (metrics synthetic/<metric>, the mean over the test images; report.json as an
 artifact) and into OUTPUT/NAME-seedK-VARIANT/report.json. OUTPUT/results.json and results.md (sweep.* with
 --sweep) hold the mean and standard deviation over seeds of each metric. Running the command again resumes:
 finished runs are not retrained (jobs/train.py resumes by name) and scored runs are not rescored.
@@ -29,6 +29,7 @@ import torch
 
 from jobs import ablations
 from jobs.synthetic_eval import METRICS, evaluate
+from jobs.tracking import SYNTHETIC
 from jobs.train import JobError, exit_code, latest_checkpoint, load_job_config, read_run_file
 
 EXPERIMENT = "cest-synthetic"  # apart from the real-data runs that `make eval --latest-ablations` reads
@@ -64,7 +65,7 @@ def score(run_dir: Path, test_dir: Path) -> dict:
     recorded = read_run_file(str(run_dir))
     client = MlflowClient(recorded["tracking_uri"])
     for name in METRICS:
-        client.log_metric(recorded["mlflow_run_id"], f"synthetic.{name}", report["metrics"][name]["mean"], step=step)
+        client.log_metric(recorded["mlflow_run_id"], SYNTHETIC + name, report["metrics"][name]["mean"], step=step)
     client.log_artifact(recorded["mlflow_run_id"], str(report_path))
     return report
 

@@ -19,7 +19,7 @@ frames and system metrics; the driver logs the resolved config and the final che
 Bad data (jobs/data_errors.py): clip files that fail their footer checks are skipped before any worker starts
 (one error line instead when they alone pass data.max_skipped_fraction, or when nothing is readable); rows that
 cannot give a sample are skipped by the ingest. Every skip is named once and listed in STORAGE/NAME/skipped.jsonl
-by the job's SkipList (a Ray actor); rank 0 reads its count every train.log_every steps (data/skipped_samples)
+by the job's SkipList (a Ray actor); rank 0 reads its count every train.log_every steps (train/skipped_samples)
 and, when the share passes the bound, every rank stops and the job ends with one error line (exit status 2).
 """
 
@@ -387,7 +387,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fault drill: one worker exits hard at STEP, once per run, to check recovery")
     parser.add_argument("--synthetic-test", metavar="DIR",
                         help="a held-apart synthetic set (python -m jobs.synthetic, other seed): its ground-truth "
-                             "metrics are logged as synthetic.* every train.image_every steps (learning curves)")
+                             "metrics are logged as synthetic/* every train.image_every steps (learning curves)")
     parser.add_argument("--ablation", default="none", help="ablation name tag (jobs/ablations.py sets it)")
     parser.add_argument("--parent-run-id", help="MLflow parent run (jobs/ablations.py sets it)")
     return parser.parse_args(argv)

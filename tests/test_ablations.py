@@ -5,10 +5,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from PIL import Image
 
 from cest.config import load_config
 from jobs import tracking
-from jobs.ablations import ablations, main
+from jobs.ablations import ablations, image_steps, main
 from small_model import SMALL_SETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +64,21 @@ def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tm
     assert set(children) == {"cest", "neither"} and len(runs) == 3
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
     assert children["neither"].data.params["loss.symmetry"] == "False"
-    assert "symmetry" not in children["neither"].data.metrics and "symmetry" in children["cest"].data.metrics
+    assert "train/symmetry" not in children["neither"].data.metrics
+    assert "train/symmetry" in children["cest"].data.metrics
     assert parent.info.status == "FINISHED"
     # The parent holds the comparison: each logged curve overlaid by variant, symmetry only where cest has it.
-    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
-    assert {"comparison/total.png", "comparison/photometric.png", "comparison/symmetry.png"} <= figures
-    assert "comparison/synthetic.vertex_mm.png" not in figures  # no child scored a synthetic set
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison/train")}
+    assert {"comparison/train/total.png", "comparison/train/photometric.png", "comparison/train/symmetry.png"} <= figures
+    assert not client.list_artifacts(parent.info.run_id, "comparison/synthetic")  # no child scored a synthetic set
+    # ... and the children's held-apart grids side by side at their last step, once although the sweep ran twice.
+    side_by_side = image_steps(client, parent.info.run_id, "holdout_by_variant")
+    assert list(side_by_side) == [2]
+    widths = [Image.open(client.download_artifacts(children[name].info.run_id,
+                                                   image_steps(client, children[name].info.run_id, "holdout")[2],
+                                                   str(tmp_path / name))).width for name in ("cest", "neither")]
+    combined = Image.open(client.download_artifacts(parent.info.run_id, side_by_side[2], str(tmp_path / "parent")))
+    assert combined.width == sum(widths) + 2 * 8  # each grid with a 4-pixel margin either side
 
 
 def test_parallel_starts_every_variants_driver_before_waiting_and_a_failed_one_fails_the_sweep(

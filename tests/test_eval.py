@@ -1,6 +1,7 @@
 """jobs.eval on the AFLW2000 sample and real pipeline frames, with models trained in the test, logged to MLflow."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -72,13 +73,24 @@ def test_aflw2000_and_photometric_scores_land_in_each_ablation_run(tmp_path, tra
         assert 5.0 < metrics["aflw2000_oracle_nme68_pct_mean"] < 40.0
         assert 0 < metrics["photometric_mae_face"] < 255 and metrics["photometric_mae_crop"] < metrics["photometric_mae_face"]
         logged = mlflow.MlflowClient().get_run(run_id)
-        assert logged.data.metrics["eval.aflw2000_oracle_nme68_pct_balanced"] == pytest.approx(
+        # In its benchmark's section, and the headline scores again as one-value columns of the runs table.
+        assert logged.data.metrics["eval/aflw2000/oracle_nme68_pct_balanced"] == pytest.approx(
             metrics["aflw2000_oracle_nme68_pct_balanced"])
+        assert logged.data.metrics["eval/aflw2000_nme68_pct"] == pytest.approx(metrics["aflw2000_oracle_nme68_pct_balanced"])
+        assert logged.data.metrics["eval/photometric_mae"] == pytest.approx(metrics["photometric_mae_face"])
+        assert logged.data.metrics["eval/photometric/mae_crop"] == pytest.approx(metrics["photometric_mae_crop"])
         artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
         assert {"eval/metrics.json", "eval/comparison.md", "eval/ced_oracle.png"} <= artifacts
     table = (output / "comparison.md").read_text()
     assert all(f"| {variant}-{run_id[:8]} |" in table for variant, run_id in children.items())
     assert (output / "ced_detected.png").stat().st_size > 0
+    # The ablation parent holds the comparison: the same table as a page, a row per child with its score.
+    client = mlflow.MlflowClient()
+    assert {"comparison/evaluation.html", "comparison/comparison.md", "comparison/ced_oracle.png"} <= {
+        a.path for a in client.list_artifacts(parent, "comparison")}
+    page = Path(client.download_artifacts(parent, "comparison/evaluation.html", str(tmp_path))).read_text()
+    for label, metrics in results.items():
+        assert f"<td>{label}</td><td>{metrics['aflw2000_oracle_nme68_pct_balanced']:.2f}</td>" in page
 
 
 def test_oracle_nme_is_the_model_landmarks_scored_by_hand(checkpoints):
@@ -184,7 +196,7 @@ def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores
     client = MlflowClient(uri)
     run = client.get_run(published["mlflow_run_id"])
     assert run.data.tags[ROLE_TAG] == evaluation.EVALUATION_ROLE and run.data.params["checkpoint"] == str(PUBLISHED_MODEL)
-    assert run.data.metrics["eval.aflw2000_oracle_nme68_pct_balanced"] == pytest.approx(
+    assert run.data.metrics["eval/aflw2000/oracle_nme68_pct_balanced"] == pytest.approx(
         published["aflw2000_oracle_nme68_pct_balanced"])
     assert run.data.tags[TRAINING_RUN_TAG] == load_model(PUBLISHED_MODEL)[2]["mlflow_run_id"]  # trained elsewhere
     evaluation_of_trained = client.get_run(barely["mlflow_run_id"])

@@ -113,8 +113,8 @@ def test_micc_now_and_realy_scores_tables_and_exports_land_in_the_run(tmp_path, 
     found = keypoints_from_barycentric(template_vertices, template_triangles, read_barycentric(realy / "SFM.txt"))
     assert np.abs(found - keypoints).max() < 2e-3  # 0.5 um measured: the template .obj in metres keeps 6 decimals
     logged = mlflow.MlflowClient().get_run(metrics["mlflow_run_id"]).data.metrics
-    assert logged["eval.micc_cooperative_mean_mm"] == pytest.approx(metrics["micc_cooperative_mean_mm"])
-    assert logged["eval.now_median_mm"] == pytest.approx(metrics["now_median_mm"])
+    assert logged["eval/micc/cooperative_mean_mm"] == pytest.approx(metrics["micc_cooperative_mean_mm"])
+    assert logged["eval/now/median_mm"] == pytest.approx(metrics["now_median_mm"])
 
 
 @pytest.mark.parametrize("flag", ["--micc", "--micc-rendered", "--now", "--realy"])

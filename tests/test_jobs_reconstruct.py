@@ -15,7 +15,7 @@ from cest.assets import fetch
 from cest.checkpoint import save_checkpoint
 from cest.config import Config, ModelConfig
 from cest.model import CESTModel
-from cest.reconstruct import Reconstructor, crop_video, invert_affine, model_images, parameters, to_model_pixels
+from jobs.face_reconstruction import Reconstructor, crop_video, invert_affine, model_images, parameters, to_model_pixels
 from jobs.reconstruct import Annotator, annotate, clip_frames, main, video_frames
 from jobs.tracking import CHECKPOINT_ARTIFACT
 from small_model import SMALL

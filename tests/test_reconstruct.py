@@ -10,9 +10,10 @@ import trimesh
 
 from cest.assets import fetch
 from cest.render.camera import project
-from cest.demo import read_pts
 from cest.export import write_textured_mesh
-from cest.reconstruct import crop_with_landmarks, invert_affine, main
+from jobs.face_reconstruction import crop_with_landmarks, invert_affine
+from jobs.reconstruct import main
+from jobs.render_photo import read_pts
 from small_model import train_small_checkpoint
 
 
@@ -145,7 +146,7 @@ def test_the_mesh_and_texture_written_are_the_estimate(tmp_path, morphable):
     import cv2
 
     from cest.checkpoint import PUBLISHED_MODEL
-    from cest.reconstruct import Reconstructor, crop_photo, model_images, read_image
+    from jobs.face_reconstruction import Reconstructor, crop_photo, model_images, read_image
     from cest.visualize import to_uint8
 
     photo = fetch("aflw2000_sample/image00050.jpg")

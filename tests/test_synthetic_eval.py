@@ -104,11 +104,11 @@ def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_r
     assert set(runs) == {"synthetic-seed3", "synthetic-seed3-cest", "synthetic-seed3-iest"}
     iest = runs["synthetic-seed3-iest"]
     assert iest.data.params["train.seed"] == "3" and iest.data.params["model.variant"] == "iest"
-    assert iest.data.metrics["synthetic.vertex_mm"] == pytest.approx(report["metrics"]["vertex_mm"]["mean"])
+    assert iest.data.metrics["synthetic/vertex_mm"] == pytest.approx(report["metrics"]["vertex_mm"]["mean"])
     assert iest.data.tags["mlflow.parentRunId"] == runs["synthetic-seed3"].info.run_id
     # The learning curve: the held-apart set scored at every image step during training; at the last step the
     # training job's score (eval mode) is the final report's.
-    history = client.get_metric_history(iest.info.run_id, "synthetic.rotation_deg")
+    history = client.get_metric_history(iest.info.run_id, "synthetic/rotation_deg")
     assert sorted({point.step for point in history}) == [1, 2]
     assert all(point.value == pytest.approx(report["metrics"]["rotation_deg"]["mean"], rel=1e-5)
                for point in history if point.step == 2)

@@ -84,10 +84,12 @@ def test_two_workers_train_checkpoint_resume_and_track_one_mlflow_run(ray_addres
     assert run.info.status == "FINISHED"
     assert run.data.params["model.variant"] == "cest" and run.data.params["data.clips_per_batch"] == "2"
     assert run.data.tags[tracking.VARIANT_TAG] == "cest" and run.data.tags[tracking.ABLATION_TAG] == "none"
-    for name in ("photometric", "symmetry", "consistency", "landmark", "total", "images_per_second",
-                 "data_wait_share", "shading_std", "texture_correlation"):
+    for name in ("train/photometric", "train/symmetry", "train/consistency", "train/landmark", "train/total",
+                 "train/learning_rate", "train/learning_rate_appearance", "train/images_per_second",
+                 "train/data_wait_share", "train/skipped_samples", "health/shading_std",
+                 "health/texture_correlation"):
         assert name in run.data.metrics, name
-    totals = [m.value for m in client.get_metric_history(run.info.run_id, "total")]
+    totals = [m.value for m in client.get_metric_history(run.info.run_id, "train/total")]
     assert len(totals) == 4 and totals[-1] < totals[0]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "checkpoint", "images"} <= artifacts
@@ -103,7 +105,7 @@ def test_two_workers_train_checkpoint_resume_and_track_one_mlflow_run(ray_addres
     assert "resuming two from step 8" in out
     _, runs = _runs(store)
     assert len(runs) == 1
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "total")][-1] == 10
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/total")][-1] == 10
     resumed = load_checkpoint(latest_checkpoint(str(store / "runs" / "two"))[0])
     assert resumed["step"] == 10
     # Training went on from step 8's weights, not from scratch: two Adam steps (lr 1e-3) move each weight by
@@ -136,7 +138,7 @@ def test_a_worker_that_dies_restarts_the_group_from_the_last_checkpoint(ray_addr
     assert latest_checkpoint(str(store / "runs" / "killed"))[1] == 6
     client, runs = _runs(store)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "total")]
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/total")]
     assert steps[-1] == 6 and steps.count(4) == 2  # step 4 trained (and logged) before and after the restart
 
 
@@ -195,7 +197,7 @@ def test_single_images_train_in_this_process_without_consistency(ray_address, sa
     assert main(args) == 0
     assert "rank 0: 1 worker(s), 4 images per step" in capsys.readouterr().out
     client, runs = _runs(store)
-    assert "consistency" not in runs[0].data.metrics and "symmetry" in runs[0].data.metrics
+    assert "train/consistency" not in runs[0].data.metrics and "train/symmetry" in runs[0].data.metrics
     assert latest_checkpoint(str(store / "runs" / "images"))[1] == 2
 
 
@@ -288,7 +290,7 @@ def test_two_workers_train_through_bad_files_and_rows_naming_each_once(ray_addre
     skipped = sum(entry["samples"] for entry in listed)
     assert skipped == 8
     client, runs = _runs(store)
-    history = client.get_metric_history(runs[0].info.run_id, "data/skipped_samples")
+    history = client.get_metric_history(runs[0].info.run_id, "train/skipped_samples")
     assert history[-1].value == skipped and [m.step for m in history][-1] == 8
     out = capsys.readouterr().out
     assert f"skipped {skipped} unreadable samples" in out

@@ -1,16 +1,16 @@
-"""Reconstruct your own face: `python -m cest.reconstruct PATH [--checkpoint CKPT] [--output DIR]`.
+"""Reconstruct the face of a photo or video: find and crop it, run a model, write the outputs.
 
-Without --checkpoint the project's published CPU-trained model is used (models/cest_cpu.pt, models/README.md).
+The command is `python -m jobs.reconstruct PATH [--checkpoint CKPT | --run-id RUN] [--output DIR]` (jobs/reconstruct.py).
 
-PATH is a photo or a video in any format `make preprocess` reads (`pipelines.inputs`: jpg, png, webp, tif,
-...; mp4, mov, webm, 3gp, ...; turned and stretched as a player shows them). The face is found and
-cropped exactly as the training crops were made: the preprocessing pipeline's default detector and 68
-landmarks (`pipelines.landmarks.make_landmarker`, offline), its FFHQ-style alignment to 224 px (`pipelines.align`; for a video, the longest face
-track with the pipeline's tracker and temporal smoothing of the crop), then resized to the checkpoint's
-`model.image_size`. (The face finding is the one place cest/ uses pipelines/; those modules import neither
-Ray nor MLflow. To name a checkpoint by its MLflow run, use `python -m jobs.reconstruct ... --run-id ID`.)
+Face finding and cropping: PATH is a photo or a video in any format `make preprocess` reads (`pipelines.inputs`:
+jpg, png, webp, tif, ...; mp4, mov, webm, 3gp, ...; turned and stretched as a player shows them). The face is
+found and cropped exactly as the training crops were made: the preprocessing pipeline's default detector and 68
+landmarks (`pipelines.landmarks.make_landmarker`, offline), its FFHQ-style alignment to 224 px
+(`pipelines.align`; for a video, the longest face track with the pipeline's tracker and temporal smoothing of
+the crop), then resized to the checkpoint's `model.image_size`. The face finding uses pipelines/, so it lives in jobs/: the library cest/ imports neither
+pipelines/ nor jobs/ (tests/test_import_direction.py).
 
-Writes into --output (default: PATH's name + "_cest"):
+`reconstruct` writes into its output directory:
   face.obj, face.mtl, face.png, face.glb   the estimated shape, textured with the UV reflectance map
   overlay.png                               input crop | the re-rendered face pasted on it
   preview.png                               the paper's Fig. 4/8 panels: input, overlay, reflectance,
@@ -20,14 +20,11 @@ Writes into --output (default: PATH's name + "_cest"):
 and for a video also
   parameters.parquet                        one row per reconstructed frame
   overlay.mp4                               input crop | overlay, H.264 (plays in browsers)
-with the mesh and preview of the middle frame. --smooth SIGMA smooths the per-frame parameters
+with the mesh and preview of the middle frame. A smoothing sigma > 0 smooths the per-frame parameters
 (viewpoint, shape, light, reflectance) over time with a Gaussian of SIGMA frames before rendering.
-No face, an unreadable file or a missing checkpoint: one line on stderr, exit status 2.
 """
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
@@ -36,8 +33,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from cest.assets import AssetError
-from cest.checkpoint import PUBLISHED_MODEL, CheckpointError, load_model
+from cest.checkpoint import load_model
 from cest.export import write_textured_mesh
 from cest.visualize import face_panels, overlay, panel_grid, to_uint8
 from pipelines.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -285,30 +281,3 @@ def reconstruct(path: Path, reconstructor: Reconstructor, output: Path, smooth_s
         strips = np.concatenate([to_uint8(images), to_uint8(overlays)], axis=2)
         write_overlay_video(output / "overlay.mp4", np.stack([enlarged(s) for s in strips]), crops.fps)
     return {"frames": len(images), "output": str(output)}
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", type=Path, help="a photo or a video")
-    parser.add_argument("--checkpoint", type=Path, default=PUBLISHED_MODEL,
-                        help="checkpoint.pt, the directory holding it, or a training run's directory "
-                             "(default: the published model, models/cest_cpu.pt)")
-    parser.add_argument("--output", type=Path, help="output directory (default: PATH's name + _cest)")
-    parser.add_argument("--smooth", type=float, default=0.0, metavar="SIGMA",
-                        help="video: smooth parameters over time with a Gaussian of SIGMA frames (0: off)")
-    parser.add_argument("--max-frames", type=int, default=0, help="video: reconstruct at most this many frames")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    output = args.output or args.path.with_name(args.path.stem + "_cest")
-    try:
-        reconstructor = Reconstructor(args.checkpoint, args.device)
-        summary = reconstruct(args.path, reconstructor, output, args.smooth, args.max_frames)
-    except (ReconstructError, CheckpointError, AssetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"reconstructed {summary['frames']} frame(s) of {args.path} -> {summary['output']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Render a real face through the whole renderer: `python -m cest.demo --output demo/face.png`.
+"""Render a real face through the whole renderer: `python -m jobs.render_photo --output demo/face.png`.
 
 Takes a photo with 68 annotated landmarks (a sample photo of the asset registry, or any photo with an iBUG .pts
 file of the same name beside it), fits a weak perspective viewpoint of the Surrey Face Model's

