@@ -127,6 +127,7 @@ class OptimConfig:
     # With a landmark warm-up the reflectance and light networks start training only when it ends; under one
     # schedule over the whole run they would start at an already decayed rate (2.5e-4 of 1e-3 after 8,000 of
     # 12,000 cosine steps). True starts their schedule at the end of the warm-up (cest.step.learning_rates).
+    # Measured (docs/model.md, one seed): a better photometric fit, no better reflectance, flatter shading; off.
     restart_after_warmup: bool = False
 
     def __post_init__(self):
