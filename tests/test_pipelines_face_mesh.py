@@ -9,28 +9,16 @@ import numpy as np
 import pytest
 
 from cest import assets
-from cest.eval.metrics import landmark_nme, read_aflw2000_mat
+from cest.eval.metrics import landmark_nme
 from pipelines.config import PreprocessConfig
 from pipelines.face_mesh import MODEL_FILES, MediaPipeLandmarker
 from pipelines.landmarks import box_iou, make_landmarker
-from pipelines.decode import read_image
-from sample_assets import asset
+from sample_assets import aflw2000_image, truth_box
 
 
 @pytest.fixture(scope="module")
 def landmarker():
     return MediaPipeLandmarker()
-
-
-def aflw2000_image(name: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """(RGB image (450, 450, 3), ground-truth landmarks (68, 2), yaw in degrees)."""
-    image = read_image(str(asset(f"aflw2000_sample/{name}.jpg")))
-    annotation = read_aflw2000_mat(asset(f"aflw2000_sample/{name}.mat"))
-    return image, annotation.landmarks, float(np.degrees(annotation.yaw))
-
-
-def truth_box(landmarks: np.ndarray) -> np.ndarray:
-    return np.concatenate([landmarks.min(axis=0), landmarks.max(axis=0)])
 
 
 @pytest.mark.parametrize(

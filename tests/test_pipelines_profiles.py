@@ -9,14 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from cest.eval.metrics import landmark_nme, read_aflw2000_mat
+from cest.eval.metrics import landmark_nme
 from pipelines.landmarks import DlibLandmarker, box_iou, make_landmarker
 from pipelines.preprocess import build_parser, config_from_args
-from sample_assets import asset
+from sample_assets import aflw2000_image, asset, truth_box
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +28,6 @@ def with_fallback():
     """The landmarker `python -m pipelines.preprocess --detector dlib --dlib-cnn-fallback` makes."""
     args = build_parser().parse_args(["--input", "in", "--output", "out", "--detector", "dlib", "--dlib-cnn-fallback"])
     return make_landmarker(config_from_args(args))
-
-
-def aflw2000_image(name: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """(RGB image (450, 450, 3), ground-truth landmarks (68, 2), yaw in degrees)."""
-    image = cv2.cvtColor(cv2.imread(str(asset(f"aflw2000_sample/{name}.jpg"))), cv2.COLOR_BGR2RGB)
-    annotation = read_aflw2000_mat(asset(f"aflw2000_sample/{name}.mat"))
-    return image, annotation.landmarks, float(np.degrees(annotation.yaw))
-
-
-def truth_box(landmarks: np.ndarray) -> np.ndarray:
-    return np.concatenate([landmarks.min(axis=0), landmarks.max(axis=0)])
 
 
 @pytest.mark.parametrize(
