@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cest.step import Batch
-from jobs.data_errors import (Corpus, DataError, Skip, SkipList, read_clip_file, row_groups,  # noqa: F401 (DataError)
+from jobs.data_errors import (Corpus, DataError, Skip, SkipList, readable_rows, row_groups,  # noqa: F401 (DataError)
                               row_problem, survey)
 from pipelines.inputs import resolve
 from pipelines.schema import SchemaError, decode_image
@@ -440,13 +440,8 @@ def holdout_rows(corpus: Corpus, count: int, skips: SkipList) -> list[list[str]]
     for file in corpus.files:
         if len(chosen) >= count:
             break
-        rows = []
-        for part in read_clip_file(corpus.fs, file, ["segment_key"] + FRAME_COLUMNS, corpus.rows[file]):
-            if isinstance(part, Skip):
-                skips.add([part])
-            else:
-                rows += part.to_pylist()
-        for row in sorted(rows, key=lambda row: row["segment_key"]):
+        for row in sorted(readable_rows(corpus, file, skips, ["segment_key"] + FRAME_COLUMNS),
+                          key=lambda row: row["segment_key"]):
             if len(chosen) >= count:
                 break
             problem = row_problem(row)

@@ -138,6 +138,17 @@ def read_clip_file(fs: pyarrow.fs.FileSystem, path: str, columns: list[str] | No
     yield from row_groups(file, path, columns)
 
 
+def readable_rows(corpus: Corpus, path: str, skips: "SkipList", columns: list[str] | None = None) -> list[dict]:
+    """The rows of a clip file of `corpus` that read, as dicts; its row groups that do not read go to `skips`."""
+    rows = []
+    for part in read_clip_file(corpus.fs, path, columns, corpus.rows[path]):
+        if isinstance(part, Skip):
+            skips.add([part])
+        else:
+            rows += part.to_pylist()
+    return rows
+
+
 def survey(data: str, columns: list[str], threads: int = FOOTER_THREADS) -> Corpus:
     """The clip files of `data` checked by their footers (in parallel); DataError when none is readable."""
     fs, infos = list_clip_files(data)

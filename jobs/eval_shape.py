@@ -126,7 +126,7 @@ def run_micc_rendered(reconstructor, subjects) -> tuple[dict, np.ndarray]:
     metrics = {"micc_rendered_images": len(errors), "micc_rendered_missed": missed}
     if len(errors):
         metrics["micc_rendered_nme"] = float(errors.mean())
-        for yaw in sorted(set(abs(y) for _, y in micc_rendered.RENDER_VIEWS)):
+        for yaw in micc_rendered.RENDER_YAWS:
             if (yaws == yaw).any():
                 metrics[f"micc_rendered_nme_yaw_{yaw}"] = float(errors[yaws == yaw].mean())
     return metrics, errors
@@ -216,7 +216,7 @@ def shape_tables(results: dict[str, dict]) -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines + ["", MICC_NOTE]))
     if any("micc_rendered_images" in m for m in results.values()):
-        yaws = sorted({abs(yaw) for _, yaw in micc_rendered.RENDER_VIEWS})
+        yaws = micc_rendered.RENDER_YAWS
         lines = ["### MICC Florence, the paper's rendered protocol (NME %; ours: every scan vertex in the 95 mm crop)",
                  "", "| model | NME | " + " | ".join(f"yaw {yaw}" for yaw in yaws) + " | renderings | no face |",
                  "|---|---|" + "---|" * len(yaws) + "---|---|"]

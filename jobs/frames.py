@@ -16,7 +16,7 @@ import torch
 
 from cest.config import DataConfig
 from cest.train_local import FrameSet
-from jobs.data_errors import Skip, SkipList, decode_or_skip, read_clip_file, survey
+from jobs.data_errors import SkipList, decode_or_skip, readable_rows, survey
 from pipelines.schema import CLIP_SCHEMA
 
 
@@ -29,13 +29,7 @@ def read_clip_rows(output_dir: str | Path, skips: SkipList | None = None) -> Ite
     corpus = survey(str(output_dir), CLIP_SCHEMA.names)
     skips.track(corpus)
     for file in corpus.files:
-        rows = []
-        for part in read_clip_file(corpus.fs, file, rows=corpus.rows[file]):
-            if isinstance(part, Skip):
-                skips.add([part])
-            else:
-                rows += part.to_pylist()
-        for row in rows:
+        for row in readable_rows(corpus, file, skips):
             decoded, skip = decode_or_skip(row, file)
             if skip is not None:
                 skips.add([skip])

@@ -34,6 +34,7 @@ from cest.render.geometry import vertex_normals
 from cest.render.raster import interpolate, rasterize
 
 RENDER_VIEWS = tuple((pitch, yaw) for pitch in (-15, 20, 25) for yaw in (-80, -40, 0, 40, 80))
+RENDER_YAWS = (0, 40, 80)  # the views' |yaw|, by which scores are also reported
 RENDER_SIZE = 320  # px: the face about 200 px wide, above what the face detectors need
 RENDER_FILL = 0.8  # the crop sphere's radius as a fraction of the image's half-width
 AMBIENT = 0.55  # light: AMBIENT + (1 - AMBIENT) * max(0, n . view direction)
