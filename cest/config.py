@@ -103,15 +103,27 @@ class LossConfig:
     # several times cheaper a step). The viewpoint and shape networks learn the geometry first; the photometric
     # terms, whose gradients mislead while the pose is wrong (a wrong pose unwraps the wrong texels), join after.
     landmark_warmup_steps: int = 0
+    # Retinex prior on the reflectance (cest.losses.reflectance_smoothness; not in the paper). 0: off, the
+    # paper's objective. The symmetry and consistency terms cannot see shading that is the same on both
+    # halves of the face and in every frame of a clip (light from above), and CEST's reflectance, estimated
+    # from the illuminated texture, keeps it (docs/model.md: shading ratio 0.66, reflectance error 1.8x a
+    # flat map's).
+    w_reflectance_smoothness: float = 0.0
+    # Texture change (mean over RGB, [0, 1] units, between neighbouring texels) at which a reflectance edge
+    # costs 1/e as much: a directional light changes a 64 px face's texture by about 0.02 a texel, the edge of
+    # a brow or a lip by 0.1-0.3.
+    smoothness_edge: float = 0.05
 
     def __post_init__(self):
+        if self.smoothness_edge <= 0:
+            raise ValueError(f"smoothness_edge must be > 0, got {self.smoothness_edge}")
         if self.landmark_warmup_steps < 0:
             raise ValueError(f"landmark_warmup_steps must be >= 0, got {self.landmark_warmup_steps}")
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
         if self.consistency_mode not in CONSISTENCY_MODES:
             raise ValueError(f"consistency_mode must be one of {CONSISTENCY_MODES}, got {self.consistency_mode!r}")
-        if self.w_landmark < 0 or self.w_regulariser < 0:
+        if self.w_landmark < 0 or self.w_regulariser < 0 or self.w_reflectance_smoothness < 0:
             raise ValueError("loss weights must be non-negative")
 
 

@@ -13,8 +13,13 @@
 - landmark: projected model landmarks against the detected 68, mean Euclidean distance / image size.
 - regulariser: mean squared shape coefficient in units of the prior's standard deviations (identity as is,
   expression weights divided by `model.expression_sd`, so one prior prices both alike).
-total = photometric + symmetry + consistency + w_landmark * landmark + w_regulariser * regulariser; during the
-landmark warm-up (`geometry_objective`) only the last two.
+- reflectance_smoothness (not in the paper; off by default): a Retinex prior. Between neighbouring texels
+  seen in the image, the reflectance's change is penalised in proportion to how little the illuminated
+  texture changes there: smooth changes of the texture are shading and belong to the light, sharp ones
+  (brows, lips, spots) are reflectance.
+total = photometric + symmetry + consistency + w_reflectance_smoothness * reflectance_smoothness
++ w_landmark * landmark + w_regulariser * regulariser; during the landmark warm-up (`geometry_objective`)
+only the last two.
 """
 
 import torch
@@ -54,6 +59,25 @@ def shape_regulariser(alpha_identity: torch.Tensor, alpha_expression: torch.Tens
     return torch.cat([alpha_identity, alpha_expression], 1).square().mean()
 
 
+def reflectance_smoothness(reflectance: torch.Tensor, texture: torch.Tensor, valid: torch.Tensor,
+                           edge_scale: float) -> torch.Tensor:
+    """Reflectance and illuminated texture (B, 3, U, U), texels seen (B, 1, U, U) -> scalar: the mean over
+    horizontally and vertically neighbouring seen texel pairs of |R_i - R_j| (mean over RGB) weighted by
+    exp(-|T_i - T_j| / edge_scale). The weights carry no gradient: the prior shapes the reflectance, not the
+    geometry that unwraps the texture."""
+    texture = texture.detach()
+    total, pairs = reflectance.new_zeros(()), reflectance.new_zeros(())
+    for dim in (-1, -2):
+        def step(x: torch.Tensor) -> torch.Tensor:
+            return x.narrow(dim, 1, x.shape[dim] - 1) - x.narrow(dim, 0, x.shape[dim] - 1)
+
+        both = valid.narrow(dim, 1, valid.shape[dim] - 1) * valid.narrow(dim, 0, valid.shape[dim] - 1)
+        weight = torch.exp(-step(texture).abs().mean(1, keepdim=True) / edge_scale) * both
+        total = total + (step(reflectance).abs().mean(1, keepdim=True) * weight).sum()
+        pairs = pairs + both.sum()
+    return total / pairs.clamp(min=1)
+
+
 def reflectance_variants(
     reflectance: torch.Tensor, clip_ids: torch.Tensor, config: LossConfig, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
@@ -88,8 +112,12 @@ def objective(
     for name, reflectance in reflectance_variants(estimate.reflectance, clip_ids.to(images.device), config,
                                                   generator).items():
         terms[name] = photometric_loss(images, model.render(estimate, reflectance), mask, config.distance)
-    geometry = geometry_objective(model, estimate, landmarks, images.shape[-1], config)
     reconstruction = sum(terms.values())
+    if config.w_reflectance_smoothness > 0:
+        terms["reflectance_smoothness"] = reflectance_smoothness(estimate.reflectance, estimate.texture,
+                                                                 estimate.texture_valid, config.smoothness_edge)
+        reconstruction = reconstruction + config.w_reflectance_smoothness * terms["reflectance_smoothness"]
+    geometry = geometry_objective(model, estimate, landmarks, images.shape[-1], config)
     return terms | geometry | {"total": reconstruction + geometry["total"]}
 
 

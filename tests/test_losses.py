@@ -10,6 +10,7 @@ from cest.losses import (
     objective,
     photometric_loss,
     pixel_distance,
+    reflectance_smoothness,
     reflectance_variants,
     shape_regulariser,
 )
@@ -179,6 +180,59 @@ def test_total_is_the_weighted_sum(small_model, sample_frames):
     expected = terms["photometric"] + terms["symmetry"] + terms["consistency"] + 2.5 * terms["landmark"] \
         + 0.1 * terms["regulariser"]
     assert terms["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _reference_smoothness(reflectance, texture, valid, edge_scale):
+    """Loops over texel pairs to the right and below."""
+    total, pairs = 0.0, 0
+    _, _, height, width = reflectance.shape
+    for b in range(reflectance.shape[0]):
+        for i in range(height):
+            for j in range(width):
+                for k, l in ((i, j + 1), (i + 1, j)):
+                    if k >= height or l >= width or not (valid[b, 0, i, j] and valid[b, 0, k, l]):
+                        continue
+                    texture_step = float((texture[b, :, i, j] - texture[b, :, k, l]).abs().mean())
+                    total += math.exp(-texture_step / edge_scale) * float(
+                        (reflectance[b, :, i, j] - reflectance[b, :, k, l]).abs().mean())
+                    pairs += 1
+    return total / pairs
+
+
+def test_reflectance_smoothness_matches_a_loop():
+    generator = torch.Generator().manual_seed(0)
+    reflectance, texture = torch.rand(2, 3, 6, 5, generator=generator), torch.rand(2, 3, 6, 5, generator=generator)
+    valid = (torch.rand(2, 1, 6, 5, generator=generator) > 0.3).float()
+    value = reflectance_smoothness(reflectance, texture, valid, 0.1)
+    assert value.item() == pytest.approx(_reference_smoothness(reflectance, texture, valid, 0.1), rel=1e-5)
+
+
+def test_reflectance_smoothness_prices_baked_shading_not_reflectance_edges():
+    """A texture = a skin with a dark brow band under a light ramp. A reflectance that keeps the ramp costs
+    far more than the true one, whose brow edges the texture's jumps excuse."""
+    size = 32
+    ramp = torch.linspace(0.5, 1.0, size).expand(size, size)  # shading: a directional light across the face
+    albedo = torch.full((size, size), 0.6)
+    albedo[12:15] = 0.15  # a brow
+    texture, valid = (albedo * ramp).expand(1, 3, size, size), torch.ones(1, 1, size, size)
+    baked = texture / texture.mean()  # reflectance = the texture: all the shading kept (the degenerate solution)
+    true = albedo.expand(1, 3, size, size)
+    baked_cost, true_cost = (reflectance_smoothness(r, texture, valid, 0.05) for r in (baked, true))
+    assert baked_cost > 100 * true_cost
+    assert true_cost < 0.01 * (true[..., 1:, :] - true[..., :-1, :]).abs().mean()  # the brow's edges go unpriced
+    assert reflectance_smoothness(baked, texture, valid * 0, 0.05) == 0  # nothing seen, nothing priced
+
+
+def test_reflectance_smoothness_joins_the_total_only_when_weighted(small_model, sample_frames):
+    frames = sample_frames
+    with torch.no_grad():
+        estimate = small_model(frames.images)
+        off, on = (objective(small_model, estimate, frames.images, frames.masks, frames.landmarks, frames.clip_ids,
+                             LossConfig(w_reflectance_smoothness=w), torch.Generator().manual_seed(0))
+                   for w in (0.0, 2.0))
+    assert "reflectance_smoothness" not in off and on["reflectance_smoothness"] > 0
+    expected = off["total"] + 2.0 * on["reflectance_smoothness"]
+    assert on["total"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_degeneracy_measures_detect_a_copied_texture_under_flat_light(small_model, sample_frames):

@@ -280,6 +280,18 @@ def test_no_tracking_and_max_segment_frames_change_the_written_clips(local_ray, 
     assert sum((clip["frame_indices"] for clip in clips["cut"]), []) == tracked["frame_indices"]
 
 
+def settled_files(folder: Path, pattern: str, quiet_seconds: float = 2.0) -> list[Path]:
+    """The files matching `pattern` once none has appeared for `quiet_seconds`: a Ray worker outside the
+    killed process group can still finish the file it was writing."""
+    files, since = sorted(folder.glob(pattern)), time.monotonic()
+    while time.monotonic() - since < quiet_seconds:
+        time.sleep(0.2)
+        now = sorted(folder.glob(pattern))
+        if now != files:
+            files, since = now, time.monotonic()
+    return files
+
+
 def test_killed_run_keeps_every_finished_input(local_ray, tmp_path):
     """SIGKILL of the driver and its Ray: every input finished before the kill is on disk, whole,
     and the next run does only the others."""
@@ -293,7 +305,7 @@ def test_killed_run_keeps_every_finished_input(local_ray, tmp_path):
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
     process.wait()
-    finished = sorted((output / "clips").glob("part-*.parquet"))
+    finished = settled_files(output / "clips", "part-*.parquet")
     assert 2 <= len(finished) < len(SUBSET)
     for path in finished:  # whole files: all segments of their input
         table = pq.read_table(path)
