@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cest.step import Batch
+from jobs import data_backoff
 from jobs.data_errors import (Corpus, DataError, Skip, SkipList, readable_rows, row_groups,  # noqa: F401 (DataError)
                               row_problem, survey)
 from pipelines.inputs import resolve
@@ -219,6 +220,7 @@ def training_dataset(corpus: Corpus | str, frames: int, size: int, scope: str = 
     corpus = corpus if isinstance(corpus, Corpus) else training_corpus(corpus)
     exclude = frozenset(exclude)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the job prints its own progress lines
+    data_backoff.install()  # the scheduling loop must not spin beside the training step (jobs/data_backoff.py)
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=True) if seed is not None else "files"
     rows = clip_rows(corpus, KEY_COLUMNS + FRAME_COLUMNS, shuffle, report)
     if scope == "clip":
