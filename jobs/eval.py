@@ -36,7 +36,8 @@ cest.role=ablations) gets the comparison: comparison/evaluation.html (the table,
 comparison/comparison.md and comparison/ced_oracle.png.
 
 With --ray the scoring runs as Ray Data batch inference: crops are made by a map over the inputs, the model
-runs in actor instances (`map_batches` with a class; one GPU each when the cluster has GPUs).
+runs in actor instances (`map_batches` with a class; one GPU each when the cluster has GPUs). The shape
+benchmarks' reconstruction too (--micc, --now, --realy; jobs.eval_shape), their scoring stays in this process.
 """
 
 import argparse
@@ -446,7 +447,7 @@ def evaluate(candidates: list[Candidate], output: Path, aflw2000: Path | None = 
         metrics = summarise(merged) if datasets else {}
         if has_shape:
             found, shape_curves[candidate.label] = shape_benchmarks(Reconstructor(candidate.checkpoint), shape, output,
-                                                                   candidate.label)
+                                                                   candidate.label, use_ray, batch_size)
             metrics.update(found)
         results[candidate.label] = metrics
         per_image[candidate.label] = merged

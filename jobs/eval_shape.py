@@ -6,8 +6,14 @@ neutral scans; MICC and REALY scans are neutral too), in millimetres (model unit
 `unit_scale_mm`). MICC: one shape per video from the identity coefficients averaged over every frame of the
 longest face track among the first --micc-frames decoded frames. NoW and REALY: one shape per image (the
 pipeline's dlib crop; images without a detected face are counted as missed and left out).
-Scoring runs in this process, image by image (NoW's 20 subjects and MICC's 53 x 3 videos are small next to
-the reconstruction itself); --ray does not apply here.
+
+Reconstruction: every photo and video of --micc, --now and --realy is cropped (`crops_of`) and its crops'
+identity coefficients estimated (`identity_coefficients`), in this process or, with --ray, as Ray Data batch
+inference: a flat_map over the files makes the crops, `IdentityEstimator` actors (map_batches; the checkpoint
+loaded once per actor, one GPU each when the cluster has GPUs) return each crop's coefficients. Either way the
+coefficients come back to this process, which averages them per photo or video into the shape and scores it
+(ICP and distances; small next to the reconstruction). --micc-rendered renders its images and reconstructs
+them in this process.
 """
 
 from dataclasses import dataclass, field
@@ -18,7 +24,8 @@ import torch
 
 from cest.eval import micc, micc_rendered, now, realy
 from cest.eval.files import read_coloured_mesh, read_mesh, require_dir, write_obj
-from jobs.face_reconstruction import ReconstructError, crop_photo, crop_video, model_images, read_image
+from jobs.face_reconstruction import (Reconstructor, ReconstructError, crop_photo, crop_video, model_images,
+                                     read_image)
 
 # Published anchors (cited in docs/eval.md). NoW: the NoW test split's leaderboard, median / mean / std mm
 # (local scores are on the validation split, which is not the same images).
@@ -65,38 +72,95 @@ class ShapeInputs:
         return bool(self.checked)
 
 
-def neutral_mm(reconstructor, crops: np.ndarray) -> np.ndarray:
-    """The neutral shape (N, 3) mm from the mean identity coefficients of the crops (T, 224, 224, 3)."""
-    morphable = reconstructor.model.morphable
-    images = model_images(crops, reconstructor.image_size)
-    alpha = torch.cat([reconstructor.estimate(images[i:i + BATCH]).alpha_identity for i in range(0, len(images), BATCH)])
-    vertices = morphable.shape(alpha.mean(0, keepdim=True).double().cpu(),
-                               torch.zeros(1, morphable.n_expression, dtype=torch.float64))
-    return vertices[0].numpy() * morphable.unit_scale_mm
-
-
-def photo_shape(reconstructor, path: Path) -> np.ndarray | None:
+def crops_of(source: dict) -> np.ndarray | None:
+    """The crops (T, 224, 224, 3) of a source (shape_sources): a photo's largest face, or the longest face track
+    among a video's first `max_frames` frames; None when no face is found or the file cannot be read."""
     from jobs.eval import landmarker
 
     try:
-        return neutral_mm(reconstructor, crop_photo(read_image(path), landmarker()).crops)
+        if source["video"]:
+            return crop_video(Path(source["path"]), max_frames=int(source["max_frames"])).crops
+        return crop_photo(read_image(Path(source["path"])), landmarker()).crops
     except ReconstructError:
         return None
 
 
-def run_micc(reconstructor, subjects, frames: int) -> tuple[dict, dict]:
-    """(summary metrics, per-setting per-subject errors)."""
-    triangles = reconstructor.model.morphable.triangles.cpu().numpy()
-    tip_index = int(reconstructor.model.morphable.landmark_indices[micc.NOSE_TIP])
+def identity_coefficients(reconstructor, crops: np.ndarray) -> np.ndarray:
+    """The model's identity coefficients (T, K) of crops (T, 224, 224, 3): the model call of both modes."""
+    images = model_images(np.asarray(crops, np.uint8), reconstructor.image_size)
+    return torch.cat([reconstructor.estimate(images[i:i + BATCH]).alpha_identity
+                      for i in range(0, len(images), BATCH)]).cpu().numpy()
+
+
+def neutral_mm(morphable, alphas: np.ndarray) -> np.ndarray:
+    """The neutral shape (N, 3) mm of the mean of identity coefficients (T, K); in float64, so that the order the
+    Ray path returns a video's frames in does not show."""
+    alpha = torch.from_numpy(np.asarray(alphas)).double().mean(0, keepdim=True)
+    vertices = morphable.shape(alpha, torch.zeros(1, morphable.n_expression, dtype=torch.float64))
+    return vertices[0].numpy() * morphable.unit_scale_mm
+
+
+def shape_sources(inputs: ShapeInputs) -> list[dict]:
+    """Every photo and MICC video of the checked benchmarks, keyed by its path."""
+    videos = [{"path": str(video), "video": True, "max_frames": inputs.micc_frames}
+              for subject in inputs.checked.get("micc", []) for video in subject.videos.values()]
+    photos = [item.image for item in inputs.checked.get("now", [])] + \
+        [item["image_path"] for item in inputs.checked.get("realy", [])]
+    return videos + [{"path": str(path), "video": False, "max_frames": 0} for path in photos]
+
+
+def identities_local(reconstructor, sources: list[dict]) -> dict[str, np.ndarray]:
+    """path -> the identity coefficients (T, K) of its crops, for the sources where a face was found."""
+    found = {}
+    for source in sources:
+        crops = crops_of(source)
+        if crops is not None:
+            found[source["path"]] = identity_coefficients(reconstructor, crops)
+    return found
+
+
+def crop_rows(source: dict) -> list[dict]:
+    """One row per crop of a source, none when no face was found (the Ray path's flat_map)."""
+    crops = crops_of(source)
+    return [] if crops is None else [{"path": source["path"], "crop": crop} for crop in crops]
+
+
+class IdentityEstimator:
+    """Identity coefficients of batches of crop rows with one model: the Ray path's map_batches actor."""
+
+    def __init__(self, checkpoint: str):
+        self.reconstructor = Reconstructor(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+
+    def __call__(self, batch: dict) -> dict:
+        return {"path": batch["path"], "alpha_identity": identity_coefficients(self.reconstructor, batch["crop"])}
+
+
+def identities_ray(checkpoint: str, sources: list[dict], batch_size: int) -> dict[str, np.ndarray]:
+    """identities_local as Ray Data batch inference: crops in tasks, the model in actors (GPU when present)."""
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    rows = ray.data.from_items(sources).flat_map(crop_rows).map_batches(
+        IdentityEstimator, fn_constructor_kwargs={"checkpoint": checkpoint}, batch_size=batch_size,
+        batch_format="numpy", concurrency=max(1, gpus), num_gpus=1 if gpus else 0).take_all()
+    found = {}
+    for row in rows:
+        found.setdefault(row["path"], []).append(row["alpha_identity"])
+    return {path: np.stack(alphas) for path, alphas in found.items()}
+
+
+def run_micc(morphable, subjects, identities: dict) -> tuple[dict, dict]:
+    """(summary metrics, per-setting per-subject errors); `identities`: video path -> coefficients (T, K)."""
+    triangles = morphable.triangles.cpu().numpy()
+    tip_index = int(morphable.landmark_indices[micc.NOSE_TIP])
     per_subject, missed = {setting: {} for setting in micc.SETTINGS}, 0
     for subject in subjects:
         scans = [read_mesh(path) for path in subject.scans]
         for setting, video in subject.videos.items():
-            try:
-                vertices = neutral_mm(reconstructor, crop_video(video, max_frames=frames).crops)
-            except ReconstructError:
+            if str(video) not in identities:
                 missed += 1
                 continue
+            vertices = neutral_mm(morphable, identities[str(video)])
             scores = [micc.micc_errors(vertices, triangles, *scan, vertices[tip_index]) for scan in scans]
             per_subject[setting][subject.name] = min(scores, key=lambda errors: errors["mean"])
     return {**micc.micc_summary(per_subject), "micc_missed_videos": missed}, per_subject
@@ -116,7 +180,8 @@ def run_micc_rendered(reconstructor, subjects) -> tuple[dict, np.ndarray]:
         for pitch, yaw in micc_rendered.RENDER_VIEWS:
             image = micc_rendered.render_scan(scan_vertices, scan_triangles, colours, pitch, yaw)
             try:
-                vertices = neutral_mm(reconstructor, crop_photo(image, landmarker()).crops)
+                vertices = neutral_mm(morphable, identity_coefficients(reconstructor,
+                                                                       crop_photo(image, landmarker()).crops))
             except ReconstructError:
                 missed += 1
                 continue
@@ -132,17 +197,16 @@ def run_micc_rendered(reconstructor, subjects) -> tuple[dict, np.ndarray]:
     return metrics, errors
 
 
-def run_now(reconstructor, items, predictions: Path) -> tuple[dict, list]:
+def run_now(morphable, items, identities: dict, predictions: Path) -> tuple[dict, list]:
     """Exports every image's mesh and 7 landmarks (challenge layout) and scores them: (metrics, distances)."""
-    morphable = reconstructor.model.morphable
     triangles = morphable.triangles.cpu().numpy()
     landmark_vertices = morphable.landmark_indices.cpu().numpy()[list(now.LANDMARKS)]
     distances, metrical, missed = [], [], 0
     for item in items:
-        vertices = photo_shape(reconstructor, item.image)
-        if vertices is None:
+        if str(item.image) not in identities:
             missed += 1
             continue
+        vertices = neutral_mm(morphable, identities[str(item.image)])
         now.write_prediction(predictions, item.relative, vertices, triangles, vertices[landmark_vertices])
         scan, scan_landmarks = read_mesh(item.scan)[0], now.read_picked_points(item.scan_landmarks)
         distances.append(now.now_distances(vertices, triangles, vertices[landmark_vertices], scan, scan_landmarks))
@@ -155,17 +219,16 @@ def run_now(reconstructor, items, predictions: Path) -> tuple[dict, list]:
     return metrics, distances
 
 
-def run_realy(reconstructor, items, folder: Path, template: Path | None) -> dict:
+def run_realy(morphable, items, identities: dict, folder: Path, template: Path | None) -> dict:
     """REALY submission: one .obj per image (fixed SFM topology, mm), SFM.obj and, with a template, SFM.txt."""
-    morphable = reconstructor.model.morphable
     triangles = morphable.triangles.cpu().numpy()
     missed = 0
     for item in items:
-        vertices = photo_shape(reconstructor, Path(item["image_path"]))
-        if vertices is None:
+        if item["image_path"] not in identities:
             missed += 1
             continue
-        write_obj(folder / f"{Path(item['name']).stem}.obj", vertices, triangles)
+        write_obj(folder / f"{Path(item['name']).stem}.obj", neutral_mm(morphable, identities[item["image_path"]]),
+                  triangles)
     mean = morphable.mean_shape.double().cpu().numpy() * morphable.unit_scale_mm
     write_obj(folder / "SFM.obj", mean, triangles)
     if template:
@@ -176,12 +239,22 @@ def run_realy(reconstructor, items, folder: Path, template: Path | None) -> dict
     return {"realy_exported": len(items) - missed, "realy_missed": missed}
 
 
-def shape_benchmarks(reconstructor, inputs: ShapeInputs, output: Path, label: str) -> tuple[dict, dict]:
-    """(metrics, curves): curves[name] = per-item errors for the CED plots."""
+def shape_benchmarks(reconstructor, inputs: ShapeInputs, output: Path, label: str, use_ray: bool = False,
+                     batch_size: int = BATCH) -> tuple[dict, dict]:
+    """(metrics, curves): curves[name] = per-item errors for the CED plots. With `use_ray` the photos and videos
+    are reconstructed by Ray Data batch inference (identities_ray), else in this process."""
     metrics, curves = {}, {}
     name = label.replace("/", "_")[-48:]
+    morphable = reconstructor.model.morphable
+    sources = shape_sources(inputs)
+    if not sources:
+        identities = {}
+    elif use_ray:
+        identities = identities_ray(reconstructor.checkpoint, sources, batch_size)
+    else:
+        identities = identities_local(reconstructor, sources)
     if "micc" in inputs.checked:
-        found, per_subject = run_micc(reconstructor, inputs.checked["micc"], inputs.micc_frames)
+        found, per_subject = run_micc(morphable, inputs.checked["micc"], identities)
         metrics.update(found)
         for setting, key in micc.SETTINGS.items():
             if per_subject[setting]:
@@ -190,12 +263,13 @@ def shape_benchmarks(reconstructor, inputs: ShapeInputs, output: Path, label: st
         found, curves["micc_rendered"] = run_micc_rendered(reconstructor, inputs.checked["micc_rendered"])
         metrics.update(found)
     if "now" in inputs.checked:
-        found, distances = run_now(reconstructor, inputs.checked["now"], output / "now_predictions" / name)
+        found, distances = run_now(morphable, inputs.checked["now"], identities, output / "now_predictions" / name)
         metrics.update(found)
         if distances:
             curves["now"] = np.concatenate(distances)
     if "realy" in inputs.checked:
-        metrics.update(run_realy(reconstructor, inputs.checked["realy"], output / "realy" / name, inputs.realy_template))
+        metrics.update(run_realy(morphable, inputs.checked["realy"], identities, output / "realy" / name,
+                                 inputs.realy_template))
     return metrics, curves
 
 
