@@ -16,8 +16,14 @@ def test_install_registers_the_backoff_once_where_the_planner_finds_it():
 
 
 def test_training_datasets_carry_the_backoff(sample_clips):
+    import ray
+
     from jobs.data import training_dataset
 
-    clips_dir, _ = sample_clips
-    dataset = training_dataset(str(clips_dir), 2, 64, seed=0)
-    assert IdleBackoff in dataset.context.execution_callback_classes
+    started_here = not ray.is_initialized()  # making the dataset starts a local Ray; later tests start their own
+    try:
+        dataset = training_dataset(str(sample_clips[0]), 2, 64, seed=0)
+        assert IdleBackoff in dataset.context.execution_callback_classes
+    finally:
+        if started_here:
+            ray.shutdown()
