@@ -40,7 +40,6 @@ import pyarrow.parquet as pq
 import torch
 
 from cest.step import Batch
-from jobs import data_backoff
 from jobs.data_errors import (Corpus, DataError, Skip, SkipList, readable_rows, row_groups,  # noqa: F401 (DataError)
                               row_problem, survey)
 from pipelines.inputs import resolve
@@ -216,6 +215,8 @@ def training_dataset(corpus: Corpus | str, frames: int, size: int, scope: str = 
     the workers' local shuffle buffers spread them over batches."""
     import ray.data
     from ray.data import FileShuffleConfig
+
+    from jobs import data_backoff
 
     corpus = corpus if isinstance(corpus, Corpus) else training_corpus(corpus)
     exclude = frozenset(exclude)

@@ -1,5 +1,10 @@
 """The loop's rest itself is measured by benchmarks/bench_ingest_overhead.py (a speed, not a test's business):
-whether Ray Data's loop spins depends on the machine's load and the set's size, which a short test cannot pin."""
+whether Ray Data's loop spins depends on the machine's load and the set's size, which a short test cannot pin.
+When it rests is tested here on an object with the executor attributes the callback reads."""
+
+import collections
+import threading
+import time
 
 import ray.data
 
@@ -27,3 +32,43 @@ def test_training_datasets_carry_the_backoff(sample_clips):
     finally:
         if started_here:
             ray.shutdown()
+
+
+class FakeOperator:
+    def __init__(self, active: int):
+        self.active = active
+
+    def get_active_tasks(self):
+        return [object()] * self.active
+
+
+class FakeExecutor:
+    """The executor attributes IdleBackoff reads (Ray 2.60's StreamingExecutor): the output operator's queue,
+    the topology's operators and the shutdown flag."""
+
+    def __init__(self, queued: int, active: int):
+        self.output_queue = collections.deque(range(queued))
+        self._output_node = (None, self)
+        self._topology = {FakeOperator(0): None, FakeOperator(active): None}
+        self._shutdown = False
+
+
+def rest_of(executor) -> float:
+    begin = time.perf_counter()
+    IdleBackoff().on_execution_step(executor)
+    return time.perf_counter() - begin
+
+
+def test_the_loop_rests_only_while_output_waits_and_nothing_runs():
+    assert rest_of(FakeExecutor(queued=0, active=0)) < 0.01  # the consumer waits for data
+    assert rest_of(FakeExecutor(queued=2, active=1)) < 0.01  # ray.wait on the running task paces the loop
+    assert 0.09 < rest_of(FakeExecutor(queued=2, active=0)) < 0.5  # the spin the backoff exists for
+
+
+def test_a_block_taken_by_the_consumer_ends_the_rest_at_once():
+    """A fast consumer must not wait out the rest (a fixed 0.1 s sleep held small models to ~10 batches a second)."""
+    executor = FakeExecutor(queued=2, active=0)
+    consumer = threading.Timer(0.02, executor.output_queue.popleft)
+    consumer.start()
+    assert rest_of(executor) < 0.06
+    consumer.join()
