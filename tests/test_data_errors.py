@@ -55,7 +55,7 @@ def test_a_row_group_that_does_not_read_behind_a_good_footer_is_skipped_and_the_
     assert skip.reason.startswith("unreadable (") and "\n" not in skip.line() and skip.line().isprintable()
 
 
-@pytest.mark.parametrize("reason", ["does not decode", "non-finite landmarks", "fewer than the"])
+@pytest.mark.parametrize("reason", ["does not decode", "values for", "non-finite landmarks", "fewer than the"])
 def test_a_row_that_cannot_give_a_sample_is_skipped_and_named_and_the_others_are_not(sample_clips, reason):
     _, rows = sample_clips
     bad = broken_rows(rows[0])[reason]

@@ -286,9 +286,9 @@ def test_two_workers_train_through_bad_files_and_rows_naming_each_once(ray_addre
     named = {f"{entry['file']}/{entry['segment_key']}".rstrip("/"): entry["reason"] for entry in listed}
     assert len(named) == len(listed) and set(named) == set(expected)
     assert all(expected[key] in named[key] for key in expected), named
-    # 3 rows, the truncated file as 3 rows, 1 row of another schema, the corrupt row group's 1 row
+    # 4 rows, the truncated file as 3 rows, 1 row of another schema, 1 of another type, the corrupt row group's 1 row
     skipped = sum(entry["samples"] for entry in listed)
-    assert skipped == 8
+    assert skipped == 10
     client, runs = _runs(store)
     history = client.get_metric_history(runs[0].info.run_id, "train/skipped_samples")
     assert history[-1].value == skipped and [m.step for m in history][-1] == 8
@@ -298,7 +298,7 @@ def test_two_workers_train_through_bad_files_and_rows_naming_each_once(ray_addre
 
 @pytest.mark.slow
 def test_too_many_bad_rows_stop_training_with_one_error_line(ray_address, sample_clips, store, tmp_path, capsys):
-    """Three bad rows of 12 are far past the default bound (1%): the job stops at a progress check, exit 2."""
+    """Four bad rows of 13 are far past the default bound (1%): the job stops at a progress check, exit 2."""
     data, rows = sample_clips
     broken = tmp_path / "broken"
     (broken / "clips").mkdir(parents=True)
