@@ -36,13 +36,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from cest.step import Batch
 from jobs import data_backoff
-from jobs.data_errors import (Corpus, DataError, Skip, SkipList, readable_rows, row_groups,  # noqa: F401 (DataError)
-                              row_problem, survey)
+from jobs.data_errors import (Corpus, DataError, Skip, SkipList, read_clip_file,  # noqa: F401 (DataError)
+                              readable_rows, row_groups, row_problem, survey)
 from pipelines.inputs import resolve
 from pipelines.schema import SchemaError, decode_image
 
@@ -412,20 +414,28 @@ def to_batch(samples: dict, device: torch.device | str = "cpu") -> Batch:
     return Batch(images, masks, tensor("landmarks").float(), clip_ids)
 
 
-def read_frames(data: str, holdout: list, size: int) -> dict:
+def read_frames(data: str, holdout: list, size: int, report=None) -> dict | None:
     """The middle frame of each held-apart row ([file, segment key] pairs of `holdout_rows`), decoded at `size`
-    (for image grids): images (K, size, size, 3), masks (K, size, size), landmarks (K, 68, 2), in their order."""
+    (for image grids): images (K, size, size, 3), masks (K, size, size), landmarks (K, 68, 2), in their order;
+    None when there are none. The rows were chosen among readable ones, but their files are read again here, row
+    group by row group: one that no longer reads (a corrupt page, a network error) goes to `report(skips)` and its
+    rows are left out."""
     fs, _ = resolve(data)
     keys_by_file = defaultdict(list)
     for file, key in holdout:
         keys_by_file[file].append(key)
     found = {}
     for file, keys in keys_by_file.items():
-        table = pq.read_table(file, filesystem=fs, columns=["segment_key"] + FRAME_COLUMNS,
-                              filters=[("segment_key", "in", keys)])
-        for row in table.to_pylist():
-            found[row["segment_key"]] = _middle_frame(row, size)
-    return {name: np.concatenate([found[key][name] for _, key in holdout]) for name in ("images", "masks", "landmarks")}
+        for part in read_clip_file(fs, file, ["segment_key"] + FRAME_COLUMNS):
+            if isinstance(part, Skip):
+                _report(report, [part])
+                continue
+            for row in part.filter(pc.is_in(part.column("segment_key"), pa.array(keys))).to_pylist():
+                found[row["segment_key"]] = _middle_frame(row, size)
+    kept = [found[key] for _, key in holdout if key in found]
+    if not kept:
+        return None
+    return {name: np.concatenate([frame[name] for frame in kept]) for name in ("images", "masks", "landmarks")}
 
 
 def _middle_frame(row: dict, size: int) -> dict:
