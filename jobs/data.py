@@ -344,12 +344,14 @@ def mixed_batches(passes: list, weights: list[float], clips: int, rng: np.random
 
     passes[k]() starts a new pass over source k (an iterator of sample batches); each batch takes a
     multinomial(clips, weights) count from the sources, in source order, and a source that runs out starts its
-    next pass. A source whose pass gives nothing is an error (it would never fill its share)."""
+    next pass. A source whose whole pass gives nothing (every row bad or held apart) would never fill its share:
+    the batches end there, and the training loop takes it as a pass without a batch (the data-error verdict)."""
     iterators = [iter(start()) for start in passes]
     pending: list[dict | None] = [None] * len(passes)
     probabilities = np.asarray(weights, float) / sum(weights)
 
-    def take(k: int, count: int) -> dict:
+    def take(k: int, count: int) -> dict | None:
+        """`count` samples of source k, or None when a whole pass over it gave none."""
         while pending[k] is None or len(pending[k]["sample_key"]) < count:
             try:
                 batch = next(iterators[k])
@@ -357,7 +359,7 @@ def mixed_batches(passes: list, weights: list[float], clips: int, rng: np.random
                 iterators[k] = iter(passes[k]())
                 batch = next(iterators[k], None)
                 if batch is None:
-                    raise RuntimeError(f"data source {k + 1} gave no sample in a whole pass") from None
+                    return None
             pending[k] = batch if pending[k] is None else {
                 name: np.concatenate([pending[k][name], batch[name]]) for name in batch}
         taken = {name: values[:count] for name, values in pending[k].items()}
@@ -367,6 +369,8 @@ def mixed_batches(passes: list, weights: list[float], clips: int, rng: np.random
     try:
         while True:
             parts = [take(k, int(count)) for k, count in enumerate(rng.multinomial(clips, probabilities)) if count]
+            if any(part is None for part in parts):
+                return
             yield {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     finally:  # closed with this generator, while Ray is up: a Ray Data pass torn down after Ray hangs the exit
         for iterator in iterators:

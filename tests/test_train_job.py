@@ -317,6 +317,30 @@ def test_too_many_bad_rows_stop_training_with_one_error_line(ray_address, sample
     assert runs[0].info.status == "FAILED"
 
 
+@pytest.mark.slow
+def test_a_mixed_source_whose_every_row_is_bad_stops_training_with_one_error_line(ray_address, sample_clips, store,
+                                                                                  tmp_path, capsys):
+    """Two sources by weight, the second's footers fine but every row bad: its empty pass ends the batches and the
+    job stops with the policy's verdict (its rows past the bound, 1%), one error line, exit status 2."""
+    data, rows = sample_clips
+    bad_rows = list(broken_rows(rows[0]).values())
+    (tmp_path / "bad" / "clips").mkdir(parents=True)
+    write_rows(tmp_path / "bad" / "clips" / "part-0.parquet", bad_rows)
+    args = ["--data", f"{data}:0.5", "--data", f"{tmp_path / 'bad'}:0.5", *SMALL, "--workers", "0",
+            "--name", "bad-source", "--storage", str(store / "runs"), "--steps", "6",
+            "--set", "train.image_every=100", "--set", "train.checkpoint_every=100"]
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    assert f"{len(bad_rows)} of {len(rows) + len(bad_rows)} samples could not be read" in errors[0], errors
+    assert "above data.max_skipped_fraction 1.0%" in errors[0]
+    assert latest_checkpoint(str(store / "runs" / "bad-source")) is None  # stopped before its 6 steps
+    assert {entry["segment_key"] for entry in _skip_list(store / "runs" / "bad-source")} == {
+        row["segment_key"] for row in bad_rows}
+    _, runs = _runs(store)
+    assert runs[0].info.status == "FAILED"
+
+
 def test_a_directory_where_every_file_is_broken_is_one_error_line(sample_clips, store, tmp_path, capsys):
     data, _ = sample_clips
     (tmp_path / "broken" / "clips").mkdir(parents=True)
