@@ -14,8 +14,9 @@ Output: Parquet files in --output, one row per frame: source, segment_key (a cli
 '{speaker_id}/{video_id}/{clip_id}' from its path, as preprocess names its clips), frame_index, viewpoint (7),
 alpha_identity, alpha_expression, sh (9), landmarks_source (68 x 2, source pixels), source_to_model_input (2 x 3).
 Frames are cropped in Ray tasks and the model runs in actors (`map_batches` with a class; one GPU each when
-the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray; for a folder of videos the
-landmark model files are fetched before that (one error line when they cannot be).
+the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray, once the input has passed
+its checks: the clip files' footers, or for a folder of videos the landmark model files (one error line when
+they cannot be fetched).
 Clip files and rows that cannot be read or decoded are skipped, named once each and listed in
 OUTPUT/_skipped.jsonl (jobs/data_errors.py; the "_" keeps Parquet readers of OUTPUT from taking it for data); the job fails with one error line when nothing is readable or more
 than --max-skipped-fraction of the rows were skipped.
@@ -86,8 +87,9 @@ class Annotator:
 
 def annotate(source: Path, output: Path, checkpoint: Path, batch_size: int = 32, max_frames: int = 0,
              max_skipped_fraction: float | None = None) -> int:
-    """Run the annotation job; returns the number of frames written. DataError when too many clip rows of a
-    preprocess output could not be read (the skips are in OUTPUT/_skipped.jsonl)."""
+    """Run the annotation job on the caller's Ray, else on one joined once the input has passed its checks
+    (`join_ray`); returns the number of frames written. DataError when no clip file of a preprocess output is
+    readable or too many of its rows could not be read (the skips are in OUTPUT/_skipped.jsonl)."""
     import ray
 
     if (source / "clips").is_dir():
@@ -96,6 +98,8 @@ def annotate(source: Path, output: Path, checkpoint: Path, batch_size: int = 32,
         videos = [{"path": str(p), "max_frames": max_frames} for p in sorted(source.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES]
         if not videos:
             raise ReconstructError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) and no clips/ under {source}")
+        fetch_landmark_models()  # here, not in each Ray task that finds faces: a missing one is one AssetError
+        join_ray()
         write_annotations(ray.data.from_items(videos).flat_map(video_frames), output, checkpoint, batch_size)
         return ray.data.read_parquet(str(output)).count()
     raise ReconstructError(f"{source} is neither a preprocess output nor a folder of videos")
@@ -115,6 +119,7 @@ def annotate_clips(source: Path, output: Path, checkpoint: Path, batch_size: int
     skips = SkipList(str(output / f"_{SKIP_FILE}"), bound)  # pyarrow and pandas skip "_" files of a dataset
     corpus = survey(str(source), CLIP_SCHEMA.names)
     skips.track(corpus)
+    join_ray()
     registry, handle = start_skip_registry(skips)
     try:
         report = SkipReporter(registry)
@@ -126,6 +131,15 @@ def annotate_clips(source: Path, output: Path, checkpoint: Path, batch_size: int
     if verdict is not None:
         raise DataError(verdict)
     return ray.data.read_parquet(str(output)).count()
+
+
+def join_ray() -> None:
+    """Ray for the job: the caller's, else RAY_ADDRESS's cluster, else a new local one (ray.init's order). Joined
+    only after the cheap checks, so that an input they refuse costs no Ray start."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
 
 
 def write_annotations(frames, output: Path, checkpoint: Path, batch_size: int) -> None:
@@ -198,9 +212,6 @@ def annotate_main(argv: list[str]) -> int:
 
     try:
         checkpoint = args.checkpoint or download_checkpoint(args.run_id)
-        if not (args.annotate / "clips").is_dir():  # a folder of videos (see annotate): its faces are found
-            fetch_landmark_models()
-        ray.init()
         try:
             count = annotate(args.annotate, args.output, checkpoint, args.batch_size, args.max_frames,
                              args.max_skipped_fraction)
