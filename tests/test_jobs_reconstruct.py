@@ -139,6 +139,44 @@ def test_annotate_skips_bad_clip_files_and_rows(tmp_path, checkpoint, sample_cli
     assert all(expected[key] in named[key] for key in expected)
 
 
+def annotate_errors(source, output, checkpoint, capsys) -> list[str]:
+    """The `error:` lines of the --annotate command on `source`, which must exit with status 2 (the rest of
+    stderr is Ray's log and the skips' warning lines)."""
+    capsys.readouterr()
+    assert main(["--annotate", str(source), "--output", str(output), "--checkpoint", str(checkpoint)]) == 2
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+
+
+def test_annotate_a_directory_where_every_file_is_broken_is_one_error_line(tmp_path, checkpoint, sample_clips,
+                                                                          capsys):
+    from bad_clips import truncate, write_other_schema
+
+    data, _ = sample_clips
+    (tmp_path / "none" / "clips").mkdir(parents=True)
+    truncate(sorted((data / "clips").glob("*.parquet"))[0], tmp_path / "none" / "clips" / "a.parquet")
+    write_other_schema(tmp_path / "none" / "clips" / "b.parquet")
+    # Refused by the footers before Ray starts.
+    errors = annotate_errors(tmp_path / "none", tmp_path / "params", checkpoint, capsys)
+    assert len(errors) == 1 and "none of its 2 clip files is readable" in errors[0], errors
+
+
+@pytest.mark.slow
+def test_annotate_past_the_skipped_share_bound_is_one_error_line(tmp_path, checkpoint, sample_clips, capsys):
+    """One good row and the broken rows, the short one readable here (a frame is enough): 3 of 5 rows past the
+    default bound (1%)."""
+    from bad_clips import broken_rows
+
+    _, rows = sample_clips
+    broken = broken_rows(rows[0])
+    (tmp_path / "bad" / "clips").mkdir(parents=True)
+    write_rows(tmp_path / "bad" / "clips" / "part-0.parquet", [rows[1], *broken.values()])
+    errors = annotate_errors(tmp_path / "bad", tmp_path / "params", checkpoint, capsys)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {len(broken) - 1} of {len(broken) + 1} samples could not be read"), errors
+    assert "above data.max_skipped_fraction 1.0%" in errors[0]
+    assert f"listed in {tmp_path / 'params' / '_skipped.jsonl'}" in errors[0]
+
+
 def first_frames(asset: str, count: int) -> np.ndarray:
     with av.open(str(fetch(asset))) as container:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in itertools.islice(container.decode(video=0), count)])
