@@ -36,12 +36,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from cest.step import Batch
-from jobs.data_errors import (Corpus, DataError, Skip, SkipList, readable_rows, row_groups,  # noqa: F401 (DataError)
-                              row_problem, survey)
+from jobs.data_errors import (Corpus, DataError, Skip, SkipList, read_clip_file,  # noqa: F401 (DataError)
+                              readable_rows, row_groups, row_problem, survey)
 from pipelines.inputs import resolve
 from pipelines.schema import SchemaError, decode_image
 
@@ -343,12 +345,14 @@ def mixed_batches(passes: list, weights: list[float], clips: int, rng: np.random
 
     passes[k]() starts a new pass over source k (an iterator of sample batches); each batch takes a
     multinomial(clips, weights) count from the sources, in source order, and a source that runs out starts its
-    next pass. A source whose pass gives nothing is an error (it would never fill its share)."""
+    next pass. A source whose whole pass gives nothing (every row bad or held apart) would never fill its share:
+    the batches end there, and the training loop takes it as a pass without a batch (the data-error verdict)."""
     iterators = [iter(start()) for start in passes]
     pending: list[dict | None] = [None] * len(passes)
     probabilities = np.asarray(weights, float) / sum(weights)
 
-    def take(k: int, count: int) -> dict:
+    def take(k: int, count: int) -> dict | None:
+        """`count` samples of source k, or None when a whole pass over it gave none."""
         while pending[k] is None or len(pending[k]["sample_key"]) < count:
             try:
                 batch = next(iterators[k])
@@ -356,7 +360,7 @@ def mixed_batches(passes: list, weights: list[float], clips: int, rng: np.random
                 iterators[k] = iter(passes[k]())
                 batch = next(iterators[k], None)
                 if batch is None:
-                    raise RuntimeError(f"data source {k + 1} gave no sample in a whole pass") from None
+                    return None
             pending[k] = batch if pending[k] is None else {
                 name: np.concatenate([pending[k][name], batch[name]]) for name in batch}
         taken = {name: values[:count] for name, values in pending[k].items()}
@@ -366,6 +370,8 @@ def mixed_batches(passes: list, weights: list[float], clips: int, rng: np.random
     try:
         while True:
             parts = [take(k, int(count)) for k, count in enumerate(rng.multinomial(clips, probabilities)) if count]
+            if any(part is None for part in parts):
+                return
             yield {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     finally:  # closed with this generator, while Ray is up: a Ray Data pass torn down after Ray hangs the exit
         for iterator in iterators:
@@ -413,20 +419,28 @@ def to_batch(samples: dict, device: torch.device | str = "cpu") -> Batch:
     return Batch(images, masks, tensor("landmarks").float(), clip_ids)
 
 
-def read_frames(data: str, holdout: list, size: int) -> dict:
+def read_frames(data: str, holdout: list, size: int, report=None) -> dict | None:
     """The middle frame of each held-apart row ([file, segment key] pairs of `holdout_rows`), decoded at `size`
-    (for image grids): images (K, size, size, 3), masks (K, size, size), landmarks (K, 68, 2), in their order."""
+    (for image grids): images (K, size, size, 3), masks (K, size, size), landmarks (K, 68, 2), in their order;
+    None when there are none. The rows were chosen among readable ones, but their files are read again here, row
+    group by row group: one that no longer reads (a corrupt page, a network error) goes to `report(skips)` and its
+    rows are left out."""
     fs, _ = resolve(data)
     keys_by_file = defaultdict(list)
     for file, key in holdout:
         keys_by_file[file].append(key)
     found = {}
     for file, keys in keys_by_file.items():
-        table = pq.read_table(file, filesystem=fs, columns=["segment_key"] + FRAME_COLUMNS,
-                              filters=[("segment_key", "in", keys)])
-        for row in table.to_pylist():
-            found[row["segment_key"]] = _middle_frame(row, size)
-    return {name: np.concatenate([found[key][name] for _, key in holdout]) for name in ("images", "masks", "landmarks")}
+        for part in read_clip_file(fs, file, ["segment_key"] + FRAME_COLUMNS):
+            if isinstance(part, Skip):
+                _report(report, [part])
+                continue
+            for row in part.filter(pc.is_in(part.column("segment_key"), pa.array(keys))).to_pylist():
+                found[row["segment_key"]] = _middle_frame(row, size)
+    kept = [found[key] for _, key in holdout if key in found]
+    if not kept:
+        return None
+    return {name: np.concatenate([frame[name] for frame in kept]) for name in ("images", "masks", "landmarks")}
 
 
 def _middle_frame(row: dict, size: int) -> dict:

@@ -9,7 +9,7 @@ Shape benchmarks (jobs.eval_shape, protocols in cest.eval.micc / micc_rendered /
 Florence in mm per setting and by the paper's rendered NME protocol, NoW's validation split scored locally and
 exported in the challenge layout (now_predictions/), REALY meshes and keypoint file for submission (realy/). A
 missing or malformed folder stops the job before any model runs, with one line naming what is missing (exit
-status 2).
+status 2); so does a landmark model file that cannot be fetched (every input but --clips has its faces found).
 
 AFLW2000-3D (a folder of imageNNNNN.jpg + .mat): every image is cropped twice with the pipeline's alignment
 (`pipelines.align`, the crop the model was trained on): from the ground-truth landmarks (the "oracle" crop,
@@ -59,8 +59,8 @@ from cest.eval.metrics import INNER, aflw2000_landmarks, aflw2000_summary, landm
 from cest.visualize import face_panels, overlay, panel_grid
 from cest.eval.micc import SETTINGS as MICC_SETTINGS
 from jobs.face_reconstruction import (CROP_SIZE, IMAGE_SUFFIXES, Reconstructor, ReconstructError, crop_photo,
-                                     crop_with_landmarks, enlarged, invert_affine, model_images, read_image,
-                                     to_model_pixels)
+                                     crop_with_landmarks, enlarged, fetch_landmark_models, invert_affine,
+                                     model_images, read_image, to_model_pixels)
 from jobs.eval_shape import ShapeInputs, plot_shape_ced, shape_benchmarks, shape_tables
 
 EVALUATION_ROLE = "evaluation"
@@ -532,10 +532,15 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most this many images per data set (0: all)")
     parser.add_argument("--no-mlflow", action="store_true", help="write files only")
     args = parser.parse_args(argv)
+    from cest.assets import AssetError
     from jobs.data_errors import DataError
     from jobs.runs import RunError
 
     try:
+        # Every input but --clips (the pipeline's own crops) has its faces found: the landmark model files are
+        # fetched first, so that a missing one is one error line before any checkpoint download or Ray start.
+        if any((args.aflw2000, args.images, args.micc, args.micc_rendered, args.now, args.realy)):
+            fetch_landmark_models()
         candidates = candidates_from(args)
         if args.ray:
             import ray
@@ -548,7 +553,8 @@ def main(argv=None) -> int:
         finally:
             if args.ray:
                 ray.shutdown()
-    except (ReconstructError, CheckpointError, RunError, FileNotFoundError, DatasetError, DataError) as error:
+    except (ReconstructError, CheckpointError, RunError, FileNotFoundError, DatasetError, DataError,
+            AssetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print((args.output / "comparison.md").read_text())

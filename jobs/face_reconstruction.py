@@ -64,6 +64,16 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
+def fetch_landmark_models() -> None:
+    """Fetch the model files of the landmark backend that crop_photo and crop_video use (the pipeline's default)
+    before any work starts, so that a missing one is one AssetError naming it and where to get it, raised before
+    a model loads or Ray starts instead of in every worker."""
+    from pipelines.config import PreprocessConfig
+    from pipelines.landmarks import fetch_model_files
+
+    fetch_model_files(PreprocessConfig().detector)
+
+
 def crop_photo(image: np.ndarray, landmarker=None) -> FaceCrops:
     """The largest face of an RGB photo, cropped by the pipeline's alignment."""
     from pipelines.config import PreprocessConfig

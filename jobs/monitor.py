@@ -23,7 +23,7 @@ from cest.config import Config
 from cest.losses import degeneracy_measures
 from cest.step import unwrap_model
 from cest.visualize import TRAINING_PANELS, face_panels, panel_grid
-from jobs.data import read_frames, to_batch
+from jobs.data import SkipReporter, read_frames, to_batch
 from jobs.tracking import HEALTH, HOLDOUT_IMAGE_KEY, SYNTHETIC, TRAIN
 
 # psutil samples (CPU, memory, GPU when present) every this many seconds while the run is open.
@@ -48,10 +48,10 @@ class Monitor:
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_SECONDS)
         mlflow.start_run(run_id=job.mlflow_run_id, log_system_metrics=True)
         self.holdout = None
-        if job.holdout:
-            frames = read_frames(job.data[0][0], job.holdout, config.model.image_size)  # the first source's
-            samples = {name: value[:, None] for name, value in frames.items()}
-            self.holdout = to_batch(samples)
+        frames = read_frames(job.data[0][0], job.holdout, config.model.image_size,  # the first source's
+                             SkipReporter(job.skip_registry))
+        if frames is not None:
+            self.holdout = to_batch({name: value[:, None] for name, value in frames.items()})
         self.synthetic_test = job.synthetic_test
         print(f"rank 0: {world_size} worker(s), {self.images_per_step} images per step, "
               f"{len(job.holdout)} held-apart clips for image grids", flush=True)

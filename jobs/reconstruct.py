@@ -4,7 +4,8 @@ One photo or video -> mesh, overlay, preview, parameters (jobs/face_reconstructi
     python -m jobs.reconstruct PATH [--checkpoint CKPT | --run-id RUN] [--output DIR] [--smooth SIGMA]
 Without --checkpoint or --run-id the project's published CPU-trained model is used (models/cest_cpu.pt,
 models/README.md); --run-id names the checkpoint of an MLflow training run. Output: PATH's name + "_cest".
-No face, an unreadable file or a missing checkpoint: one line on stderr, exit status 2.
+No face, an unreadable file, a missing checkpoint or a landmark model file that cannot be fetched (checked
+first): one line on stderr, exit status 2.
 
 A corpus: every frame of a preprocess output (its clip Parquet and 224 crops) or of a folder of videos (the
 primary face track of each, cropped as a single video is) gets its parameters:
@@ -13,7 +14,9 @@ Output: Parquet files in --output, one row per frame: source, segment_key (a cli
 '{speaker_id}/{video_id}/{clip_id}' from its path, as preprocess names its clips), frame_index, viewpoint (7),
 alpha_identity, alpha_expression, sh (9), landmarks_source (68 x 2, source pixels), source_to_model_input (2 x 3).
 Frames are cropped in Ray tasks and the model runs in actors (`map_batches` with a class; one GPU each when
-the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray.
+the cluster has GPUs). Connects to RAY_ADDRESS when set, else starts a local Ray, once the input has passed
+its checks: the clip files' footers, or for a folder of videos the landmark model files (one error line when
+they cannot be fetched).
 Clip files and rows that cannot be read or decoded are skipped, named once each and listed in
 OUTPUT/_skipped.jsonl (jobs/data_errors.py; the "_" keeps Parquet readers of OUTPUT from taking it for data); the job fails with one error line when nothing is readable or more
 than --max-skipped-fraction of the rows were skipped.
@@ -26,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from jobs.face_reconstruction import (CROP_SIZE, VIDEO_SUFFIXES, Reconstructor, ReconstructError, crop_video,
-                                     invert_affine, model_images, parameters, reconstruct, to_model_pixels)
+                                     fetch_landmark_models, invert_affine, model_images, parameters, reconstruct,
+                                     to_model_pixels)
 from pipelines.inputs import make_input
 
 
@@ -83,8 +87,9 @@ class Annotator:
 
 def annotate(source: Path, output: Path, checkpoint: Path, batch_size: int = 32, max_frames: int = 0,
              max_skipped_fraction: float | None = None) -> int:
-    """Run the annotation job; returns the number of frames written. DataError when too many clip rows of a
-    preprocess output could not be read (the skips are in OUTPUT/_skipped.jsonl)."""
+    """Run the annotation job on the caller's Ray, else on one joined once the input has passed its checks
+    (`join_ray`); returns the number of frames written. DataError when no clip file of a preprocess output is
+    readable or too many of its rows could not be read (the skips are in OUTPUT/_skipped.jsonl)."""
     import ray
 
     if (source / "clips").is_dir():
@@ -93,6 +98,8 @@ def annotate(source: Path, output: Path, checkpoint: Path, batch_size: int = 32,
         videos = [{"path": str(p), "max_frames": max_frames} for p in sorted(source.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES]
         if not videos:
             raise ReconstructError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) and no clips/ under {source}")
+        fetch_landmark_models()  # here, not in each Ray task that finds faces: a missing one is one AssetError
+        join_ray()
         write_annotations(ray.data.from_items(videos).flat_map(video_frames), output, checkpoint, batch_size)
         return ray.data.read_parquet(str(output)).count()
     raise ReconstructError(f"{source} is neither a preprocess output nor a folder of videos")
@@ -112,6 +119,7 @@ def annotate_clips(source: Path, output: Path, checkpoint: Path, batch_size: int
     skips = SkipList(str(output / f"_{SKIP_FILE}"), bound)  # pyarrow and pandas skip "_" files of a dataset
     corpus = survey(str(source), CLIP_SCHEMA.names)
     skips.track(corpus)
+    join_ray()
     registry, handle = start_skip_registry(skips)
     try:
         report = SkipReporter(registry)
@@ -123,6 +131,15 @@ def annotate_clips(source: Path, output: Path, checkpoint: Path, batch_size: int
     if verdict is not None:
         raise DataError(verdict)
     return ray.data.read_parquet(str(output)).count()
+
+
+def join_ray() -> None:
+    """Ray for the job: the caller's, else RAY_ADDRESS's cluster, else a new local one (ray.init's order). Joined
+    only after the cheap checks, so that an input they refuse costs no Ray start."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
 
 
 def write_annotations(frames, output: Path, checkpoint: Path, batch_size: int) -> None:
@@ -164,6 +181,7 @@ def reconstruct_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     output = args.output or args.path.with_name(args.path.stem + "_cest")
     try:
+        fetch_landmark_models()
         checkpoint = download_checkpoint(args.run_id) if args.run_id else args.checkpoint
         reconstructor = Reconstructor(checkpoint, args.device)
         summary = reconstruct(args.path, reconstructor, output, args.smooth, args.max_frames)
@@ -188,18 +206,18 @@ def annotate_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import ray
 
+    from cest.assets import AssetError
     from jobs.data_errors import DataError
     from jobs.runs import RunError, download_checkpoint
 
     try:
         checkpoint = args.checkpoint or download_checkpoint(args.run_id)
-        ray.init()
         try:
             count = annotate(args.annotate, args.output, checkpoint, args.batch_size, args.max_frames,
                              args.max_skipped_fraction)
         finally:
             ray.shutdown()
-    except (ReconstructError, RunError, DataError) as error:
+    except (ReconstructError, RunError, DataError, AssetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"annotated {count} frames -> {args.output}")

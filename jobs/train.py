@@ -347,13 +347,19 @@ def train_worker(job: Job, context) -> None:
                 break
             waited = time.perf_counter()
         getattr(batches, "close", lambda: None)()
-        if batches_this_epoch == 0 and not stopped:
+        # Batches that end short of the step count without a batch (one source), or at all (mixed sources, whose
+        # batches end only where a source gave no sample in a whole pass: jobs.data.mixed_batches), mean data too
+        # bad (the driver reports the verdict) or too small.
+        mixed = len(job.data) > 1
+        if not stopped and step < schedule.steps and (batches_this_epoch == 0 or mixed):
             if context.rank == 0:
                 skipped, too_much = skip_status(job.skip_registry)
             if context.agree(too_much):
                 break
-            raise RuntimeError(f"an epoch gave no batch of {clips} clips with {data.frames_per_clip} frames each: "
-                               "the data has too few usable clips for clips_per_batch / workers")
+            empty = ("a pass over one of the data sources gave no clip" if mixed
+                     else f"an epoch gave no batch of {clips} clips")
+            raise RuntimeError(f"{empty} with {data.frames_per_clip} frames each: the data has too few usable clips "
+                               "for clips_per_batch / workers")
     if monitor is not None:
         monitor.close()
 

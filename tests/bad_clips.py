@@ -21,6 +21,7 @@ def broken_rows(row: dict) -> dict[str, dict]:
 
     return {
         "does not decode": renamed("undecodable", frames_jpeg=[b"not a jpeg"] * count),
+        "values for": renamed("miscounted", landmarks=row["landmarks"][:-136]),  # a frame's landmarks missing
         "non-finite landmarks": renamed("nan", landmarks=[math.nan] * len(row["landmarks"])),
         "fewer than the": renamed("short", num_frames=2, frames_jpeg=row["frames_jpeg"][:2],
                                   masks_png=row["masks_png"][:2], landmarks=row["landmarks"][:2 * 136],
@@ -56,10 +57,18 @@ def write_other_schema(path: Path) -> None:
     pq.write_table(pa.table({"segment_key": ["other/0"], "score": [0.5]}), path)
 
 
+def write_wrong_type(path: Path, rows: list[dict]) -> None:
+    """Clip rows with float64 landmarks (a writer that kept NumPy's default), not the schema's float32."""
+    schema = pa.schema([pa.field(field.name, pa.list_(pa.float64()), nullable=False) if field.name == "landmarks"
+                        else field for field in CLIP_SCHEMA])
+    pq.write_table(pa.Table.from_pylist([{name: row[name] for name in schema.names} for row in rows], schema=schema),
+                   path)
+
+
 def broken_corpus(target: Path, good: Path, rows: list[dict]) -> dict[str, str]:
     """target/clips: the clip files of the preprocess output `good`, a file of broken rows (those of
-    `broken_rows(rows[0])` and one good row), a truncated copy of a good file, a file of another schema and a
-    file whose one row group does not read behind a good footer.
+    `broken_rows(rows[0])` and one good row), a truncated copy of a good file, a file of another schema, a file
+    whose landmarks column has another type and a file whose one row group does not read behind a good footer.
     Returns what must be skipped: "file" or "file/segment_key" -> words of the reason (rows shorter than a
     sample needs included; readers that need fewer frames keep them)."""
     clips = target / "clips"
@@ -71,9 +80,11 @@ def broken_corpus(target: Path, good: Path, rows: list[dict]) -> dict[str, str]:
     write_rows(clips / "part-broken-rows.parquet", [*broken.values(), good_copy])
     truncate(sorted((good / "clips").glob("*.parquet"))[0], clips / "part-truncated.parquet")
     write_other_schema(clips / "part-other-schema.parquet")
+    write_wrong_type(clips / "part-wrong-type.parquet", [dict(rows[3], segment_key=f"{rows[3]['segment_key']}/f64")])
     write_corrupt_page(clips / "part-corrupt-page.parquet", [dict(rows[2], segment_key=f"{rows[2]['segment_key']}/page")])
     expected = {f"{clips / 'part-broken-rows.parquet'}/{row['segment_key']}": reason for reason, row in broken.items()}
     expected[str(clips / "part-truncated.parquet")] = "not a readable Parquet file"
     expected[str(clips / "part-other-schema.parquet")] = "is missing"
+    expected[str(clips / "part-wrong-type.parquet")] = "column landmarks is list<element: double>"
     expected[f"{clips / 'part-corrupt-page.parquet'}/row group 0"] = "unreadable"
     return expected

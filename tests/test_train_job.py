@@ -286,9 +286,9 @@ def test_two_workers_train_through_bad_files_and_rows_naming_each_once(ray_addre
     named = {f"{entry['file']}/{entry['segment_key']}".rstrip("/"): entry["reason"] for entry in listed}
     assert len(named) == len(listed) and set(named) == set(expected)
     assert all(expected[key] in named[key] for key in expected), named
-    # 3 rows, the truncated file as 3 rows, 1 row of another schema, the corrupt row group's 1 row
+    # 4 rows, the truncated file as 3 rows, 1 row of another schema, 1 of another type, the corrupt row group's 1 row
     skipped = sum(entry["samples"] for entry in listed)
-    assert skipped == 8
+    assert skipped == 10
     client, runs = _runs(store)
     history = client.get_metric_history(runs[0].info.run_id, "train/skipped_samples")
     assert history[-1].value == skipped and [m.step for m in history][-1] == 8
@@ -298,7 +298,7 @@ def test_two_workers_train_through_bad_files_and_rows_naming_each_once(ray_addre
 
 @pytest.mark.slow
 def test_too_many_bad_rows_stop_training_with_one_error_line(ray_address, sample_clips, store, tmp_path, capsys):
-    """Three bad rows of 12 are far past the default bound (1%): the job stops at a progress check, exit 2."""
+    """Four bad rows of 13 are far past the default bound (1%): the job stops at a progress check, exit 2."""
     data, rows = sample_clips
     broken = tmp_path / "broken"
     (broken / "clips").mkdir(parents=True)
@@ -313,6 +313,30 @@ def test_too_many_bad_rows_stop_training_with_one_error_line(ray_address, sample
     assert latest_checkpoint(str(store / "runs" / "too-bad")) is None  # stopped long before step 40
     assert {entry["segment_key"] for entry in _skip_list(store / "runs" / "too-bad")} <= {
         row["segment_key"] for row in broken_rows(rows[0]).values()}
+    _, runs = _runs(store)
+    assert runs[0].info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_a_mixed_source_whose_every_row_is_bad_stops_training_with_one_error_line(ray_address, sample_clips, store,
+                                                                                  tmp_path, capsys):
+    """Two sources by weight, the second's footers fine but every row bad: its empty pass ends the batches and the
+    job stops with the policy's verdict (its rows past the bound, 1%), one error line, exit status 2."""
+    data, rows = sample_clips
+    bad_rows = list(broken_rows(rows[0]).values())
+    (tmp_path / "bad" / "clips").mkdir(parents=True)
+    write_rows(tmp_path / "bad" / "clips" / "part-0.parquet", bad_rows)
+    args = ["--data", f"{data}:0.5", "--data", f"{tmp_path / 'bad'}:0.5", *SMALL, "--workers", "0",
+            "--name", "bad-source", "--storage", str(store / "runs"), "--steps", "6",
+            "--set", "train.image_every=100", "--set", "train.checkpoint_every=100"]
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    assert f"{len(bad_rows)} of {len(rows) + len(bad_rows)} samples could not be read" in errors[0], errors
+    assert "above data.max_skipped_fraction 1.0%" in errors[0]
+    assert latest_checkpoint(str(store / "runs" / "bad-source")) is None  # stopped before its 6 steps
+    assert {entry["segment_key"] for entry in _skip_list(store / "runs" / "bad-source")} == {
+        row["segment_key"] for row in bad_rows}
     _, runs = _runs(store)
     assert runs[0].info.status == "FAILED"
 
