@@ -40,11 +40,10 @@ def test_every_ablation_is_a_valid_config_and_clip_averages_keep_the_batch():
 
 
 @pytest.mark.slow
-def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tmp_path, monkeypatch, capsys):
+def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tmp_path, mlflow_store, capsys):
     import ray
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     data, _ = sample_clips
     args = ["--data", str(data), "--config", str(ROOT / "jobs/configs/cpu_demo.yaml"), "--only", "cest,neither",
             "--steps", "2", "--name", "sweep", "--storage", str(tmp_path / "runs"),
@@ -56,7 +55,7 @@ def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tm
     finally:
         ray.shutdown()
     assert capsys.readouterr().out.count("nothing to do") == 2
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(mlflow_store)
     experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == tracking.ABLATIONS_ROLE]
@@ -82,14 +81,13 @@ def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tm
 
 
 def test_parallel_starts_every_variants_driver_before_waiting_and_a_failed_one_fails_the_sweep(
-        sample_clips, tmp_path, monkeypatch, capsys):
+        sample_clips, tmp_path, monkeypatch, mlflow_store, capsys):
     """--parallel: one jobs/train.py driver per variant, all started before any is waited on, each with its child
     run's name, ablation, parent run and overrides. The drivers are recorded, not run: two real ones each start a
     Ray and train, minutes on two cores (the sequential sweep's test trains for real)."""
     import jobs.ablations
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     events = []
 
     class RecordedDriver:
@@ -107,7 +105,7 @@ def test_parallel_starts_every_variants_driver_before_waiting_and_a_failed_one_f
     assert main(args) == 1
     assert "ablations sweep: failed: neither" in capsys.readouterr().out
     assert [event for event, _ in events] == ["start", "start", "wait", "wait"]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(mlflow_store)
     (parent,) = client.search_runs([client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id])
     assert parent.info.run_name == "sweep" and parent.info.status == "FAILED"
     commands = {command[command.index("--ablation") + 1]: command for _, command in events[:2]}

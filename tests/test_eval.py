@@ -37,11 +37,10 @@ def checkpoints(tmp_path_factory, sample_frames):
 
 
 @pytest.fixture
-def tracking(tmp_path, monkeypatch, checkpoints):
+def tracking(tmp_path, mlflow_store, checkpoints):
     """A SQLite MLflow store holding an ablation parent with the two training runs as children, as the
     training job logs them (jobs/tracking.py: checkpoint/checkpoint.pt, config.yaml, cest.* tags)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(mlflow_store)
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("cest", str(tmp_path / "artifacts")))
     children = {}
     with mlflow.start_run(run_name="ablations", tags={ROLE_TAG: ABLATIONS_ROLE}) as parent:
@@ -168,7 +167,7 @@ def test_photometric_error_over_a_preprocess_output(tmp_path, checkpoints, sampl
 
 
 def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores_as_its_card(
-        tmp_path, monkeypatch, checkpoints):
+        tmp_path, mlflow_store, checkpoints):
     """`jobs.eval --checkpoint`: models/cest_cpu.pt scores the NME its card gives (14.33 % oracle, balanced;
     the default detector finds all 8 faces), beats a barely trained model, and each checkpoint gets a new MLflow run
     tagged as an evaluation; --limit keeps the first N photos."""
@@ -177,8 +176,7 @@ def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores
     from cest.checkpoint import PUBLISHED_MODEL, load_model, save_checkpoint
     from jobs.tracking import EVALUATION_RUN_TAG, TRAINING_RUN_TAG, experiment_id
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    uri = mlflow_store
     # A checkpoint of a training run in this store: its evaluation run and the training run name each other.
     training_run = MlflowClient(uri).create_run(experiment_id(MlflowClient(uri), uri, "cest")).info.run_id
     model, config, _ = load_model(checkpoints["cest"][0])

@@ -90,9 +90,8 @@ def realy_inputs(root):
     return root / "images", root / "TEMPLATE.obj", keypoints_from_barycentric(vertices, triangles, rows)
 
 
-def test_micc_now_and_realy_scores_tables_and_exports_land_in_the_run(tmp_path, monkeypatch, sample_frames):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_micc_now_and_realy_scores_tables_and_exports_land_in_the_run(tmp_path, mlflow_store, sample_frames):
+    mlflow.set_tracking_uri(mlflow_store)
     mlflow.create_experiment("cest", str(tmp_path / "artifacts"))  # artifacts in the test's folder, not ./mlruns
     checkpoint, _ = train_small_checkpoint(tmp_path / "model", load_sfm(), sample_frames, "cest", 2)
     output = tmp_path / "eval"

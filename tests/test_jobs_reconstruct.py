@@ -41,10 +41,8 @@ def preprocess_output(tmp_path_factory, sample_clips):
     return root, clips
 
 
-def test_photo_with_the_checkpoint_of_an_mlflow_run(tmp_path, monkeypatch, checkpoint, capsys):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
+def test_photo_with_the_checkpoint_of_an_mlflow_run(tmp_path, mlflow_store, checkpoint, capsys):
+    mlflow.set_tracking_uri(mlflow_store)
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("cest", str(tmp_path / "artifacts")))
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(checkpoint), artifact_path=CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])

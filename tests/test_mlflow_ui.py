@@ -22,10 +22,10 @@ HEADLINE_SCORES = {"cest": 9.25, "iest": 11.75}  # eval/aflw2000_nme68_pct of ea
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(mlflow_store):
     """An ablation run with its CEST and IEST children: learning curves in train/ and health/, the headline
     score in eval/, tags as jobs/train.py and jobs/ablations.py set them."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store
     client = MlflowClient(uri)
     experiment = tracking.experiment_id(client, uri, "cest")
     parent = client.create_run(experiment, run_name="demo", tags={tracking.ROLE_TAG: tracking.ABLATIONS_ROLE})

@@ -68,14 +68,13 @@ def test_evaluation_refuses_a_directory_without_ground_truth(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_resumes(
-        synthetic_set, tmp_path, monkeypatch, capsys):
+        synthetic_set, tmp_path, mlflow_store, capsys):
     import ray
     from mlflow.tracking import MlflowClient
 
     from cest.config import DataConfig, TrainConfig, save_config
     from jobs import synthetic_experiment
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     save_config(Config(model=ModelConfig(**SMALL), data=DataConfig(clips_per_batch=2, frames_per_clip=2),
                        train=TrainConfig(holdout_clips=1, image_every=1)), tmp_path / "small.yaml")
     arguments = ["--train", str(synthetic_set), "--test", str(synthetic_set), "--output", str(tmp_path / "runs"),
@@ -98,7 +97,7 @@ def test_the_experiment_trains_through_the_training_job_scores_into_mlflow_and_r
     assert report["training"]["steps"] == 2
     assert results["runs"]["iest"]["vertex_mm"]["seeds"] == [report["metrics"]["vertex_mm"]["mean"]]
     # Every run is in MLflow: the seed's parent, its children with the training seed and the held-apart scores.
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(mlflow_store)
     experiment = client.get_experiment_by_name(synthetic_experiment.EXPERIMENT)
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"synthetic-seed3", "synthetic-seed3-cest", "synthetic-seed3-iest"}
