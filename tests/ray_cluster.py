@@ -119,7 +119,11 @@ class RayCluster:
     def add_node(self, num_cpus: int, num_gpus: int = 0, resources: dict[str, float] | None = None) -> None:
         if self.gcs_address is None:
             raise RuntimeError("start_head() first")
-        self._start_node(lambda: [f"--address={self.gcs_address}"], num_cpus, num_gpus, resources)
+        # A temp dir per node, as each machine has its own disk: every node's runtime-env agent unpacks a job's
+        # working_dir afresh (deleting what is there), which under a shared one removes the running driver's cwd.
+        node_dir = self.temp_dir / f"node{len(self.processes)}"
+        self._start_node(lambda: [f"--address={self.gcs_address}", f"--temp-dir={node_dir}"], num_cpus, num_gpus,
+                         resources)
 
     def _start_node(self, role_options, num_cpus: int, num_gpus: int, resources, attempts: int = 3) -> None:
         """`ray start --block` with fresh free ports, again when a port was taken in between (it then exits)."""

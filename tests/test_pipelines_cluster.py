@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.preprocess import run
+from ray_cluster import free_port
 from sample_assets import sample_clip, sample_clip_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,27 +23,37 @@ def clip_rows(output: Path) -> dict[str, tuple]:
 
 @pytest.mark.slow
 def test_two_nodes_write_the_same_clips_as_one(tmp_path, monkeypatch):
+    import time
+
     import ray
     from ray.cluster_utils import Cluster
+    from ray.util.state import list_tasks
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the nodes' workers import this checkout's pipelines
     manifest = tmp_path / "videos.csv"
     manifest.write_text("path\n" + "".join(f"{sample_clip(clip)}\n" for clip in CLIPS))
     args = ["--input", str(manifest), "--max-frames", "12"]
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    # The dashboard serves Ray's state API, which says where each task ran.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True,
+                                                            "dashboard_port": free_port()})
     try:
         ray.init(address=cluster.address)
+        head = cluster.head_node.node_id
         assert run(args + ["--output", str(tmp_path / "one")]) == 0
-        cluster.add_node(num_cpus=1)
+        second = cluster.add_node(num_cpus=1).node_id
         cluster.wait_for_nodes()
         assert len([node for node in ray.nodes() if node["Alive"]]) == 2
+        started = time.time() * 1000
         assert run(args + ["--output", str(tmp_path / "two")]) == 0
+        nodes = {task.node_id for task in list_tasks(detail=True, limit=10_000, raise_on_missing_output=False)
+                 if task.type == "NORMAL_TASK" and (task.start_time_ms or 0) >= started}
     finally:
         ray.shutdown()
         cluster.shutdown()
     one, two = clip_rows(tmp_path / "one"), clip_rows(tmp_path / "two")
     assert len(one) == len(CLIPS)
     assert one == two
+    assert nodes == {head, second}  # the second run's tasks ran on both nodes
 
 
 # A head node as `ray start --head` makes one (a later plain ray.init() on the machine would join it);
