@@ -1,13 +1,13 @@
 """The loop's rest itself is measured by benchmarks/bench_ingest_overhead.py (a speed, not a test's business):
 whether Ray Data's loop spins depends on the machine's load and the set's size, which a short test cannot pin.
-When it rests is tested here on an object with the executor attributes the callback reads."""
+When it rests is tested here on an object with the executor attributes the callback reads, under a clock that
+moves only when the rest sleeps (no wall time, so a loaded machine cannot fail them)."""
 
 import collections
-import threading
-import time
 
 import ray.data
 
+from jobs import data_backoff
 from jobs.data_backoff import IdleBackoff, install
 
 
@@ -53,22 +53,39 @@ class FakeExecutor:
         self._shutdown = False
 
 
-def rest_of(executor) -> float:
-    begin = time.perf_counter()
+class FakeClock:
+    """Stands in for jobs.data_backoff's `time`: sleeping advances it; `action` runs once it reaches `at`."""
+
+    def __init__(self, at: float = float("inf"), action=None):
+        self.now, self.at, self.action = 0.0, at, action
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        if self.action is not None and self.now >= self.at:
+            self.action()
+            self.action = None
+
+
+def rest_of(executor, monkeypatch, clock: FakeClock | None = None) -> float:
+    """Seconds the callback rests, on the fake clock."""
+    clock = clock or FakeClock()
+    monkeypatch.setattr(data_backoff, "time", clock)
     IdleBackoff().on_execution_step(executor)
-    return time.perf_counter() - begin
+    return clock.now
 
 
-def test_the_loop_rests_only_while_output_waits_and_nothing_runs():
-    assert rest_of(FakeExecutor(queued=0, active=0)) < 0.01  # the consumer waits for data
-    assert rest_of(FakeExecutor(queued=2, active=1)) < 0.01  # ray.wait on the running task paces the loop
-    assert 0.09 < rest_of(FakeExecutor(queued=2, active=0)) < 0.5  # the spin the backoff exists for
+def test_the_loop_rests_only_while_output_waits_and_nothing_runs(monkeypatch):
+    assert rest_of(FakeExecutor(queued=0, active=0), monkeypatch) == 0  # the consumer waits for data
+    assert rest_of(FakeExecutor(queued=2, active=1), monkeypatch) == 0  # ray.wait on the running task paces the loop
+    spin = rest_of(FakeExecutor(queued=2, active=0), monkeypatch)  # the spin the backoff exists for
+    assert data_backoff.REST_SECONDS <= spin < data_backoff.REST_SECONDS + 2 * data_backoff.POLL_SECONDS
 
 
-def test_a_block_taken_by_the_consumer_ends_the_rest_at_once():
+def test_a_block_taken_by_the_consumer_ends_the_rest_at_once(monkeypatch):
     """A fast consumer must not wait out the rest (a fixed 0.1 s sleep held small models to ~10 batches a second)."""
     executor = FakeExecutor(queued=2, active=0)
-    consumer = threading.Timer(0.02, executor.output_queue.popleft)
-    consumer.start()
-    assert rest_of(executor) < 0.06
-    consumer.join()
+    rest = rest_of(executor, monkeypatch, FakeClock(at=0.02, action=executor.output_queue.popleft))
+    assert 0.02 <= rest < 0.02 + 2 * data_backoff.POLL_SECONDS
