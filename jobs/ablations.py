@@ -17,6 +17,7 @@ resumes from its own checkpoints.
 
 import argparse
 import json
+import os
 import posixpath
 import subprocess
 import sys
@@ -114,6 +115,17 @@ def child_arguments(args, variant: str, overrides: list[str], parent: str) -> li
     return argv
 
 
+def driver_environment(drivers: int) -> dict[str, str]:
+    """The environment of each of DRIVERS training drivers started side by side on this machine. Unless the user
+    set OMP_NUM_THREADS, the cores are split between them: torch gives every process one thread per core, and
+    two drivers training in-process (--workers 0) on 2 cores then starved each other (23-228 images/s against
+    121-228 with one thread each, docs/training.md)."""
+    environment = dict(os.environ)
+    if "OMP_NUM_THREADS" not in environment:
+        environment["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // drivers))
+    return environment
+
+
 def selected_ablations(args, base_batch_size: int) -> dict[str, list[str]]:
     """The ablations --only names (default: all), as name -> config overrides."""
     variants = ablations(base_batch_size)
@@ -138,8 +150,9 @@ def run_variants(args, variants: dict[str, list[str]]) -> dict[str, int]:
     parent = parent_run(args)
     print(f"ablations {args.name} (MLflow parent run {parent}): {', '.join(variants)}", flush=True)
     if args.parallel:
+        environment = driver_environment(len(variants))
         drivers = {name: subprocess.Popen([sys.executable, str(Path(__file__).with_name("train.py")),
-                                           *child_arguments(args, name, overrides, parent)])
+                                           *child_arguments(args, name, overrides, parent)], env=environment)
                    for name, overrides in variants.items()}
         codes = {name: driver.wait() for name, driver in drivers.items()}
     else:

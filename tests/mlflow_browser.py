@@ -6,29 +6,24 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from ray_cluster import free_port
+
 BROWSER = shutil.which("chromium")
 # Virtual time the page may take to fetch runs and draw its charts before the DOM or screenshot is taken.
 RENDER_MILLISECONDS = 40000
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
 def mlflow_ui(uri: str, startup_seconds: float = 300):
     """`mlflow ui` over the store at `uri` on 127.0.0.1 (one worker); yields its address. On exit the server and
     the processes it started (workers, job runner) are stopped: it runs in a session of its own."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host",
                                "127.0.0.1", "--port", str(port), "--workers", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

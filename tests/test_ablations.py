@@ -83,16 +83,21 @@ def test_children_under_one_parent_run_and_a_rerun_resumes_them(sample_clips, tm
 def test_parallel_starts_every_variants_driver_before_waiting_and_a_failed_one_fails_the_sweep(
         sample_clips, tmp_path, monkeypatch, mlflow_store, capsys):
     """--parallel: one jobs/train.py driver per variant, all started before any is waited on, each with its child
-    run's name, ablation, parent run and overrides. The drivers are recorded, not run: two real ones each start a
-    Ray and train, minutes on two cores (the sequential sweep's test trains for real)."""
+    run's name, ablation, parent run and overrides, and a share of the cores as its torch threads. The drivers are
+    recorded, not run: two real ones each start a Ray and train, minutes on two cores (the sequential sweep's test
+    trains for real)."""
     import jobs.ablations
     from mlflow.tracking import MlflowClient
 
     events = []
+    threads = []
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(jobs.ablations.os, "cpu_count", lambda: 8)
 
     class RecordedDriver:
-        def __init__(self, command):
+        def __init__(self, command, env):
             self.command = command
+            threads.append(env["OMP_NUM_THREADS"])
             events.append(("start", command))
 
         def wait(self):
@@ -105,6 +110,7 @@ def test_parallel_starts_every_variants_driver_before_waiting_and_a_failed_one_f
     assert main(args) == 1
     assert "ablations sweep: failed: neither" in capsys.readouterr().out
     assert [event for event, _ in events] == ["start", "start", "wait", "wait"]
+    assert threads == ["4", "4"]  # 8 cores, two drivers
     client = MlflowClient(mlflow_store)
     (parent,) = client.search_runs([client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id])
     assert parent.info.run_name == "sweep" and parent.info.status == "FAILED"
@@ -116,6 +122,16 @@ def test_parallel_starts_every_variants_driver_before_waiting_and_a_failed_one_f
     settings = {variant: [value for option, value in zip(command[2:], command[3:]) if option == "--set"]
                 for variant, command in commands.items()}
     assert settings == {variant: ["train.holdout_clips=1"] + ablations(32)[variant] for variant in ("cest", "neither")}
+
+
+def test_side_by_side_drivers_keep_the_users_thread_setting_and_get_at_least_one(monkeypatch):
+    import jobs.ablations
+
+    monkeypatch.setattr(jobs.ablations.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert jobs.ablations.driver_environment(5)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert jobs.ablations.driver_environment(2)["OMP_NUM_THREADS"] == "3"
 
 
 def test_unknown_ablations_and_missing_data_are_one_line(sample_clips, tmp_path, capsys):
