@@ -3,7 +3,7 @@ import math
 import torch
 
 from cest.render.camera import project
-from cest.render.geometry import triangle_visibility, vertex_normals, vertex_visibility
+from cest.render.geometry import cross, triangle_visibility, vertex_normals, vertex_visibility
 from cest.morphable import load_sfm
 from cest.render.raster import rasterize
 
@@ -26,6 +26,17 @@ def icosphere_like(n: int = 24):
     last = len(vertices) - 1
     faces += [[index(rows - 1, c), index(rows - 1, c + 1), last] for c in range(cols)]
     return vertices, torch.tensor(faces)
+
+
+def test_cross_product_and_its_gradient_match_torch_linalg_cross():
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 5, 7, 3, dtype=torch.float64, requires_grad=True).unbind(0)
+    assert torch.equal(cross(torch.eye(3)[0], torch.eye(3)[1]), torch.eye(3)[2])  # x cross y = z, not -z
+    ours, reference = cross(a, b), torch.linalg.cross(a, b, dim=-1)
+    torch.testing.assert_close(ours, reference)
+    weights = torch.randn_like(ours)
+    torch.testing.assert_close(torch.autograd.grad((ours * weights).sum(), (a, b)),
+                               torch.autograd.grad((reference * weights).sum(), (a, b)))
 
 
 def test_sphere_vertex_normals_point_outward():

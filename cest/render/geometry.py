@@ -9,7 +9,14 @@ def triangle_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tenso
     # One index_select of the flat corner list: several times faster on CPU than advanced indexing.
     corners = vertices.index_select(1, faces.reshape(-1)).view(vertices.shape[0], -1, 3, 3)
     v0, v1, v2 = corners.unbind(2)
-    return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    return cross(v1 - v0, v2 - v0)
+
+
+def cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a x b along the last dimension (..., 3), by components: torch.linalg.cross is over 10x slower on CPU."""
+    ax, ay, az = a.unbind(-1)
+    bx, by, bz = b.unbind(-1)
+    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

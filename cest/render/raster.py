@@ -77,19 +77,18 @@ def interpolate(attributes: torch.Tensor, fragments: Fragments, faces: torch.Ten
     channels = attributes.shape[-1]
     n_faces = faces.shape[0]
     pixel, instance = _covered_pixels(fragments.triangle_id, n_faces)
-    faces = faces.to(attributes.device).reshape(-1)
+    corners = faces.to(attributes.device).index_select(0, instance % n_faces)  # (M, 3) vertex ids per pixel
     if attributes.dim() == 3:
-        corner_values = attributes.index_select(1, faces).view(batch * n_faces, 3, channels)
-    else:
-        corner_values = attributes.index_select(0, faces).view(n_faces, 3, channels)
-        instance = instance % n_faces
+        corners = corners + (instance // n_faces * attributes.shape[1])[:, None]
     # Contiguous 1-D gathers and arithmetic per corner and channel: on CPU much faster (forward and
-    # backward) than broadcasting over (M, 3, C).
-    corner_rows = corner_values.permute(1, 2, 0).contiguous()  # (3, C, instances)
+    # backward) than broadcasting over (M, 3, C). Only the vertices go channels-first, not every triangle's
+    # corners (16 faces of 6,736 triangles: a 1.6M-element transpose, 11% of a 64 px step).
+    columns = attributes.reshape(-1, channels).t().contiguous()  # (C, B * N)
     weights = fragments.barycentrics.reshape(-1, 3).index_select(0, pixel).t().contiguous().to(attributes.dtype)
     w0, w1, w2 = weights.unbind(0)
-    a0, a1, a2 = ([row.index_select(0, instance) for row in corner.unbind(0)] for corner in corner_rows.unbind(0))
-    values = torch.stack([w0 * a0[c] + w1 * a1[c] + w2 * a2[c] for c in range(channels)], dim=1)
+    v0, v1, v2 = corners.t().contiguous().unbind(0)
+    values = torch.stack([w0 * column.index_select(0, v0) + w1 * column.index_select(0, v1)
+                          + w2 * column.index_select(0, v2) for column in columns], dim=1)
     image = values.new_zeros(batch * height * width, channels).index_copy(0, pixel, values)
     return image.view(batch, height, width, channels)
 
