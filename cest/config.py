@@ -168,6 +168,9 @@ class DataConfig:
     # (partial copies, interrupted writes) and must not stop a day of training; 1% is far above that and still
     # low enough that a systematically broken corpus (a wrong directory, a schema change) stops the job at once.
     max_skipped_fraction: float = 0.01
+    # Share of the clips mirrored left-right at each step, all frames of a clip alike (cest/augment.py). Not in the
+    # paper, so 0 by default; real clips that turn mostly one way teach the model that way for every profile.
+    mirror_probability: float = 0.0
 
     def __post_init__(self):
         if self.clips_per_batch < 1:
@@ -180,6 +183,8 @@ class DataConfig:
             raise ValueError(f"shuffle_buffer_clips must be >= 0, got {self.shuffle_buffer_clips}")
         if not 0 <= self.max_skipped_fraction <= 1:
             raise ValueError(f"max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}")
+        if not 0 <= self.mirror_probability <= 1:
+            raise ValueError(f"mirror_probability must be in [0, 1], got {self.mirror_probability}")
 
     @property
     def batch_size(self) -> int:

@@ -278,6 +278,7 @@ def train_worker(job: Job, context) -> None:
     skipped share of the data passes data.max_skipped_fraction (checked every train.log_every steps)."""
     import torch
 
+    from cest.augment import mirror_clips
     from cest.checkpoint import rng_state, save_checkpoint, set_rng_state
     from cest.model import build_model
     from cest.step import learning_rates, make_optimizer, make_scaler, set_learning_rates, train_step
@@ -318,7 +319,7 @@ def train_worker(job: Job, context) -> None:
         # execution would be torn down after Ray itself, printing tracebacks at the end of a finished run.
         batches = iter(context.batches(clips, data.shuffle_buffer_clips, schedule.seed * 1_000_003 + step))
         for samples in batches:
-            batch = to_batch(samples, device)
+            batch = mirror_clips(to_batch(samples, device), data.mirror_probability, generator)
             data_seconds = time.perf_counter() - waited
             model.train()
             rates = learning_rates(config.optim, config.loss.landmark_warmup_steps, step, schedule.steps)
