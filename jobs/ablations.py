@@ -118,8 +118,8 @@ def child_arguments(args, variant: str, overrides: list[str], parent: str) -> li
 def driver_environment(drivers: int) -> dict[str, str]:
     """The environment of each of DRIVERS training drivers started side by side on this machine. Unless the user
     set OMP_NUM_THREADS, the cores are split between them: torch gives every process one thread per core, and
-    two drivers training in-process (--workers 0) on 2 cores then starved each other (23-228 images/s against
-    121-228 with one thread each, docs/training.md)."""
+    two drivers training in-process (--workers 0) on 2 cores then took 484 s for what one thread each did in 180 s
+    (docs/training.md, "Ablations")."""
     environment = dict(os.environ)
     if "OMP_NUM_THREADS" not in environment:
         environment["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // drivers))
