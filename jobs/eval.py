@@ -347,14 +347,18 @@ def log_to_mlflow(candidate: Candidate, metrics: dict, files: list[Path]) -> str
     scores also eval/...) and files (artifact folder "eval") into the candidate's run; a new run for a bare
     checkpoint. Returns the run id."""
     from jobs.runs import client
-    from jobs.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, eval_metric_names, experiment_id, tracking_uri
+    from jobs.tracking import (ABLATION_TAG, DEFAULT_EXPERIMENT, ROLE_TAG, eval_metric_names, experiment_id,
+                               tracking_uri)
 
     mlflow_client = client()
     run_id = candidate.run_id
     if run_id is None:
         experiment = experiment_id(mlflow_client, tracking_uri(), DEFAULT_EXPERIMENT)
-        run_id = mlflow_client.create_run(experiment, tags={ROLE_TAG: EVALUATION_ROLE},
-                                          run_name=f"eval {candidate.checkpoint.name}").info.run_id
+        # The UI groups runs by ablation: a baseline (the untrained or the published model) is a group of its
+        # own, named by its file, beside the ablation children, not pooled with other bare checkpoints.
+        name = f"{candidate.checkpoint.parent.name}/{candidate.checkpoint.name}"
+        run_id = mlflow_client.create_run(experiment, tags={ROLE_TAG: EVALUATION_ROLE, ABLATION_TAG: name},
+                                          run_name=f"eval {name}").info.run_id
         mlflow_client.log_param(run_id, "checkpoint", str(candidate.checkpoint))
         link_to_training_run(mlflow_client, run_id, candidate.checkpoint)
     for key, value in mlflow_metrics(metrics).items():

@@ -39,6 +39,8 @@ DEFAULT_EXPERIMENT = "cest"
 CHECKPOINT_ARTIFACT = "checkpoint/checkpoint.pt"
 CONFIG_ARTIFACT = "config.yaml"
 ROLE_TAG, ABLATIONS_ROLE = "cest.role", "ablations"
+# cest.ablation: the variant of an ablation child, or the file of a bare checkpoint an evaluation run scored (its
+# group in the runs view).
 VARIANT_TAG, ABLATION_TAG, DATASET_TAG, COMMIT_TAG = "cest.variant", "cest.ablation", "cest.dataset", "cest.git_commit"
 # A bare checkpoint's evaluation run and the run that trained it name each other (jobs.eval).
 TRAINING_RUN_TAG, EVALUATION_RUN_TAG = "cest.training_run", "cest.evaluation_run"

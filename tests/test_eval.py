@@ -195,6 +195,8 @@ def test_a_bare_checkpoint_gets_an_evaluation_run_and_the_published_model_scores
     client = MlflowClient(uri)
     run = client.get_run(published["mlflow_run_id"])
     assert run.data.tags[ROLE_TAG] == evaluation.EVALUATION_ROLE and run.data.params["checkpoint"] == str(PUBLISHED_MODEL)
+    # Its own group in the UI's runs view, named by the file, apart from the other checkpoint's.
+    assert (run.info.run_name, run.data.tags[ABLATION_TAG]) == ("eval models/cest_cpu.pt", "models/cest_cpu.pt")
     assert run.data.metrics["eval/aflw2000/oracle_nme68_pct_balanced"] == pytest.approx(
         published["aflw2000_oracle_nme68_pct_balanced"])
     assert run.data.tags[TRAINING_RUN_TAG] == load_model(PUBLISHED_MODEL)[2]["mlflow_run_id"]  # trained elsewhere
