@@ -2,6 +2,7 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/compare_train_step.py --base 1932c83 --threads 1 --rounds 4 \
         --config jobs/configs/synthetic_cpu.yaml --set data.clips_per_batch=8 --set data.frames_per_clip=2
+    ... --this-set train.precision=bf16      # this checkout under bf16 autocast against the base in float32
 
 The base commit is checked out into a temporary git worktree. Each round times both trees, one after the other
 in fresh processes (model built, two warm-up steps, then --steps timed steps on one fixed batch of random images
@@ -43,22 +44,24 @@ landmarks = project(morphable.landmarks(morphable.mean_shape[None]), viewpoint, 
 batch = Batch(torch.rand(data.batch_size, 3, size, size, generator=generator),
               torch.ones(data.batch_size, 1, size, size), landmarks.expand(data.batch_size, -1, -1).contiguous(),
               torch.arange(data.clips_per_batch).repeat_interleave(data.frames_per_clip))
-first = train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(1))
-train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(2))
+# A tree that predates train.precision trains in float32.
+precision = {"precision": config.train.precision} if getattr(config.train, "precision", "fp32") != "fp32" else {}
+first = train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(1), **precision)
+train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(2), **precision)
 times, cpu_times = [], []
 for step in range(steps):
     start, cpu_start = time.perf_counter(), time.process_time()
-    train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(3 + step))
+    train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(3 + step), **precision)
     times.append(time.perf_counter() - start)
     cpu_times.append(time.process_time() - cpu_start)
 print(json.dumps({"seconds": times, "cpu_seconds": cpu_times, "first_step_terms": first}))
 """
 
 
-def time_tree(tree: Path, args) -> dict:
+def time_tree(tree: Path, args, overrides: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     result = subprocess.run([sys.executable, "-c", TIMER, str(Path(args.config).resolve()), str(args.steps),
-                             str(args.threads), *args.set], cwd=tree, env=env, capture_output=True, text=True)
+                             str(args.threads), *overrides], cwd=tree, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"timing {tree} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -76,6 +79,8 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "jobs/configs/synthetic_cpu.yaml"),
                         help="a config both trees can read (fields the base lacks fail there)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    parser.add_argument("--this-set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="an override for this checkout only, e.g. train.precision=bf16 against a float32 base")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per process")
     parser.add_argument("--rounds", type=int, default=3, help="base and this checkout alternate this many times")
     parser.add_argument("--threads", type=int, default=1)
@@ -88,11 +93,12 @@ def main() -> None:
         try:
             runs = {"base": [], "this": []}
             for _ in range(args.rounds):
-                runs["base"].append(time_tree(base_tree, args))
-                runs["this"].append(time_tree(ROOT, args))
+                runs["base"].append(time_tree(base_tree, args, args.set))
+                runs["this"].append(time_tree(ROOT, args, args.set + args.this_set))
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=True)
-    report = {"base": commit.stdout.strip(), "config": args.config, "overrides": args.set, "threads": args.threads,
+    report = {"base": commit.stdout.strip(), "config": args.config, "overrides": args.set,
+              "overrides_this_checkout": args.this_set, "threads": args.threads,
               "load_average_1min": os.getloadavg()[0]}
     for key in ("seconds", "cpu_seconds"):
         medians = {name: median([t for run in found for t in run[key]]) for name, found in runs.items()}
