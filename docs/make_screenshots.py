@@ -2,6 +2,7 @@
 browser over a store written by the project's own logging code:
 
     python docs/make_screenshots.py [--steps 40] [--keep DIR]
+    python docs/make_screenshots.py --store sqlite:///$PWD/mlflow.db     # after `make demo`: its own runs
 
 1. small synthetic training and held-apart sets (jobs.synthetic);
 2. CEST and IEST trained side by side as the children of one ablation run (jobs/ablations.py, the demo's
@@ -93,18 +94,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="training steps per variant")
     parser.add_argument("--keep", type=Path, help="write the store here and keep it (default: a temporary folder)")
+    parser.add_argument("--store", help="screenshots of this store's experiment 'cest' instead, nothing trained "
+                                        "(`make demo`'s: sqlite:///$PWD/mlflow.db)")
     args = parser.parse_args(argv)
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="cest-screenshots-"))
     scratch.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{scratch.resolve() / 'mlflow.db'}"
+    uri = args.store or f"sqlite:///{scratch.resolve() / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    if (scratch / "experiment.txt").is_file():  # --keep of an earlier run: screenshots only
+    from mlflow.tracking import MlflowClient
+
+    if args.store:
+        experiment = tracking.experiment_id(MlflowClient(uri), uri, tracking.DEFAULT_EXPERIMENT)
+    elif (scratch / "experiment.txt").is_file():  # --keep of an earlier run: screenshots only
         experiment = (scratch / "experiment.txt").read_text().strip()
     else:
         experiment = write_store(scratch, args.steps)
         (scratch / "experiment.txt").write_text(f"{experiment}\n")
-    from mlflow.tracking import MlflowClient
-
     tracking.experiment_id(MlflowClient(uri), uri, tracking.DEFAULT_EXPERIMENT)  # the view of this code, as `make mlflow-ui`
     for path in take_screenshots(uri, experiment, scratch):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size // 1024} KB")
