@@ -35,11 +35,10 @@ def clip_offsets(folder: Path) -> np.ndarray:
 def model_yaws(checkpoint: str, items: list[dict]) -> np.ndarray:
     from cest.checkpoint import load_model
     from cest.render.camera import rotation_matrix
+    from jobs.face_reconstruction import model_images
 
     model, config, _ = load_model(checkpoint)
-    size = config.model.image_size
-    crops = torch.stack([torch.as_tensor(item["oracle_crop"]).permute(2, 0, 1).float() / 255 for item in items])
-    crops = torch.nn.functional.interpolate(crops, size=(size, size), mode="bilinear", antialias=True)
+    crops = model_images(np.stack([item["oracle_crop"] for item in items]), config.model.image_size)
     with torch.no_grad():
         rotation = rotation_matrix(model(crops, geometry_only=True).viewpoint[:, 1:4])
     return torch.rad2deg(torch.asin(rotation[:, 2, 0].clamp(-1, 1))).numpy()
