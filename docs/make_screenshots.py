@@ -103,14 +103,13 @@ def main(argv=None) -> int:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     from mlflow.tracking import MlflowClient
 
-    if args.store:
-        experiment = tracking.experiment_id(MlflowClient(uri), uri, tracking.DEFAULT_EXPERIMENT)
-    elif (scratch / "experiment.txt").is_file():  # --keep of an earlier run: screenshots only
+    if not args.store and (scratch / "experiment.txt").is_file():  # --keep of an earlier run: screenshots only
         experiment = (scratch / "experiment.txt").read_text().strip()
-    else:
+    elif not args.store:
         experiment = write_store(scratch, args.steps)
         (scratch / "experiment.txt").write_text(f"{experiment}\n")
-    tracking.experiment_id(MlflowClient(uri), uri, tracking.DEFAULT_EXPERIMENT)  # the view of this code, as `make mlflow-ui`
+    # The experiment's id, with the view of this code set on it, as `make mlflow-ui` does.
+    experiment = tracking.experiment_id(MlflowClient(uri), uri, tracking.DEFAULT_EXPERIMENT)
     for path in take_screenshots(uri, experiment, scratch):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size // 1024} KB")
     return 0
