@@ -34,10 +34,18 @@ def random_fan_cache(tmp_path, monkeypatch):
     return state
 
 
-def test_fan_backend_loads_cached_weights_and_runs_the_stages(random_fan_cache):
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the FAN tests, restored afterwards: the tests after them keep the suite's setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fan_backend_loads_cached_weights_and_runs_the_stages(random_fan_cache, one_torch_thread):
     from pipelines.landmarks import FanLandmarker
 
-    torch.set_num_threads(1)
     fan = FanLandmarker(device="cpu", face_detector="dlib")
     loaded = fan._model.face_alignment_net.state_dict()
     assert all(torch.equal(loaded[name], value) for name, value in random_fan_cache.items())
@@ -62,13 +70,12 @@ def test_fan_config_is_validated():
         dataclasses.replace(PreprocessConfig(), device="tpu")
 
 
-def test_batched_fan_matches_face_alignment_per_image(random_fan_cache):
+def test_batched_fan_matches_face_alignment_per_image(random_fan_cache, one_torch_thread):
     """landmarks_many (one network run over many crops) against the library's per-image call."""
     import decord
 
     from pipelines.landmarks import FanLandmarker
 
-    torch.set_num_threads(1)
     fan = FanLandmarker(device="cpu", face_detector="dlib", batch_size=3)
     frames = decord.VideoReader(str(sample_clip("id10014/vretalk1"))).get_batch([0, 5, 10, 15]).asnumpy()
     boxes = np.array([[200.0, 150.0, 480.0, 470.0], [210, 140, 470, 460], [190, 160, 500, 480], [205, 150, 475, 465]])
