@@ -20,7 +20,7 @@ from cest.model import expression_standard_deviations
 from cest.morphable import load_sfm
 from cest.render.camera import project
 from jobs.synthetic import read_ground_truth
-from jobs.synthetic_eval import _truth_tensors
+from jobs.synthetic_eval import truth_tensors
 
 
 def fit_shape(morphable, expression_sd, target, viewpoint, size, prior_weight) -> torch.Tensor:
@@ -51,7 +51,7 @@ def main() -> None:
     torch.manual_seed(0)
     morphable = load_sfm()
     expression_sd = expression_standard_deviations(morphable)
-    truth = _truth_tensors(list(read_ground_truth(args.data).values()))
+    truth = truth_tensors(list(read_ground_truth(args.data).values()))
     viewpoint = truth["viewpoint"]
     true_vertices = morphable.shape(truth["alpha_identity"], truth["alpha_expression"])
     exact = project(true_vertices[:, morphable.landmark_indices], viewpoint, args.size)[..., :2]

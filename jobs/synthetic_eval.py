@@ -82,7 +82,7 @@ def score_batch(model, images, masks, landmarks, truth: dict, true_viewpoint: bo
     }
 
 
-def _truth_tensors(truths: list[dict]) -> dict[str, torch.Tensor]:
+def truth_tensors(truths: list[dict]) -> dict[str, torch.Tensor]:
     """Per-frame ground truth of a list of clips, frames in row order."""
     frames = [len(t["viewpoint"]) for t in truths]
     return {
@@ -108,7 +108,7 @@ def evaluate(model, data_dir: str | Path, clips_per_batch: int = 8, true_viewpoi
     for first in range(0, len(rows), clips_per_batch):
         group = rows[first:first + clips_per_batch]
         frames = frames_from_rows(group, model.config.image_size, max(r["num_frames"] for r in group))
-        truth = _truth_tensors([truth_by_key[r["segment_key"]] for r in group])
+        truth = truth_tensors([truth_by_key[r["segment_key"]] for r in group])
         scores = score_batch(model, frames.images, frames.masks, frames.landmarks, truth, true_viewpoint)
         for name, value in scores.items():
             values[name].append(value)
@@ -135,7 +135,7 @@ def qualitative_grid(model, data_dir: str | Path, count: int = 4) -> np.ndarray:
     rows = list(read_clip_rows(data_dir))
     truth_by_key = read_ground_truth(data_dir)
     frames = frames_from_rows(rows, model.config.image_size, max(r["num_frames"] for r in rows))
-    truth = _truth_tensors([truth_by_key[r["segment_key"]] for r in rows])
+    truth = truth_tensors([truth_by_key[r["segment_key"]] for r in rows])
     chosen = truth["yaw"].argsort()[np.linspace(0, len(truth["yaw"]) - 1, count).round().astype(int)]
     images, truth = frames.images[chosen], {name: value[chosen] for name, value in truth.items()}
     estimate = model(images)

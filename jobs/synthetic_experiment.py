@@ -3,8 +3,9 @@
     python -m jobs.synthetic_experiment --train data/synth_train --test data/synth_test --output data/synth_runs \
         --config jobs/configs/synthetic_cpu.yaml --steps 60 --seeds 0 1 2 [--variants cest iest ...]
     python -m jobs.synthetic_experiment ... --sweep    # issue 10 fix 7: CEST under several loss settings
-    python -m jobs.synthetic_experiment ... --steps 0  # the untrained model (mean face, frontal, flat, ambient)
-                                                       # and the mean face at the true pose
+    python -m jobs.synthetic_experiment ... --steps 0  # the untrained model (mean face, frontal, flat, ambient),
+                                                       # the mean face and the training set's mean shape at the
+                                                       # true pose
 
 Every run goes through the project's training job: each seed K is one ablation sweep of jobs/ablations.py, an
 MLflow parent run NAME-seedK (experiment "cest-synthetic" unless --experiment) whose children NAME-seedK-VARIANT
@@ -28,7 +29,8 @@ if __package__ in (None, ""):
 import torch
 
 from jobs import ablations
-from jobs.synthetic_eval import METRICS, evaluate
+from jobs.synthetic import read_ground_truth
+from jobs.synthetic_eval import METRICS, evaluate, truth_tensors
 from jobs.tracking import SYNTHETIC
 from jobs.train import JobError, exit_code, latest_checkpoint, load_job_config, read_run_file
 
@@ -70,17 +72,31 @@ def score(run_dir: Path, test_dir: Path) -> dict:
     return report
 
 
+def output_mean_shape(model, train_dir: Path) -> None:
+    """Make the shape network output the training set's mean coefficients, whatever the image: the best
+    constant shape. The generator's expressions are not centred on the mean face (their mean is about 0.2 sd per
+    blendshape), so this constant scores well below the mean face, and a trained shape network must beat it to
+    show it reads anything from the image."""
+    truth = truth_tensors(list(read_ground_truth(train_dir).values()))
+    mean = torch.cat([truth["alpha_identity"].mean(0), (truth["alpha_expression"] / model.expression_sd).mean(0)])
+    with torch.no_grad():
+        model.shape_net.head.weight.zero_()
+        model.shape_net.head.bias.copy_(mean.to(model.shape_net.head.bias.dtype))
+
+
 def untrained_report(config_path: str | None, overrides: list[str], test_dir: Path, seed: int, directory: Path,
-                     true_viewpoint: bool = False):
+                     true_viewpoint: bool = False, mean_shape_of: Path | None = None):
     """The baseline: the model as initialised (mean face, frontal view, flat reflectance, ambient light); with
-    `true_viewpoint` the mean face at the true pose."""
+    `true_viewpoint` at the true pose; with `mean_shape_of` (a training set) the shape is that set's mean."""
     from cest.model import build_model
 
     report_path = directory / "report.json"
     if not report_path.is_file():
         torch.manual_seed(seed)
-        report = evaluate(build_model(load_job_config(config_path, overrides).model), test_dir,
-                          true_viewpoint=true_viewpoint)
+        model = build_model(load_job_config(config_path, overrides).model)
+        if mean_shape_of is not None:
+            output_mean_shape(model, mean_shape_of)
+        report = evaluate(model, test_dir, true_viewpoint=true_viewpoint)
         directory.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=2))
     return json.loads(report_path.read_text())
@@ -138,6 +154,9 @@ def run(argv: list[str] | None = None) -> int:
         reports["mean_face_true_pose"] = [untrained_report(args.config, args.overrides, args.test, seed,
                                                            output / "mean_face_true_pose" / f"seed{seed}", True)
                                           for seed in args.seeds]
+        reports["mean_shape_true_pose"] = [untrained_report(args.config, args.overrides, args.test, seed,
+                                                            output / "mean_shape_true_pose" / f"seed{seed}", True,
+                                                            args.train) for seed in args.seeds]
     else:
         base = load_job_config(args.config, args.overrides)
         known = ablations.ablations(base.data.batch_size)

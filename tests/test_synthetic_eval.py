@@ -175,6 +175,11 @@ def test_the_untrained_baseline_is_averaged_over_seeds(synthetic_set, tmp_path):
     assert at_true_pose["rotation_deg"]["mean"] < 0.01 < runs["untrained"]["rotation_deg"]["mean"]
     assert at_true_pose["vertex_mm"]["mean"] == pytest.approx(vertex["mean"], rel=1e-4)
     assert at_true_pose["landmark_nme"]["mean"] < 0.5 * runs["untrained"]["landmark_nme"]["mean"]
+    # The training set's mean shape at the true pose: the generator's expressions are not centred on the mean
+    # face, so this constant shape is closer to the faces than the mean face is.
+    mean_shape = runs["mean_shape_true_pose"]
+    assert mean_shape["rotation_deg"]["mean"] < 0.01
+    assert mean_shape["vertex_mm"]["mean"] < 0.95 * at_true_pose["vertex_mm"]["mean"]
 
 
 def test_the_experiment_refuses_a_set_without_ground_truth(tmp_path, capsys):
