@@ -73,10 +73,10 @@ def score(run_dir: Path, test_dir: Path) -> dict:
 
 
 def output_mean_shape(model, train_dir: Path) -> None:
-    """Make the shape network output the training set's mean coefficients, whatever the image: the best
-    constant shape. The generator's expressions are not centred on the mean face (their mean is about 0.2 sd per
-    blendshape), so this constant scores well below the mean face, and a trained shape network must beat it to
-    show it reads anything from the image."""
+    """Make the shape network output the training set's mean coefficients, whatever the image. The generator's
+    expressions are not centred on the mean face (their mean is about 0.2 sd per blendshape), so this constant
+    scores well below the mean face, and a trained shape network must beat it to show it reads anything from
+    the image."""
     truth = truth_tensors(list(read_ground_truth(train_dir).values()))
     mean = torch.cat([truth["alpha_identity"].mean(0), (truth["alpha_expression"] / model.expression_sd).mean(0)])
     with torch.no_grad():
