@@ -7,7 +7,8 @@ failure to fit):
 - the predicted identity and expression coefficients' spread across faces and their correlation with the truth,
   per coefficient (a network that outputs one shape for every face has a spread near 0);
 - the 3D shape error (mm, as jobs.synthetic_eval scores it) of the estimate, and of the estimate given the true
-  viewpoint (pose errors excluded);
+  viewpoint (pose errors excluded), beside reference shapes: the mean face, the true identity without
+  expression and the true expression on the mean identity (which part of the shape error is which);
 - the training objective's geometry terms (w_landmark x landmark, w_regulariser x prior; the model's own config)
   for the predicted, zero and true coefficients at the predicted and at the true viewpoint: whether the true shape
   would lower the loss the network sees.
@@ -40,7 +41,9 @@ def diagnose(model, data: str, clips: int, loss: LossConfig) -> dict:
     truth_by_key = read_ground_truth(data)
     rows = list(read_clip_rows(data))[:clips]
     unit = float(morphable.unit_scale_mm)
-    predicted, true, errors, terms = [], [], {"estimate": [], "true_viewpoint": []}, {}
+    predicted, true, terms = [], [], {}
+    errors = {name: [] for name in ("estimate", "true_viewpoint", "mean_face", "true_identity_no_expression",
+                                    "true_expression_mean_identity")}
     for first in range(0, len(rows), 8):
         group = rows[first:first + 8]
         frames = frames_from_rows(group, size, max(r["num_frames"] for r in group))
@@ -50,12 +53,19 @@ def diagnose(model, data: str, clips: int, loss: LossConfig) -> dict:
         given_pose = model(frames.images, truth["viewpoint"], geometry_only=True)
         errors["estimate"].append(vertex_error_mm(estimate.vertices, true_vertices, unit))
         errors["true_viewpoint"].append(vertex_error_mm(given_pose.vertices, true_vertices, unit))
+        no_identity = torch.zeros_like(truth["alpha_identity"])
+        no_expression = torch.zeros_like(truth["alpha_expression"])
+        for name, identity, expression in (("mean_face", no_identity, no_expression),
+                                           ("true_identity_no_expression", truth["alpha_identity"], no_expression),
+                                           ("true_expression_mean_identity", no_identity, truth["alpha_expression"])):
+            errors[name].append(vertex_error_mm(morphable.shape(identity, expression), true_vertices, unit))
         predicted.append(torch.cat([estimate.alpha_identity, estimate.alpha_expression / model.expression_sd], 1))
         true.append(torch.cat([truth["alpha_identity"], truth["alpha_expression"] / model.expression_sd], 1))
         shapes = {"predicted": (estimate.alpha_identity, estimate.alpha_expression),
                   "zero": (torch.zeros_like(truth["alpha_identity"]), torch.zeros_like(truth["alpha_expression"])),
                   "true": (truth["alpha_identity"], truth["alpha_expression"])}
-        for viewpoint_name, viewpoint in (("predicted_viewpoint", estimate.viewpoint), ("true_viewpoint", truth["viewpoint"])):
+        viewpoints = {"predicted_viewpoint": estimate.viewpoint, "true_viewpoint": truth["viewpoint"]}
+        for viewpoint_name, viewpoint in viewpoints.items():
             for shape_name, (identity, expression) in shapes.items():
                 vertices = morphable.shape(identity, expression)
                 landmarks = project(vertices[:, morphable.landmark_indices], viewpoint, size)[..., :2]
@@ -75,8 +85,7 @@ def diagnose(model, data: str, clips: int, loss: LossConfig) -> dict:
         "identity_correlation_mean_abs": round(float(np.mean(np.abs(correlation[:n_identity]))), 3),
         "expression_sd_predicted": rounded(predicted[:, n_identity:].std(0)),
         "expression_sd_true": rounded(true[:, n_identity:].std(0)),
-        "vertex_mm": round(float(torch.cat(errors["estimate"]).mean()), 3),
-        "vertex_mm_given_true_viewpoint": round(float(torch.cat(errors["true_viewpoint"]).mean()), 3),
+        "vertex_mm": {name: round(float(torch.cat(values).mean()), 3) for name, values in errors.items()},
         "objective": {name: round(float(np.mean(values)), 4) for name, values in terms.items()},
     }
 
