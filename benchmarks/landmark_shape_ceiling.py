@@ -51,7 +51,7 @@ def main() -> None:
     torch.manual_seed(0)
     morphable = load_sfm()
     expression_sd = expression_standard_deviations(morphable)
-    truth = truth_tensors(list(read_ground_truth(args.data).values()))
+    truth = truth_tensors(list(read_ground_truth(args.data).values()), with_reflectance=False)
     viewpoint = truth["viewpoint"]
     true_vertices = morphable.shape(truth["alpha_identity"], truth["alpha_expression"])
     exact = project(true_vertices[:, morphable.landmark_indices], viewpoint, args.size)[..., :2]

@@ -47,7 +47,7 @@ def diagnose(model, data: str, clips: int, loss: LossConfig) -> dict:
     for first in range(0, len(rows), 8):
         group = rows[first:first + 8]
         frames = frames_from_rows(group, size, max(r["num_frames"] for r in group))
-        truth = truth_tensors([truth_by_key[r["segment_key"]] for r in group])
+        truth = truth_tensors([truth_by_key[r["segment_key"]] for r in group], with_reflectance=False)
         true_vertices = morphable.shape(truth["alpha_identity"], truth["alpha_expression"])
         estimate = model(frames.images, geometry_only=True)
         given_pose = model(frames.images, truth["viewpoint"], geometry_only=True)

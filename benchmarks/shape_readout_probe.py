@@ -13,6 +13,7 @@ better, the self-supervised objective is what fails to pass the signal on. One r
 """
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -34,17 +35,13 @@ from jobs.synthetic_eval import truth_tensors
 def load_set(directory: str, size: int, frames_per_clip: int, clips: int | None):
     """uint8 images (N, 3, size, size) and their ground truth (`truth_tensors`), clips in file order."""
     truth_by_key = read_ground_truth(directory)
-    rows = []
-    for row in read_clip_rows(directory):
-        rows.append(row)
-        if clips is not None and len(rows) == clips:
-            break
+    rows = itertools.islice(read_clip_rows(directory), clips)  # clips None: every clip
     images, truths = [], []
-    for first in range(0, len(rows), 64):  # decode in groups: a whole set as float would not fit in memory
-        group = rows[first:first + 64]
+    # 64 clips at a time: a whole set's decoded rows or float images would not fit in memory.
+    while group := list(itertools.islice(rows, 64)):
         images.append((frames_from_rows(group, size, frames_per_clip).images * 255).round().to(torch.uint8))
         truths += [truth_by_key[r["segment_key"]] for r in group]
-    return torch.cat(images), truth_tensors(truths)
+    return torch.cat(images), truth_tensors(truths, with_reflectance=False)
 
 
 def network_input(images: torch.Tensor, viewpoint: torch.Tensor, init_scale: float) -> torch.Tensor:

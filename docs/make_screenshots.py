@@ -103,11 +103,8 @@ def main(argv=None) -> int:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     from mlflow.tracking import MlflowClient
 
-    if not args.store and (scratch / "experiment.txt").is_file():  # --keep of an earlier run: screenshots only
-        experiment = (scratch / "experiment.txt").read_text().strip()
-    elif not args.store:
-        experiment = write_store(scratch, args.steps)
-        (scratch / "experiment.txt").write_text(f"{experiment}\n")
+    if not args.store and not (scratch / "experiment.txt").is_file():  # else --keep of an earlier run: screenshots
+        (scratch / "experiment.txt").write_text(f"{write_store(scratch, args.steps)}\n")
     # The experiment's id, with the view of this code set on it, as `make mlflow-ui` does.
     experiment = tracking.experiment_id(MlflowClient(uri), uri, tracking.DEFAULT_EXPERIMENT)
     for path in take_screenshots(uri, experiment, scratch):

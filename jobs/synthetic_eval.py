@@ -82,19 +82,22 @@ def score_batch(model, images, masks, landmarks, truth: dict, true_viewpoint: bo
     }
 
 
-def truth_tensors(truths: list[dict]) -> dict[str, torch.Tensor]:
-    """Per-frame ground truth of a list of clips, frames in row order."""
+def truth_tensors(truths: list[dict], with_reflectance: bool = True) -> dict[str, torch.Tensor]:
+    """Per-frame ground truth of a list of clips, frames in row order; without the reflectance maps (a copy per
+    frame, 200 KB each at UV 128) when `with_reflectance` is false."""
     frames = [len(t["viewpoint"]) for t in truths]
-    return {
+    geometry = {
         "viewpoint": torch.from_numpy(np.concatenate([t["viewpoint"] for t in truths])),
         "yaw": torch.from_numpy(np.concatenate([t["yaw_pitch_roll"][:, 0] for t in truths])),
         "alpha_identity": torch.from_numpy(np.concatenate([np.tile(t["alpha_identity"], (n, 1))
                                                            for t, n in zip(truths, frames)])),
         "alpha_expression": torch.from_numpy(np.concatenate([t["alpha_expression"] for t in truths])),
         "sh": torch.from_numpy(np.concatenate([t["sh"] for t in truths])),
-        "reflectance": torch.from_numpy(np.stack([t["reflectance"] for t, count in zip(truths, frames)
-                                                  for _ in range(count)])),
     }
+    if not with_reflectance:
+        return geometry
+    return geometry | {"reflectance": torch.from_numpy(np.stack([t["reflectance"] for t, count in zip(truths, frames)
+                                                                for _ in range(count)]))}
 
 
 def evaluate(model, data_dir: str | Path, clips_per_batch: int = 8, true_viewpoint: bool = False) -> dict:

@@ -26,11 +26,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import torch
 
 from jobs import ablations
 from jobs.synthetic import read_ground_truth
-from jobs.synthetic_eval import METRICS, evaluate, truth_tensors
+from jobs.synthetic_eval import METRICS, evaluate
 from jobs.tracking import SYNTHETIC
 from jobs.train import JobError, exit_code, latest_checkpoint, load_job_config, read_run_file
 
@@ -72,30 +73,39 @@ def score(run_dir: Path, test_dir: Path) -> dict:
     return report
 
 
-def output_mean_shape(model, train_dir: Path) -> None:
-    """Make the shape network output the training set's mean coefficients, whatever the image. The generator's
-    expressions are not centred on the mean face (their mean is about 0.2 sd per blendshape), so this constant
-    scores well below the mean face, and a trained shape network must beat it to show it reads anything from
-    the image."""
-    truth = truth_tensors(list(read_ground_truth(train_dir).values()))
-    mean = torch.cat([truth["alpha_identity"].mean(0), (truth["alpha_expression"] / model.expression_sd).mean(0)])
+def mean_shape(train_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean identity (K_id,) and expression (K_exp,) coefficients over a synthetic set's frames."""
+    truths = list(read_ground_truth(train_dir).values())
+    frames = [len(t["viewpoint"]) for t in truths]
+    identity = np.average(np.stack([t["alpha_identity"] for t in truths]), axis=0, weights=frames)
+    expression = np.concatenate([t["alpha_expression"] for t in truths]).mean(0)
+    return torch.from_numpy(identity).float(), torch.from_numpy(expression)
+
+
+def output_mean_shape(model, shape: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Make the shape network output the training set's mean coefficients (`mean_shape`), whatever the image.
+    The generator's expressions are not centred on the mean face (their mean is about 0.2 sd per blendshape), so
+    this constant scores well below the mean face, and a trained shape network must beat it to show it reads
+    anything from the image."""
+    identity, expression = shape
+    mean = torch.cat([identity, expression / model.expression_sd])
     with torch.no_grad():
         model.shape_net.head.weight.zero_()
         model.shape_net.head.bias.copy_(mean.to(model.shape_net.head.bias.dtype))
 
 
 def untrained_report(config_path: str | None, overrides: list[str], test_dir: Path, seed: int, directory: Path,
-                     true_viewpoint: bool = False, mean_shape_of: Path | None = None):
+                     true_viewpoint: bool = False, shape: tuple[torch.Tensor, torch.Tensor] | None = None):
     """The baseline: the model as initialised (mean face, frontal view, flat reflectance, ambient light); with
-    `true_viewpoint` at the true pose; with `mean_shape_of` (a training set) the shape is that set's mean."""
+    `true_viewpoint` at the true pose; with `shape` (`mean_shape`) that shape instead of the mean face."""
     from cest.model import build_model
 
     report_path = directory / "report.json"
     if not report_path.is_file():
         torch.manual_seed(seed)
         model = build_model(load_job_config(config_path, overrides).model)
-        if mean_shape_of is not None:
-            output_mean_shape(model, mean_shape_of)
+        if shape is not None:
+            output_mean_shape(model, shape)
         report = evaluate(model, test_dir, true_viewpoint=true_viewpoint)
         directory.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=2))
@@ -154,9 +164,10 @@ def run(argv: list[str] | None = None) -> int:
         reports["mean_face_true_pose"] = [untrained_report(args.config, args.overrides, args.test, seed,
                                                            output / "mean_face_true_pose" / f"seed{seed}", True)
                                           for seed in args.seeds]
+        training_shape = mean_shape(args.train)
         reports["mean_shape_true_pose"] = [untrained_report(args.config, args.overrides, args.test, seed,
                                                             output / "mean_shape_true_pose" / f"seed{seed}", True,
-                                                            args.train) for seed in args.seeds]
+                                                            training_shape) for seed in args.seeds]
     else:
         base = load_job_config(args.config, args.overrides)
         known = ablations.ablations(base.data.batch_size)
