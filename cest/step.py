@@ -89,6 +89,20 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, rates: dict[str, float]
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# x86 CPU flags for native bf16 arithmetic; without them oneDNN emulates bf16, slower than float32.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this machine's CPU computes bf16 natively; None where /proc/cpuinfo cannot tell (not Linux)."""
+    try:
+        with open(cpuinfo) as file:
+            flags = {flag for line in file if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return None
+    if not flags:
+        return None
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
 def make_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler:

@@ -281,7 +281,8 @@ def train_worker(job: Job, context) -> None:
     from cest.augment import mirror_clips
     from cest.checkpoint import rng_state, save_checkpoint, set_rng_state
     from cest.model import build_model
-    from cest.step import learning_rates, make_optimizer, make_scaler, set_learning_rates, train_step
+    from cest.step import (NATIVE_BF16_FLAGS, cpu_has_native_bf16, learning_rates, make_optimizer, make_scaler,
+                           set_learning_rates, train_step)
     from jobs.monitor import Monitor
 
     config = config_from_dict(job.config)
@@ -291,6 +292,9 @@ def train_worker(job: Job, context) -> None:
     model = build_model(config.model).to(device)
     optimizer = make_optimizer(model, config.optim)
     scaler = make_scaler(schedule.precision, device)
+    if device.type == "cpu" and schedule.precision == "bf16" and cpu_has_native_bf16() is False:
+        print(f"rank {context.rank}: train.precision=bf16 on a CPU without native bf16 ({' or '.join(NATIVE_BF16_FLAGS)}): "
+              "oneDNN emulates it, slower than float32; --set train.precision=fp32 trains faster here", flush=True)
     step = 0
     start = _load_start(context, job, device)
     if start is not None:

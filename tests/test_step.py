@@ -5,7 +5,7 @@ from cest.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig
 from cest.model import CESTModel
 from cest.morphable import load_sfm
 from cest.synthetic import SyntheticFaces, SyntheticSpec
-from cest.step import Batch, NonFiniteLossError, compute_loss, make_optimizer, train_step
+from cest.step import Batch, NonFiniteLossError, compute_loss, cpu_has_native_bf16, make_optimizer, train_step
 from cest.train_local import FrameSet, clip_batches, train
 from small_model import SMALL
 
@@ -130,6 +130,24 @@ def _synthetic_batch(morphable, clips: int = 2, frames: int = 4) -> Batch:
     drawn = [faces.clip(frames, generator) for _ in range(clips)]
     return Batch(torch.cat([c.images for c in drawn]), torch.cat([c.masks for c in drawn]),
                  torch.cat([c.landmarks for c in drawn]), torch.arange(clips).repeat_interleave(frames))
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni", True),  # AMD Zen 4, Intel Cooper Lake
+    ("fpu sse2 avx2 avx512f amx_tile amx_bf16 amx_int8", True),         # Intel Sapphire Rapids
+    ("fpu sse2 avx2 avx512f avx512bw avx512_vnni", False),              # AVX-512 without bf16: emulated
+])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n"
+                       f"processor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16(str(cpuinfo)) is native
+
+
+def test_native_bf16_is_unknown_without_cpu_flags(tmp_path):
+    (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is None
+    assert cpu_has_native_bf16(str(tmp_path / "arm")) is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
