@@ -9,7 +9,7 @@ geometry and light, that bounds what a reflectance estimator can read from the i
 estimated pose and shape (each alone, then both, then with its estimated light too), it measures what
 misregistration costs. Every row is the benchmark's reflectance error (jobs.synthetic_eval: mean absolute error
 after the best per-channel gain) on the texels the image sees at that geometry, beside a flat map's on the same
-texels; the checkpoint's own reflectance is scored on the texels its geometry sees. `whole_map` rows fill the
+texels; the checkpoint's own reflectance is scored on the texels its geometry sees. The "whole map" rows fill the
 hidden texels from their mirror image (else the mean) and score the whole covered map, as the benchmark does.
 """
 
@@ -70,15 +70,15 @@ def ceiling(model, data_dir: str, clips_per_batch: int = 8) -> dict:
             "estimated geometry, true light": (estimate.vertices, estimate.viewpoint, truth["sh"]),
             "estimated geometry and light": (estimate.vertices, estimate.viewpoint, estimate.sh),
         }
-        for name, (vertices, viewpoint, sh) in geometries.items():
-            shown, seen = shown_reflectance(renderer, frames.images, vertices, viewpoint, sh)
-            add(f"image / shading at {name}, seen texels", shown, true_reflectance, seen)
-            if name == "true geometry and light":
-                add(f"whole map: image / shading at {name}, mirror-filled", mirror_filled(shown, seen),
-                    true_reflectance, covered.expand_as(seen))
-            if name == "estimated geometry and light":
-                add("the network's reflectance, texels its geometry sees", estimate.reflectance, true_reflectance, seen)
-        add("whole map: the network's reflectance", estimate.reflectance, true_reflectance, covered.expand_as(seen))
+        shown = {name: shown_reflectance(renderer, frames.images, *geometry) for name, geometry in geometries.items()}
+        for name, (reflectance, seen) in shown.items():
+            add(f"image / shading at {name}, seen texels", reflectance, true_reflectance, seen)
+        whole_map = covered.expand_as(true_reflectance[:, :1])
+        add("whole map: image / shading at true geometry and light, mirror-filled",
+            mirror_filled(*shown["true geometry and light"]), true_reflectance, whole_map)
+        add("the network's reflectance, texels its geometry sees", estimate.reflectance, true_reflectance,
+            shown["estimated geometry and light"][1])
+        add("whole map: the network's reflectance", estimate.reflectance, true_reflectance, whole_map)
     return {"images": len(torch.cat(next(iter(errors.values())))),
             "reflectance_error": {name: round(float(torch.cat(values).mean()), 4) for name, values in errors.items()}}
 

@@ -293,8 +293,9 @@ def train_worker(job: Job, context) -> None:
     optimizer = make_optimizer(model, config.optim)
     scaler = make_scaler(schedule.precision, device)
     if device.type == "cpu" and schedule.precision == "bf16" and cpu_has_native_bf16() is False:
-        print(f"rank {context.rank}: train.precision=bf16 on a CPU without native bf16 ({' or '.join(NATIVE_BF16_FLAGS)}): "
-              "oneDNN emulates it, slower than float32; --set train.precision=fp32 trains faster here", flush=True)
+        print(f"rank {context.rank}: train.precision=bf16 on a CPU without native bf16 "
+              f"({' or '.join(NATIVE_BF16_FLAGS)}): oneDNN emulates it, slower than float32; "
+              "--set train.precision=fp32 trains faster here", flush=True)
     step = 0
     start = _load_start(context, job, device)
     if start is not None:
