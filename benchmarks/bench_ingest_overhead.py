@@ -1,7 +1,8 @@
 """What Ray Data's scheduling loop costs a training step that runs beside it, side by side; prints JSON.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_ingest_overhead.py --data data/synth_train \
-        [--config jobs/configs/cpu_recipe.yaml] [--steps 200] [--rounds 2] [--full | --read-only]
+        [--config jobs/configs/cpu_recipe.yaml] [--steps 200] [--rounds 2] [--full | --read-only] \
+        [--modes memory backoff]
 
 Landmark warm-up steps (`--full`: full-objective steps; `--read-only`: no step, the fastest consumer, as the
 tests' small models are) of the config's model on batches of the training dataset as jobs/train.py reads them
@@ -79,6 +80,8 @@ def main() -> None:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--full", action="store_true", help="full-objective steps instead of warm-up steps")
     kind.add_argument("--read-only", action="store_true", help="read the batches without a step")
+    parser.add_argument("--modes", nargs="+", choices=("memory", "spinning", "fixed rest", "backoff"),
+                        help="only these modes (default: all; \"memory\" not with --read-only)")
     args = parser.parse_args()
 
     import ray
@@ -93,6 +96,7 @@ def main() -> None:
     if not args.read_only:
         first = next(batches(args.data, config, IdleBackoff))
         sources = {"memory": lambda: iter(lambda: to_batch(first), None), **sources}
+    sources = {name: make for name, make in sources.items() if name in (args.modes or sources)}
     geometry_only = None if args.read_only else not args.full
     results = {name: [] for name in sources}
     for _ in range(args.rounds):

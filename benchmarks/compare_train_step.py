@@ -3,6 +3,7 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/compare_train_step.py --base 1932c83 --threads 1 --rounds 4 \
         --config jobs/configs/synthetic_cpu.yaml --set data.clips_per_batch=8 --set data.frames_per_clip=2
     ... --this-set train.precision=bf16      # this checkout under bf16 autocast against the base in float32
+    ... --landmark-warmup                    # landmark warm-up steps instead of full ones
 
 The base commit is checked out into a temporary git worktree. Each round times both trees, one after the other
 in fresh processes (model built, two warm-up steps, then --steps timed steps on one fixed batch of random images
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Runs inside each tree (its own cest package first on sys.path); uses only APIs both trees have.
 TIMER = r"""
 import json, statistics, sys, time, torch
-config_path, steps, threads, overrides = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+config_path, steps, threads, kind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+overrides = sys.argv[5:]
 torch.set_num_threads(threads)
 from cest.config import load_config
 from cest.model import CESTModel
@@ -45,13 +47,14 @@ batch = Batch(torch.rand(data.batch_size, 3, size, size, generator=generator),
               torch.ones(data.batch_size, 1, size, size), landmarks.expand(data.batch_size, -1, -1).contiguous(),
               torch.arange(data.clips_per_batch).repeat_interleave(data.frames_per_clip))
 # A tree that predates train.precision trains in float32.
-precision = {"precision": config.train.precision} if getattr(config.train, "precision", "fp32") != "fp32" else {}
-first = train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(1), **precision)
-train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(2), **precision)
+options = {"precision": config.train.precision} if getattr(config.train, "precision", "fp32") != "fp32" else {}
+options |= {"geometry_only": True} if kind == "warmup" else {}
+first = train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(1), **options)
+train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(2), **options)
 times, cpu_times = [], []
 for step in range(steps):
     start, cpu_start = time.perf_counter(), time.process_time()
-    train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(3 + step), **precision)
+    train_step(model, optimizer, batch, config.loss, torch.Generator().manual_seed(3 + step), **options)
     times.append(time.perf_counter() - start)
     cpu_times.append(time.process_time() - cpu_start)
 print(json.dumps({"seconds": times, "cpu_seconds": cpu_times, "first_step_terms": first}))
@@ -60,8 +63,9 @@ print(json.dumps({"seconds": times, "cpu_seconds": cpu_times, "first_step_terms"
 
 def time_tree(tree: Path, args, overrides: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
+    kind = "warmup" if args.landmark_warmup else "full"
     result = subprocess.run([sys.executable, "-c", TIMER, str(Path(args.config).resolve()), str(args.steps),
-                             str(args.threads), *overrides], cwd=tree, env=env, capture_output=True, text=True)
+                             str(args.threads), kind, *overrides], cwd=tree, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"timing {tree} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -84,6 +88,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per process")
     parser.add_argument("--rounds", type=int, default=3, help="base and this checkout alternate this many times")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--landmark-warmup", action="store_true",
+                        help="time landmark warm-up steps (landmark and prior terms only) instead of full ones")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", args.base], cwd=ROOT, capture_output=True, text=True, check=True)
     with tempfile.TemporaryDirectory() as scratch:

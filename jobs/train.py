@@ -291,11 +291,12 @@ def train_worker(job: Job, context) -> None:
     torch.manual_seed(schedule.seed)
     model = build_model(config.model).to(device)
     optimizer = make_optimizer(model, config.optim)
-    scaler = make_scaler(schedule.precision, device)
-    if device.type == "cpu" and schedule.precision == "bf16" and cpu_has_native_bf16() is False:
-        print(f"rank {context.rank}: train.precision=bf16 on a CPU without native bf16 "
+    scaler = make_scaler(schedule.scaler_precision, device)
+    if device.type == "cpu" and "bf16" in (schedule.precision, schedule.warmup_precision) \
+            and cpu_has_native_bf16() is False:
+        print(f"rank {context.rank}: bf16 (train.precision / train.warmup_precision) on a CPU without native bf16 "
               f"({' or '.join(NATIVE_BF16_FLAGS)}): oneDNN emulates it, slower than float32; "
-              "--set train.precision=fp32 trains faster here", flush=True)
+              "fp32 trains faster here", flush=True)
     step = 0
     start = _load_start(context, job, device)
     if start is not None:
@@ -329,8 +330,9 @@ def train_worker(job: Job, context) -> None:
             model.train()
             rates = learning_rates(config.optim, config.loss.landmark_warmup_steps, step, schedule.steps)
             set_learning_rates(optimizer, rates)
-            terms = train_step(model, optimizer, batch, config.loss, generator, schedule.precision, scaler,
-                               geometry_only=step < config.loss.landmark_warmup_steps)
+            warming_up = step < config.loss.landmark_warmup_steps
+            terms = train_step(model, optimizer, batch, config.loss, generator, schedule.step_precision(warming_up),
+                               scaler, geometry_only=warming_up)
             step += 1
             batches_this_epoch += 1
             _crash_drill(job, context, step)

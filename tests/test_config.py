@@ -19,6 +19,7 @@ def test_overrides_apply_after_the_file_and_are_typed(tmp_path):
     ("losses.symmetry=false", "unknown section"),
     ("loss.symetry=false", "unknown fields"),
     ("train.precision=fp8", "precision"),
+    ("train.warmup_precision=fp8", "warmup_precision must be null"),
     ("data.consistency_scope=speaker", "consistency_scope"),
 ])
 def test_bad_overrides_name_the_problem(assignment, message):
@@ -33,3 +34,13 @@ def test_single_frames_train_only_without_consistency(tmp_path):
     assert config.data.batch_size == config.data.clips_per_batch
     save_config(config, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == config
+
+
+def test_the_warmup_precision_applies_to_warmup_steps_only():
+    mixed = load_config(None, ["train.warmup_precision=bf16"]).train
+    assert (mixed.step_precision(warming_up=True), mixed.step_precision(warming_up=False)) == ("bf16", "fp32")
+    assert mixed.scaler_precision == "fp32"
+    unset = load_config(None, ["train.precision=bf16"]).train
+    assert (unset.step_precision(warming_up=True), unset.step_precision(warming_up=False)) == ("bf16", "bf16")
+    # fp16 steps anywhere in the run need the gradient scaler, even when the full steps are float32.
+    assert load_config(None, ["train.warmup_precision=fp16"]).train.scaler_precision == "fp16"
