@@ -1,4 +1,7 @@
+from pathlib import Path
+
 import pytest
+import yaml
 
 from cest.config import Config, load_config, save_config
 
@@ -44,3 +47,14 @@ def test_the_warmup_precision_applies_to_warmup_steps_only():
     assert (unset.step_precision(warming_up=True), unset.step_precision(warming_up=False)) == ("bf16", "bf16")
     # fp16 steps anywhere in the run need the gradient scaler, even when the full steps are float32.
     assert load_config(None, ["train.warmup_precision=fp16"]).train.scaler_precision == "fp16"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_shipped_config_loads_with_its_values(path):
+    """A typo in a shipped config (an unknown field, a bad value) fails here, not minutes into a job."""
+    config = load_config(path)
+    for section, values in yaml.safe_load(path.read_text()).items():
+        for name, value in values.items():
+            loaded = getattr(getattr(config, section), name)
+            assert (list(loaded) if isinstance(loaded, tuple) else loaded) == value, f"{section}.{name}"
