@@ -226,9 +226,14 @@ class TrainConfig:
         return self.warmup_precision if warming_up and self.warmup_precision else self.precision
 
     @property
+    def precisions(self) -> set[str]:
+        """Every precision some step of the run uses."""
+        return {self.precision, self.warmup_precision or self.precision}
+
+    @property
     def scaler_precision(self) -> str:
         """The precision the gradient scaler is made for: fp16 if any step runs in it (cest.step.make_scaler)."""
-        return "fp16" if "fp16" in (self.precision, self.warmup_precision) else self.precision
+        return "fp16" if "fp16" in self.precisions else self.precision
 
 
 @dataclass

@@ -292,8 +292,7 @@ def train_worker(job: Job, context) -> None:
     model = build_model(config.model).to(device)
     optimizer = make_optimizer(model, config.optim)
     scaler = make_scaler(schedule.scaler_precision, device)
-    if device.type == "cpu" and "bf16" in (schedule.precision, schedule.warmup_precision) \
-            and cpu_has_native_bf16() is False:
+    if device.type == "cpu" and "bf16" in schedule.precisions and cpu_has_native_bf16() is False:
         print(f"rank {context.rank}: bf16 (train.precision / train.warmup_precision) on a CPU without native bf16 "
               f"({' or '.join(NATIVE_BF16_FLAGS)}): oneDNN emulates it, slower than float32; "
               "fp32 trains faster here", flush=True)
