@@ -69,6 +69,9 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int)
     parser.add_argument("--only", help="comma-separated subset of the ablations (default: all)")
     parser.add_argument("--synthetic-test", help="held-apart synthetic set scored during training (jobs/train.py)")
+    parser.add_argument("--start-from", metavar="CHECKPOINT",
+                        help="every variant starts from this checkpoint (jobs/train.py --start-from), e.g. the "
+                             "end of a landmark warm-up they share")
     parser.add_argument("--name", default="ablations", help="parent run name; children are NAME-VARIANT")
     parser.add_argument("--storage", default=str(DEFAULT_STORAGE))
     parser.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
@@ -107,7 +110,7 @@ def child_arguments(args, variant: str, overrides: list[str], parent: str) -> li
             "--workers", str(args.workers), "--gpus-per-worker", str(args.gpus_per_worker),
             "--cpus-per-worker", str(args.cpus_per_worker)]
     for option, value in (("--config", args.config), ("--steps", args.steps), ("--address", args.address),
-                          ("--synthetic-test", args.synthetic_test)):
+                          ("--synthetic-test", args.synthetic_test), ("--start-from", args.start_from)):
         if value is not None:
             argv += [option, str(value)]
     for assignment in args.overrides + overrides:

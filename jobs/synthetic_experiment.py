@@ -152,6 +152,10 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true", help="run the loss-weight sweep instead of the variants")
     parser.add_argument("--name", default="synthetic", help="parent runs are NAME-seedK, children NAME-seedK-RUN")
     parser.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment")
+    parser.add_argument("--start-from", metavar="CHECKPOINT",
+                        help="every run of seed K starts from this checkpoint, {seed} replaced by K (jobs/train.py "
+                             "--start-from), e.g. data/recipe/cest-seed{seed}-cest/checkpoint_00008000 copied "
+                             "aside: ablations that share the recipe's landmark warm-up train only what follows")
     args = parser.parse_args(argv)
     for directory in (args.train, args.test):
         if not (directory / "ground_truth").is_dir():
@@ -181,6 +185,7 @@ def run(argv: list[str] | None = None) -> int:
                  "--storage", str(output), "--experiment", args.experiment, "--set", f"train.seed={seed}",
                  "--synthetic-test", str(args.test.resolve())]
                 + (["--config", args.config] if args.config else [])
+                + (["--start-from", args.start_from.format(seed=seed)] if args.start_from else [])
                 + [item for assignment in args.overrides for item in ("--set", assignment)])
             codes = ablations.run_variants(sweep_args, runs)
             failed = [name for name, code in codes.items() if code != 0]

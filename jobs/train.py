@@ -10,6 +10,8 @@ Train runs it in every worker of a `TorchTrainer` (`--workers N`, DDP: gloo on C
 STORAGE/NAME every `train.checkpoint_every` steps (cest.checkpoint format); a worker that dies restarts the
 group from the last one (`--max-failures`), and the same command with the same --name resumes from it
 ("resuming NAME from step N"); `--fresh` starts over under an existing name, deleting its checkpoints.
+`--start-from CHECKPOINT` starts a new run from another run's checkpoint (weights, optimiser, step, random state),
+copied into STORAGE/NAME: the ablations of a recipe share its landmark warm-up that way (docs/training.md).
 
 MLflow (jobs/tracking.py): the driver opens one run per training run before any worker starts and records
 its id in STORAGE/NAME/run.json, so restarts and resumes continue that run; rank 0 logs the loss terms,
@@ -43,7 +45,7 @@ if __package__ in (None, ""):  # `python jobs/train.py`: make the project import
 import numpy as np
 import pyarrow.fs
 
-from cest.checkpoint import META_NAME
+from cest.checkpoint import META_NAME, CheckpointError, checkpoint_file
 from cest.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from jobs import tracking
 from jobs.data import (DataError, OverlappedPasses, SkipReporter, holdout_rows, mixed_batches, parse_source,
@@ -120,6 +122,17 @@ def write_run_file(run_dir: str, values: dict) -> None:
     fs.create_dir(root, recursive=True)
     with fs.open_output_stream(posixpath.join(root, RUN_FILE)) as stream:
         stream.write(json.dumps(values, indent=1).encode())
+
+
+def copy_start(directory: Path, step: int, run_dir: str) -> str:
+    """--start-from: a copy of a local checkpoint directory in STORAGE/NAME, from which the run then resumes
+    as from its own (workers on other nodes read the run's storage, not this machine's disk)."""
+    fs, root = resolve(run_dir)
+    name = f"checkpoint_{step:08d}"
+    fs.create_dir(posixpath.join(root, name), recursive=True)
+    pyarrow.fs.copy_files(str(directory), posixpath.join(root, name),
+                          source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
+    return storage_path(run_dir, name)
 
 
 def fetch_checkpoint(directory: str, into: str) -> str:
@@ -394,6 +407,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storage", default=str(DEFAULT_STORAGE), help="absolute directory or URI for runs")
     parser.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT, help="MLflow experiment")
     parser.add_argument("--fresh", action="store_true", help="start over under an existing name (deletes it)")
+    parser.add_argument("--start-from", metavar="CHECKPOINT",
+                        help="start a new run from another run's checkpoint (a checkpoint directory or file, or a "
+                             "run directory for its latest): weights, optimiser, step and random state; the model "
+                             "config must be the same, losses, data and schedule may differ (e.g. ablations sharing "
+                             "a landmark warm-up); ignored once the run has checkpoints of its own")
     parser.add_argument("--max-failures", type=int, default=3, help="worker-group restarts before giving up")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--crash-once-at-step", type=int, default=0, metavar="STEP",
@@ -457,6 +475,26 @@ def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
     return config, storage_path(args.storage, args.name)
 
 
+def start_point(path: str, config: Config) -> tuple[Path, int]:
+    """(checkpoint directory, step) of a --start-from checkpoint, checked against the run's config."""
+    from cest.checkpoint import load_checkpoint
+
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as error:
+        raise JobError(f"--start-from: {error}") from None
+    theirs, ours = config_to_dict(checkpoint["config"])["model"], config_to_dict(config)["model"]
+    differing = [f"model.{key}: {theirs.get(key)!r} there, {value!r} here" for key, value in ours.items()
+                 if theirs.get(key) != value]
+    if differing:
+        raise JobError(f"--start-from {path} holds another model ({'; '.join(differing)}); "
+                       "only the losses, data and schedule may differ")
+    if checkpoint["step"] >= config.train.steps:
+        raise JobError(f"--start-from {path} is at step {checkpoint['step']}, not before train.steps "
+                       f"{config.train.steps}: raise --steps")
+    return checkpoint_file(path).parent, checkpoint["step"]
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=tracking.PROJECT_ROOT, capture_output=True,
@@ -495,7 +533,7 @@ def open_mlflow_run(args, config: Config, run_dir: str, uri: str) -> str:
     experiment_id = tracking.experiment_id(client, uri, args.experiment)
     tags = {tracking.VARIANT_TAG: config.model.variant, tracking.ABLATION_TAG: args.ablation,
             tracking.DATASET_TAG: dataset_tag(args.data), tracking.COMMIT_TAG: _git_commit(),
-            "cest.storage": run_dir}
+            "cest.storage": run_dir, **({"cest.started_from": str(args.start_from)} if args.start_from else {})}
     if args.parent_run_id:
         tags["mlflow.parentRunId"] = args.parent_run_id
     run = client.create_run(experiment_id, run_name=args.name, tags=tags)
@@ -584,21 +622,25 @@ def log_final(job: Job, config: Config, checkpoint_dir: str | None) -> None:
 def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config, run_dir = resolve_job(args)
-    found = latest_checkpoint(run_dir)
+    found = None if args.fresh else latest_checkpoint(run_dir)
+    # --start-from is read only where it is used: once the run has checkpoints, its source may be gone.
+    start = start_point(args.start_from, config) if args.start_from and found is None else None
     if args.fresh:
         fs, root = resolve(run_dir)
         if fs.get_file_info(root).type == pyarrow.fs.FileType.Directory:
             fs.delete_dir(root)
             print(f"--fresh: deleted the earlier run {run_dir}")
-        found = None
     elif found is not None:
         if found[1] >= config.train.steps:
             print(f"{args.name} is already at step {found[1]} of {config.train.steps}: nothing to do "
                   f"(raise --steps to train on, or --fresh to start over)")
             return 0
         print(f"resuming {args.name} from step {found[1]} ({found[0]})")
-    elif read_run_file(run_dir) is not None:
+    elif read_run_file(run_dir) is not None and start is None:
         print(f"{args.name}: an earlier attempt left no checkpoint; starting at step 0 in the same MLflow run")
+    if start is not None:
+        found = (copy_start(*start, run_dir), start[1])
+        print(f"starting {args.name} at step {found[1]} from {args.start_from} (copied to {found[0]})")
 
     start_ray(args)
     check_resources(args)

@@ -156,6 +156,31 @@ def test_the_sweep_trains_cest_under_each_loss_setting_for_every_seed(synthetic_
     assert all(metrics["vertex_mm"]["seeds"] == [0.0, 1.0] for metrics in summary.values())
 
 
+def test_each_seed_starts_from_its_own_checkpoint_when_asked(synthetic_set, tmp_path, monkeypatch):
+    """--start-from with {seed}: every training run of seed K gets seed K's checkpoint (jobs/train.py
+    --start-from, tested in test_train_job.py); training and scoring are recorded here."""
+    from cest.config import save_config
+    from jobs import ablations, synthetic_experiment
+
+    save_config(Config(model=ModelConfig(**SMALL)), tmp_path / "small.yaml")
+    children = []
+
+    def recorded_sweep(args, runs):
+        children.extend(ablations.child_arguments(args, name, overrides, "parent") for name, overrides in runs.items())
+        return {name: 0 for name in runs}
+
+    monkeypatch.setattr(ablations, "run_variants", recorded_sweep)
+    monkeypatch.setattr(synthetic_experiment, "score",
+                        lambda run_dir, test_dir: {"metrics": {name: {"mean": 0.0} for name in synthetic_eval.METRICS}})
+    assert synthetic_experiment.main(["--train", str(synthetic_set), "--test", str(synthetic_set), "--output",
+                                      str(tmp_path / "runs"), "--config", str(tmp_path / "small.yaml"), "--steps", "12",
+                                      "--seeds", "0", "1", "--variants", "neither", "symmetry_only",
+                                      "--start-from", "/runs/recipe-seed{seed}-cest/checkpoint_00008000"]) == 0
+    starts = [(argv[argv.index("--name") + 1], argv[argv.index("--start-from") + 1]) for argv in children]
+    assert starts == [(f"synthetic-seed{seed}-{variant}", f"/runs/recipe-seed{seed}-cest/checkpoint_00008000")
+                      for seed in (0, 1) for variant in ("neither", "symmetry_only")]
+
+
 def test_the_untrained_baseline_is_averaged_over_seeds(synthetic_set, tmp_path):
     from cest.config import save_config
     from jobs import synthetic_experiment

@@ -1,17 +1,20 @@
 """jobs/train.py end to end on Parquet written from the real sample: Ray Data ingest, Ray Train workers,
 checkpoints, a killed worker, resume, MLflow. One Ray instance for the module (each start costs 6-11 s)."""
 
+import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from bad_clips import broken_corpus, broken_rows, truncate, write_other_schema, write_rows
-from cest.checkpoint import load_checkpoint
+from cest.checkpoint import load_checkpoint, save_checkpoint
+from cest.model import build_model
 from jobs import tracking
 from jobs.data import to_batch, training_dataset
-from jobs.train import latest_checkpoint, main
+from jobs.train import latest_checkpoint, load_job_config, main
 from small_model import SMALL_SETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,6 +161,7 @@ def test_a_worker_that_dies_restarts_the_group_from_the_last_checkpoint(ray_addr
     (["--storage", "relative/runs"], "absolute path or a URI"),
     (["--name", "a/b"], "--name"),
     (["--workers", "3"], "does not split over 3 workers"),
+    (["--start-from", "/nonexistent"], "--start-from: no checkpoint at /nonexistent"),
 ])
 def test_bad_arguments_fail_in_one_line_before_any_worker(sample_clips, store, capsys, argument, message):
     _assert_one_line_error(sample_clips, store, capsys, argument, message)
@@ -167,6 +171,47 @@ def test_workers_that_would_take_every_cpu_from_ray_data_are_refused(ray_address
     # The module's Ray has 3 CPUs: 2 workers x 1.5 CPUs would leave Ray Data's decoding tasks none.
     _assert_one_line_error(sample_clips, store, capsys, ["--workers", "2", "--cpus-per-worker", "1.5"],
                            "leave Ray Data less than 1 of the cluster's 3 CPUs")
+
+
+def test_a_start_from_another_model_fails_in_one_line_naming_the_difference(sample_clips, store, capsys):
+    config = load_job_config(str(ROOT / "jobs/configs/cpu_demo.yaml"), [a for a in SMALL_SETS if a != "--set"])
+    other = dataclasses.replace(config, model=dataclasses.replace(config.model, variant="iest"))
+    path = save_checkpoint(store / "iest", build_model(other.model), other, step=2)
+    _assert_one_line_error(sample_clips, store, capsys, ["--start-from", str(path)],
+                           "holds another model (model.variant: 'iest' there, 'cest' here)")
+
+
+@pytest.mark.slow
+def test_a_run_started_from_another_runs_checkpoint_goes_on_from_its_step(ray_address, sample_clips, store, capsys):
+    """--start-from, as ablations that share a landmark warm-up use it: the new run starts at the checkpoint's
+    step with its weights, under its own name, objective and MLflow run; the source run is left as it was."""
+    data, _ = sample_clips
+    common = ["--data", str(data), *SMALL, "--workers", "0", "--storage", str(store / "runs"),
+              "--set", "loss.landmark_warmup_steps=2", "--set", "train.log_every=1"]
+    assert main(common + ["--name", "warmup", "--steps", "2"]) == 0
+    source = latest_checkpoint(str(store / "runs" / "warmup"))[0]
+    fork = common + ["--name", "fork", "--steps", "3", "--set", "loss.symmetry=false",
+                     "--start-from", str(store / "runs" / "warmup")]
+    capsys.readouterr()
+    assert main(fork) == 0
+    assert "starting fork at step 2 from" in capsys.readouterr().out
+    forked = load_checkpoint(latest_checkpoint(str(store / "runs" / "fork"))[0])
+    assert forked["step"] == 3 and forked["config"].loss.symmetry is False
+    # One Adam step (lr 1e-3) from the warm-up's weights moves each weight by about 1e-3 at most.
+    before = torch.load(Path(source) / "checkpoint.pt", weights_only=True)["model"]
+    moved = [float((forked["model"][k] - before[k]).abs().max()) for k in before
+             if before[k].is_floating_point() and "running_" not in k]
+    assert 0 < max(moved) < 3e-3
+    assert latest_checkpoint(str(store / "runs" / "warmup"))[1] == 2
+    client, runs = _runs(store)
+    (fork_run,) = [run for run in runs if run.info.run_name == "fork"]
+    # Only the fork's own step was trained (and logged), with the full objective: the warm-up was not rerun.
+    assert [m.step for m in client.get_metric_history(fork_run.info.run_id, "train/photometric")] == [3]
+    assert fork_run.data.tags["cest.started_from"] == str(store / "runs" / "warmup")
+    # Once the fork has checkpoints of its own, its source is not needed again.
+    shutil.rmtree(store / "runs" / "warmup")
+    assert main(fork) == 0
+    assert "fork is already at step 3 of 3" in capsys.readouterr().out
 
 
 RAY_FORWARDED_LOG = re.compile(r"^(\x1b\[[0-9;]*m)?\([^()]* pid=\d+[^()]*\)")
