@@ -1,7 +1,6 @@
 """jobs/train.py end to end on Parquet written from the real sample: Ray Data ingest, Ray Train workers,
 checkpoints, a killed worker, resume, MLflow. One Ray instance for the module (each start costs 6-11 s)."""
 
-import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from bad_clips import broken_corpus, broken_rows, truncate, write_other_schema, write_rows
 from cest.checkpoint import load_checkpoint, save_checkpoint
 from cest.model import build_model
+from cest.step import make_optimizer
 from jobs import tracking
 from jobs.data import to_batch, training_dataset
 from jobs.train import latest_checkpoint, load_job_config, main
@@ -173,10 +173,17 @@ def test_workers_that_would_take_every_cpu_from_ray_data_are_refused(ray_address
                            "leave Ray Data less than 1 of the cluster's 3 CPUs")
 
 
+def _saved_start(store: Path, name: str, step: int, overrides: list[str]) -> Path:
+    """A checkpoint at `step` of the tests' small job config with `overrides`, as a training run writes one."""
+    config = load_job_config(str(ROOT / "jobs/configs/cpu_demo.yaml"),
+                             [a for a in SMALL_SETS if a != "--set"] + overrides)
+    torch.manual_seed(1234)  # not the job's train.seed: weights a run started from scratch would not have
+    model = build_model(config.model)
+    return save_checkpoint(store / name, model, config, step, make_optimizer(model, config.optim))
+
+
 def test_a_start_from_another_model_fails_in_one_line_naming_the_difference(sample_clips, store, capsys):
-    config = load_job_config(str(ROOT / "jobs/configs/cpu_demo.yaml"), [a for a in SMALL_SETS if a != "--set"])
-    other = dataclasses.replace(config, model=dataclasses.replace(config.model, variant="iest"))
-    path = save_checkpoint(store / "iest", build_model(other.model), other, step=2)
+    path = _saved_start(store, "iest", 2, ["model.variant=iest"])
     _assert_one_line_error(sample_clips, store, capsys, ["--start-from", str(path)],
                            "holds another model (model.variant: 'iest' there, 'cest' here)")
 
@@ -184,32 +191,29 @@ def test_a_start_from_another_model_fails_in_one_line_naming_the_difference(samp
 @pytest.mark.slow
 def test_a_run_started_from_another_runs_checkpoint_goes_on_from_its_step(ray_address, sample_clips, store, capsys):
     """--start-from, as ablations that share a landmark warm-up use it: the new run starts at the checkpoint's
-    step with its weights, under its own name, objective and MLflow run; the source run is left as it was."""
+    step with its weights, under its own name, objective and MLflow run; the source is left as it was."""
     data, _ = sample_clips
-    common = ["--data", str(data), *SMALL, "--workers", "0", "--storage", str(store / "runs"),
-              "--set", "loss.landmark_warmup_steps=2", "--set", "train.log_every=1"]
-    assert main(common + ["--name", "warmup", "--steps", "2"]) == 0
-    source = latest_checkpoint(str(store / "runs" / "warmup"))[0]
-    fork = common + ["--name", "fork", "--steps", "3", "--set", "loss.symmetry=false",
-                     "--start-from", str(store / "runs" / "warmup")]
-    capsys.readouterr()
+    source = _saved_start(store, "warmup/checkpoint_00000002", 2, []).parent
+    fork = ["--data", str(data), *SMALL, "--workers", "0", "--storage", str(store / "runs"), "--name", "fork",
+            "--steps", "3", "--set", "loss.landmark_warmup_steps=2", "--set", "train.log_every=1",
+            "--set", "loss.symmetry=false", "--start-from", str(store / "warmup")]
     assert main(fork) == 0
     assert "starting fork at step 2 from" in capsys.readouterr().out
     forked = load_checkpoint(latest_checkpoint(str(store / "runs" / "fork"))[0])
     assert forked["step"] == 3 and forked["config"].loss.symmetry is False
-    # One Adam step (lr 1e-3) from the warm-up's weights moves each weight by about 1e-3 at most.
-    before = torch.load(Path(source) / "checkpoint.pt", weights_only=True)["model"]
+    # One Adam step (lr 1e-3) from the source's weights moves each weight by about 1e-3 at most.
+    before = torch.load(source / "checkpoint.pt", weights_only=True)["model"]
     moved = [float((forked["model"][k] - before[k]).abs().max()) for k in before
              if before[k].is_floating_point() and "running_" not in k]
     assert 0 < max(moved) < 3e-3
-    assert latest_checkpoint(str(store / "runs" / "warmup"))[1] == 2
+    assert latest_checkpoint(str(store / "warmup"))[1] == 2
     client, runs = _runs(store)
-    (fork_run,) = [run for run in runs if run.info.run_name == "fork"]
+    (fork_run,) = runs
     # Only the fork's own step was trained (and logged), with the full objective: the warm-up was not rerun.
     assert [m.step for m in client.get_metric_history(fork_run.info.run_id, "train/photometric")] == [3]
-    assert fork_run.data.tags["cest.started_from"] == str(store / "runs" / "warmup")
+    assert fork_run.data.tags["cest.started_from"] == str(store / "warmup")
     # Once the fork has checkpoints of its own, its source is not needed again.
-    shutil.rmtree(store / "runs" / "warmup")
+    shutil.rmtree(store / "warmup")
     assert main(fork) == 0
     assert "fork is already at step 3 of 3" in capsys.readouterr().out
 
