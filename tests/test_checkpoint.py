@@ -76,12 +76,18 @@ def test_a_published_checkpoint_keeps_the_model_and_drops_the_training_state(tmp
     source = save_checkpoint(tmp_path / "run" / "checkpoint_00000005", model, config, step=5, optimizer=optimizer,
                              rng=rng_state(), mlflow_run_id="abc")
     target = publish_checkpoint(tmp_path / "run", tmp_path / "models" / "published.pt")
-    assert target.stat().st_size < 0.5 * source.stat().st_size  # Adam keeps two moments per weight
+    # Adam keeps two moments per weight (a third of the size without them), and float16 halves the rest.
+    assert target.stat().st_size < 0.2 * source.stat().st_size
     loaded, loaded_config, payload = load_model(target, morphable=morphable)
     assert loaded_config == config and payload["step"] == 5 and payload["mlflow_run_id"] == "abc"
     assert payload["optimizer"] is None and payload["rng"] is None
+    assert all(parameter.dtype == torch.float32 for parameter in loaded.parameters())  # inference runs in float32
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(loaded(images).viewpoint, model.eval()(images).viewpoint)
+        published, trained = loaded(images), model.eval()(images)
+    # float16 keeps 11 significant bits: the estimates move by about 1e-3 of their size, not more.
+    for name in ("viewpoint", "alpha_identity", "reflectance"):
+        ours, theirs = getattr(published, name), getattr(trained, name)
+        assert not torch.equal(ours, theirs) and torch.allclose(ours, theirs, rtol=0, atol=3e-3 * theirs.abs().max()), name
     with pytest.raises(CheckpointError, match="no checkpoint"):
         publish_checkpoint(tmp_path / "nowhere", tmp_path / "x.pt")
