@@ -122,6 +122,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 FLOAT16_MAX = 65504.0
 
 
+def _float16_where_it_fits(tensor: torch.Tensor) -> torch.Tensor:
+    """A float32 tensor as float16 when every value is within float16's range; any other tensor as it is."""
+    if tensor.dtype != torch.float32 or (tensor.abs() > FLOAT16_MAX).any():
+        return tensor
+    return tensor.half()
+
+
 def publish_checkpoint(source: str | Path, target: str | Path) -> Path:
     """Write the model of checkpoint `source` (any path `checkpoint_file` accepts) to the file `target`
     without its training state (optimizer, scaler, random states): what reconstruction and evaluation need.
@@ -132,8 +139,7 @@ def publish_checkpoint(source: str | Path, target: str | Path) -> Path:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{source} is not a CEST checkpoint (format {FORMAT} expected)")
     payload.update(optimizer=None, scaler=None, rng=None)
-    payload["model"] = {name: tensor.half() if tensor.dtype == torch.float32
-                        and not (tensor.abs() > FLOAT16_MAX).any() else tensor for name, tensor in payload["model"].items()}
+    payload["model"] = {name: _float16_where_it_fits(tensor) for name, tensor in payload["model"].items()}
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")

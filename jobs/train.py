@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # `python jobs/train.py`: make the project import
 import numpy as np
 import pyarrow.fs
 
-from cest.checkpoint import META_NAME, CheckpointError, checkpoint_file
+from cest.checkpoint import META_NAME, CheckpointError, checkpoint_file, load_checkpoint
 from cest.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from jobs import tracking
 from jobs.data import (DataError, OverlappedPasses, SkipReporter, holdout_rows, mixed_batches, parse_source,
@@ -259,8 +259,6 @@ def train_loop_per_worker(job: dict) -> None:
 
 def _load_start(context, job: Job, device) -> dict | None:
     """The checkpoint to start from: Ray's latest for this run (after a restart), else the resume point."""
-    from cest.checkpoint import load_checkpoint
-
     restored = context.restored_checkpoint()
     if restored is not None:
         with restored.as_directory() as directory:
@@ -477,10 +475,9 @@ def resolve_job(args: argparse.Namespace) -> tuple[Config, str]:
 
 def start_point(path: str, config: Config) -> tuple[Path, int]:
     """(checkpoint directory, step) of a --start-from checkpoint, checked against the run's config."""
-    from cest.checkpoint import load_checkpoint
-
     try:
-        checkpoint = load_checkpoint(path)
+        file = checkpoint_file(path)
+        checkpoint = load_checkpoint(file)
     except CheckpointError as error:
         raise JobError(f"--start-from: {error}") from None
     theirs, ours = config_to_dict(checkpoint["config"])["model"], config_to_dict(config)["model"]
@@ -492,7 +489,7 @@ def start_point(path: str, config: Config) -> tuple[Path, int]:
     if checkpoint["step"] >= config.train.steps:
         raise JobError(f"--start-from {path} is at step {checkpoint['step']}, not before train.steps "
                        f"{config.train.steps}: raise --steps")
-    return checkpoint_file(path).parent, checkpoint["step"]
+    return file.parent, checkpoint["step"]
 
 
 def _git_commit() -> str:
